@@ -1,0 +1,40 @@
+# medrun — set-up, demo, tests, smoke runs and benchmarks. Everything installs into $(VENV).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MEDRUN := $(VENV)/bin/medrun
+# CPU wheel that lies on this machine's disk. On a CUDA machine use the PyPI build for your CUDA instead, e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url <PyTorch wheel index for your CUDA version>"
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?= -n 2
+export MEDRUN_RUNS ?= $(CURDIR)/runs
+
+.PHONY: setup demo test smoke bench lint clean
+
+setup: $(VENV)/.medrun-setup
+
+$(VENV)/.medrun-setup: pyproject.toml setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, so that resolving the project never pulls a multi-GB CUDA build
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(MEDRUN) train ad-lite --dataset oasis --fixture
+	$(MEDRUN) eval ad-lite --dataset oasis --fixture
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+smoke: setup
+	$(MEDRUN) smoke
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
