@@ -1,0 +1,60 @@
+"""Pipelines: one sub-package per paper, registered under its slug.
+
+A pipeline package's ``__init__`` declares ``SPEC = PipelineSpec(...)`` and nothing else, so listing costs no
+more than reading those specs. Its typed manifest (pydantic, no torch) lives in ``config.py``, so showing and
+validating never import torch, Lightning or MONAI. The implementation
+(``SPEC.impl``, a ``Pipeline`` subclass) is imported only when a stage runs or a model is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+
+from medrun.errors import UsageError
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    slug: str
+    title: str
+    paper: str  # citation
+    card: str  # card name under shared/papers
+    datasets: tuple[str, ...]
+    stages: tuple[str, ...]
+    manifest: str  # "module:Class" of the pipeline's pydantic Manifest subclass (imports pydantic, not torch)
+    impl: str  # "module:Class" of the Pipeline implementation (imports torch)
+
+    def manifest_cls(self):
+        return _load(self.manifest)
+
+    def config_module(self):
+        return importlib.import_module(self.manifest.split(":")[0])
+
+    def load(self):
+        return _load(self.impl)
+
+
+def _load(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def registry() -> dict[str, PipelineSpec]:
+    out = {}
+    for m in pkgutil.iter_modules(__path__):
+        if m.ispkg and not m.name.startswith("_"):
+            spec = getattr(importlib.import_module(f"{__name__}.{m.name}"), "SPEC", None)
+            if spec is not None:
+                out[spec.slug] = spec
+    return out
+
+
+def get(slug: str) -> PipelineSpec:
+    reg = registry()
+    if slug not in reg:
+        near = difflib.get_close_matches(slug, reg, n=1)
+        raise UsageError(f"unknown pipeline '{slug}'", fix=f"did you mean '{near[0]}'?" if near else "see `medrun list`")
+    return reg[slug]

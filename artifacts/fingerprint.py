@@ -1,0 +1,133 @@
+"""Fingerprints of data and code.
+
+Data: every file under the dataset's folder(s), hashed by content (``mode="content"``) or by size and mtime
+(``mode="stat"``). Content hashes are cached in SQLite keyed by (path, size, mtime_ns), so re-fingerprinting an
+unchanged tree only stats it. Code: sha256 over the installed medrun sources (see ``code_fingerprint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from .hashing import sha256_file, sha256_json
+
+PACKAGES = ("medrun", "medrun.cli", "medrun.manifests", "medrun.pipelines", "medrun.models", "medrun.metrics",
+            "medrun.datasets", "medrun.artifacts")
+
+
+class StatCache:
+    """(absolute path, size, mtime_ns) -> sha256, in one SQLite file shared by all runs."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30)
+        self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha TEXT)")
+
+    def load_under(self, root: str) -> dict[str, tuple[int, int, str]]:
+        prefix = root.rstrip(os.sep) + os.sep
+        rows = self.db.execute("SELECT path, size, mtime_ns, sha FROM files WHERE path >= ? AND path < ?",
+                               (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))
+        return {p: (s, m, h) for p, s, m, h in rows}
+
+    def store(self, rows: list[tuple[str, int, int, str]]) -> None:
+        if rows:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def walk_files(root: Path) -> list[os.DirEntry]:
+    """Every regular file under root (hidden files and folders skipped), sorted by relative path."""
+    out: list[tuple[str, os.DirEntry]] = []
+    stack = [(str(root), "")]
+    while stack:
+        top, rel = stack.pop()
+        with os.scandir(top) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                r = f"{rel}{e.name}"
+                if e.is_dir(follow_symlinks=True):
+                    stack.append((e.path, r + "/"))
+                elif e.is_file(follow_symlinks=True):
+                    out.append((r, e))
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def fingerprint_tree(root: Path, cache: StatCache | None, mode: str = "content",
+                     progress: Callable[[int, int], None] | None = None) -> dict:
+    """{"root", "mode", "files": {relpath: [size, sha256 or mtime_ns]}, "sha256"}. The digest ignores ``root``."""
+    root = Path(root).resolve()
+    entries = walk_files(root)
+    cached = cache.load_under(str(root)) if (cache and mode == "content") else {}
+    files: dict[str, list] = {}
+    fresh: list[tuple[str, int, int, str]] = []
+    for i, (rel, e) in enumerate(entries):
+        st = e.stat()
+        if mode == "stat":
+            files[rel] = [st.st_size, st.st_mtime_ns]
+            continue
+        hit = cached.get(e.path)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            sha = hit[2]
+        else:
+            sha = sha256_file(e.path)
+            fresh.append((e.path, st.st_size, st.st_mtime_ns, sha))
+        files[rel] = [st.st_size, sha]
+        if progress and (i % 256 == 0 or i == len(entries) - 1):
+            progress(i + 1, len(entries))
+    if cache:
+        cache.store(fresh)
+    return {"root": str(root), "mode": mode, "files": files, "sha256": sha256_json({"mode": mode, "files": files})}
+
+
+def combine(fingerprints: dict[str, dict]) -> str:
+    """One digest over several named trees (e.g. a merged dataset)."""
+    return sha256_json({name: fp["sha256"] for name, fp in sorted(fingerprints.items())})
+
+
+def _source_dirs() -> list[Path]:
+    from importlib.util import find_spec
+
+    dirs = []
+    for name in PACKAGES:
+        spec = find_spec(name)
+        if spec and spec.submodule_search_locations:
+            dirs.append(Path(next(iter(spec.submodule_search_locations))))
+    return dirs
+
+
+def code_fingerprint() -> dict:
+    """sha256 over the medrun version and every installed ``.py`` source, so any code change gives a new run id
+    while a docs-only commit does not. The git commit and dirty state are recorded beside it for provenance."""
+    from medrun import __version__
+
+    h = hashlib.sha256(__version__.encode())
+    dirs = _source_dirs()
+    for d in dirs:
+        for p in sorted(d.rglob("*.py")):
+            if "__pycache__" in p.parts:
+                continue
+            h.update(f"{d.name}/{p.relative_to(d)}".encode())
+            h.update(p.read_bytes())
+    return {"version": __version__, "sha256": h.hexdigest(), **_git_state(dirs[0].parent if dirs else Path.cwd())}
+
+
+def _git_state(where: Path) -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return {"git_commit": None, "git_dirty": None}
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"git_commit": None, "git_dirty": None}

@@ -1,0 +1,167 @@
+"""The run directory: ``<runs>/<pipeline>/<stage>-<id12>/``.
+
+Writes are atomic (temp file + rename); an exclusive lock keeps two processes from writing the same run; a run
+is complete only when ``run.json`` says so *and* ``MANIFEST.sha256`` (written last, covering every other file)
+exists. An interrupted or failed run therefore never looks complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from medrun.errors import EnvError, UsageError
+
+from .hashing import sha256_file
+
+MANIFEST = "MANIFEST.sha256"
+LOCK = ".lock"
+SUBDIRS = ("checkpoints", "figures", "logs")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_path(runs_root: Path, pipeline: str, stage: str, run_id: str) -> Path:
+    return Path(runs_root) / pipeline / f"{stage}-{run_id[:12]}"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # -- state --------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / "run.json").exists()
+
+    def info(self) -> dict:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def is_complete(self) -> bool:
+        return (self.path / MANIFEST).exists() and self.info().get("status") == "complete"
+
+    def metrics(self) -> dict:
+        try:
+            return json.loads((self.path / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def open(self, *, force: bool = False) -> RunDir:
+        """Create (or reopen, to resume) the directory and take its lock."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise EnvError(f"cannot write run directory {self.path}: {e.strerror}",
+                           fix="choose a writable place with --runs-dir DIR or MEDRUN_RUNS") from None
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"run {self.path} is being written by another medrun process",
+                             fix="wait for it to finish, or use another --runs-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        if force:
+            self._clear()
+        (self.path / MANIFEST).unlink(missing_ok=True)  # whatever happens next, this run is not complete
+        for sub in SUBDIRS:
+            (self.path / sub).mkdir(exist_ok=True)
+        return self
+
+    def _clear(self) -> None:
+        for child in self.path.iterdir():
+            if child.name == LOCK:
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def file(self, rel: str) -> Path:
+        p = self.path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_text(self, rel: str, text: str) -> Path:
+        atomic_write(self.path / rel, text)
+        return self.path / rel
+
+    def write_json(self, rel: str, obj) -> Path:
+        return self.write_text(rel, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+    def update_info(self, **fields) -> dict:
+        info = {**self.info(), **fields}
+        self.write_json("run.json", info)
+        return info
+
+    def append_event(self, event: str, **fields) -> None:
+        with open(self.file("logs/events.jsonl"), "a") as f:
+            f.write(json.dumps({"time": time.time(), "event": event, **fields}, default=str) + "\n")
+
+    def seal(self) -> None:
+        """Mark complete: run.json first, then MANIFEST.sha256 over every file (the last write of a run)."""
+        self.update_info(status="complete", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        lines = [f"{sha256_file(p)}  {rel}" for rel, p in self.files()]
+        atomic_write(self.path / MANIFEST, "\n".join(lines) + "\n")
+
+    def files(self) -> list[tuple[str, Path]]:
+        out = []
+        for p in sorted(self.path.rglob("*")):
+            rel = p.relative_to(self.path).as_posix()
+            if p.is_file() and rel not in (MANIFEST, LOCK) and not p.name.startswith("."):
+                out.append((rel, p))
+        return out
+
+
+def find_runs(runs_root: Path, pipeline: str | None = None, stage: str | None = None) -> list[RunDir]:
+    """Run directories under the root, newest first."""
+    root = Path(runs_root)
+    pattern = f"{pipeline or '*'}/{stage or '*'}-*"
+    runs = [RunDir(p) for p in root.glob(pattern) if (p / "run.json").exists()]
+    return sorted(runs, key=lambda r: r.info().get("started", ""), reverse=True)
+
+
+def resolve_run(runs_root: Path, ref: str, pipeline: str | None = None) -> RunDir:
+    """A run by directory path, full id, or unique id prefix."""
+    p = Path(ref)
+    if (p / "run.json").exists():
+        return RunDir(p)
+    matches = [r for r in find_runs(runs_root, pipeline) if r.info().get("id", "").startswith(ref)
+               or r.path.name.split("-", 1)[-1].startswith(ref)]
+    if not matches:
+        raise UsageError(f"no run matches {ref!r} under {runs_root}" + (f"/{pipeline}" if pipeline else ""),
+                         fix="list runs with `ls` on the runs directory, or pass the run directory itself")
+    if len(matches) > 1:
+        names = ", ".join(r.path.name for r in matches[:5])
+        raise UsageError(f"{ref!r} matches {len(matches)} runs ({names})", fix="give more characters of the id")
+    return matches[0]

@@ -1,0 +1,72 @@
+"""The ``medrun`` command. Parsing and printing only; the work lives in pipelines, manifests and artifacts.
+
+Nothing heavy is imported at start-up: ``--help``, ``list``, ``show`` and ``validate`` never import torch,
+Lightning or MONAI. Errors a user can act on print one line and exit with ARCHITECTURE.md's code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from medrun.errors import INTERRUPTED, MedrunError
+
+app = typer.Typer(
+    name="medrun",
+    help="Run medical-imaging papers and your own experiments as traceable, verifiable, re-runnable runs.\n\n"
+    "Examples:\n\n"
+    "  medrun list\n\n"
+    "  medrun train ad-lite --dataset oasis --fixture\n\n"
+    "  medrun eval ad-lite --dataset oasis --fixture\n\n"
+    "  medrun train ad-lite --dataset oasis --data-dir ~/kaggle/imagesoasis/Data -o train.epochs=3",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+from . import info, stages  # noqa: E402  (registers the commands)
+
+info.register(app)
+stages.register(app)
+
+
+def _err(text: str) -> None:
+    from .output import stderr
+
+    stderr().print(f"[bold red]error:[/] {text}", markup=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from typer.exceptions import Abort, Exit, TyperException
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MEDRUN_ARGV", " ".join(["medrun", *argv]))
+    try:
+        code = app(args=argv, prog_name="medrun", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except MedrunError as e:
+        _err(e.line())
+        return e.exit_code
+    except Exit as e:
+        return e.exit_code
+    except TyperException as e:  # bad arguments: typer's own message, with the usage line
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+        return 2
+    except (KeyboardInterrupt, Abort):
+        _err("interrupted: the run is left incomplete; the same command resumes it")
+        return INTERRUPTED
+    except Exception as e:  # a bug: show where
+        import traceback
+
+        traceback.print_exc()
+        _err(f"unexpected {type(e).__name__}: {e} (this is a bug in medrun; the traceback is above)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""ad-lite's typed manifest (pydantic only) and the data folders it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+
+
+class Data(DatasetSection):
+    name: Literal["ad", "adni", "oasis", "merged"]
+    undersample: dict[str, int] | None = Field(None, description="OASIS: cap per class, random.seed(50) as in the code")
+    undersample_seed: int = 50
+    img_size: int = Field(224, description="square resize before any split; a multiple of 32")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 43
+
+    @field_validator("img_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v < 32 or v % 32:
+            raise ValueError("must be a multiple of 32 (the network pools five times)")
+        return v
+
+
+class Model(Section):
+    num_classes: int = Field(4, ge=2)
+    tx: Literal["code", "paper"] = Field("code", description="Tx-layer: code −0.8·x, or paper Eq. 5 0.8·(255 − x)")
+    pcb: bool = Field(True, description="the parallel concatenation block (False: Table 2 ablation)")
+    bn_momentum: float = Field(0.01, gt=0, le=1, description="BatchNorm running-average momentum; Keras' 0.99 is 0.01")
+
+
+class LrDecay(Section):
+    from_epoch: int = Field(ge=0, description="0-indexed epoch from which lr is multiplied by factor every epoch")
+    factor: float = Field(0.95, gt=0, le=1)
+
+
+class Train(TrainSection):
+    epochs: int = 18
+    batch_size: int = 64
+    lr: float = 0.00095
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-7
+    lr_decay: LrDecay | None = None
+
+
+class CV(Section):
+    folds: int = Field(10, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class Predict(Section):
+    input: str | None = Field(None, description="folder of images to classify (default: the eval split)")
+
+
+class AdLiteManifest(Manifest):
+    pipeline: Literal["ad-lite"] = "ad-lite"
+    dataset: Data
+    model: Model = Field(default_factory=Model)
+    train: Train = Field(default_factory=Train)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    cv: CV = Field(default_factory=CV)
+    predict: Predict = Field(default_factory=Predict)
+
+
+def data_paths(m: AdLiteManifest) -> dict[str, Path]:
+    """The folders to fingerprint, after a cheap layout check (so a wrong folder fails before it is hashed)."""
+    from medrun.datasets import alzheimer
+
+    root = Path(m.dataset.root)
+    paths = {"ad": root / "Alzheimer_s Dataset", "adni": root / "Axial"} if m.dataset.name == "merged" else {m.dataset.name: root}
+    for name, path in paths.items():
+        if path.exists():
+            alzheimer.check_layout(name, path)
+    return paths

@@ -1,0 +1,143 @@
+"""Shared pieces for image-classification pipelines: an image dataset over (path, label) samples, stratified
+splits, a LightningModule around any classifier network, and evaluation with the shared metrics."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from medrun.datasets._images import read_rgb
+from medrun.metrics import classification as cm
+
+
+class ImageSamples(Dataset):
+    """(path, label) samples → (float32 3×S×S tensor of raw 0–255 values, label). Small sets are decoded once."""
+
+    PRELOAD_BYTES = 512 * 1024 * 1024
+
+    def __init__(self, samples, size: int):
+        self.samples, self.size = list(samples), size
+        self._cache = None
+        if len(self.samples) * size * size * 3 <= self.PRELOAD_BYTES:
+            self._cache = np.stack([read_rgb(s.path, size) for s in self.samples]) if self.samples else None
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        img = self._cache[i] if self._cache is not None else read_rgb(self.samples[i].path, self.size)
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float(), self.samples[i].label
+
+
+def stratified_split(samples, fraction: float, seed: int):
+    """sklearn StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed): (rest, held_out)."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    labels = np.array([s.label for s in samples])
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    a, b = next(splitter.split(np.zeros(len(labels)), labels))
+    return [samples[i] for i in sorted(a)], [samples[i] for i in sorted(b)]
+
+
+def loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
+
+
+class LitClassifier(L.LightningModule):
+    """Cross-entropy classifier; Adam with a per-epoch multiplicative decay from a given epoch (Keras-style)."""
+
+    def __init__(self, net: torch.nn.Module, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 decay_from: int | None = None, decay_factor: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+        self.decay_from, self.decay_factor = decay_from, decay_factor
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _step(self, batch, prefix: str):
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{prefix}_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def lr_at(self, epoch: int) -> float:
+        """Keras-style schedule: lr × factor^(epoch − from + 1) from epoch ``from`` (0-indexed) on."""
+        if self.decay_from is None or epoch < self.decay_from:
+            return 1.0
+        return self.decay_factor ** (epoch - self.decay_from + 1)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas, eps=self.eps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_at)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+@torch.no_grad()
+def predict_probs(net: torch.nn.Module, ds: Dataset, batch_size: int = 64) -> np.ndarray:
+    net.eval()
+    out = [torch.softmax(net(x), dim=1) for x, _ in loader(ds, batch_size, shuffle=False)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 1))
+
+
+def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64) -> tuple[dict, list[dict]]:
+    """Accuracy, per-class and macro/weighted P/R/F1, micro and macro AUROC, confusion matrix; per-case rows."""
+    t0 = time.perf_counter()
+    probs = predict_probs(net, ImageSamples(samples, size), batch_size)
+    y = np.array([s.label for s in samples])
+    pred = probs.argmax(1)
+    prf = cm.precision_recall_f1(y, pred, num_classes=len(classes))
+    metrics = {
+        "accuracy": cm.accuracy(y, pred),
+        **{k: v for k, v in prf.items() if k != "per_class"},
+        "auroc_micro": cm.auroc(y, probs, average="micro"),
+        "auroc_macro": cm.auroc(y, probs, average="macro"),
+        "n": int(len(y)),
+        "per_class": {c: {k: prf["per_class"][k][i] for k in ("precision", "recall", "f1", "support")}
+                      for i, c in enumerate(classes)},
+        "confusion_matrix": cm.confusion_matrix(y, pred, num_classes=len(classes)).tolist(),
+        "eval_seconds": round(time.perf_counter() - t0, 3),
+    }
+    rows = [{"file": str(s.path), "true": classes[s.label], "pred": classes[p],
+             **{f"prob_{c}": round(float(probs[i, j]), 6) for j, c in enumerate(classes)}}
+            for i, (s, p) in enumerate(zip(samples, pred))]
+    return metrics, rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    from medrun.artifacts import atomic_write
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def per_class_table(metrics: dict) -> str:
+    from .report import markdown_table
+
+    rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
+    rows += [["macro", metrics["precision_macro"], metrics["recall_macro"], metrics["f1_macro"], metrics["n"]],
+             ["weighted", metrics["precision_weighted"], metrics["recall_weighted"], metrics["f1_weighted"], metrics["n"]]]
+    return "## Per class (this run)\n\n" + markdown_table(["class", "precision", "recall", "F1", "support"], rows)

@@ -1,0 +1,268 @@
+"""The stage runner: manifest + options → validated manifest → data → fingerprints → run id → run directory →
+the pipeline's stage → metrics, paper.md, MANIFEST.sha256.
+
+``plan()`` does everything that needs no torch (so ``--dry-run`` and ``show`` stay quick until a model is
+built); ``execute()`` runs the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from medrun import datasets, manifests
+from medrun.artifacts import RunDir, drop_keys, find_runs, resolve_run, run_id, run_path, sha256_file, sha256_json
+from medrun.artifacts.fingerprint import StatCache, code_fingerprint, combine, fingerprint_tree
+from medrun.errors import DataError, UsageError
+from medrun.manifests.schema import ID_EXCLUDED
+
+from . import get as get_pipeline
+from .base import StageContext
+
+PARENT_STAGES = {"eval", "predict"}  # stages that use a finished train run's weights
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDRUN_CACHE", Path.home() / ".cache" / "medrun"))
+
+
+@dataclass
+class Request:
+    pipeline: str
+    stage: str
+    dataset: str | None = None
+    manifest: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    data_dir: Path | None = None
+    fixture: bool = False
+    runs_dir: Path = Path("runs")
+    seed: int | None = None
+    force: bool = False
+    dry_run: bool = False
+    trainer: dict = field(default_factory=dict)
+    run_ref: str | None = None
+    checkpoint: Path | None = None
+    split: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    request: Request
+    spec: object
+    manifest: object  # validated pydantic model
+    manifest_dict: dict
+    data_roots: dict[str, Path]
+    data_fp: dict
+    code_fp: dict
+    run_id: str
+    path: Path
+    parent: RunDir | None
+    checkpoint_sha: str | None
+
+
+def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
+    if req.manifest is None:
+        if not req.dataset:
+            raise UsageError(f"which dataset? pass --dataset ({', '.join(spec.datasets)}) or --manifest FILE")
+        if req.dataset not in spec.datasets:
+            import difflib
+
+            near = difflib.get_close_matches(req.dataset, spec.datasets, n=1)
+            raise UsageError(f"{spec.slug} has no dataset '{req.dataset}'",
+                             fix=(f"did you mean '{near[0]}'? " if near else "") + f"choose from {', '.join(spec.datasets)}")
+        path = manifests.manifest_path(spec.slug, req.dataset, fixture=req.fixture)
+    else:
+        path = Path(req.manifest)
+    resolved = manifests.load_file(path)
+    extra: dict = {}
+    if req.seed is not None:
+        extra["seed"] = req.seed
+    if req.data_dir is not None:
+        extra["dataset.root"] = str(Path(req.data_dir).expanduser())
+    if req.split is not None:
+        extra["eval.split"] = req.split
+    extra.update({f"trainer.{k}": v for k, v in req.trainer.items() if v is not None})
+    resolved = manifests.apply_overrides(resolved, req.overrides)
+    resolved = manifests.apply_overrides(resolved, extra)
+    if resolved.data.get("pipeline") not in (None, spec.slug):
+        raise UsageError(f"{path}: manifest is for pipeline '{resolved.data['pipeline']}', not '{spec.slug}'")
+    m = manifests.validate(resolved, spec.manifest_cls())
+    if req.dataset and req.manifest is not None and m.dataset.name != req.dataset:
+        raise UsageError(f"{path}: manifest is for dataset '{m.dataset.name}', not '{req.dataset}'",
+                         fix="drop --dataset or pass the matching manifest")
+    return m, resolved
+
+
+def fixture_root(name: str, seed: int = 0, log=print) -> Path:
+    """Generate the dataset's miniature once into the cache (atomically) and return its root."""
+    info = datasets.get(name)
+    module = sys.modules.get(info.fixture.split(":")[0]) or __import__(info.fixture.split(":")[0], fromlist=["_"])
+    version = sha256_file(module.__file__)[:10]
+    target = cache_dir() / "fixtures" / f"{name}-seed{seed}-{version}"
+    marker = target / ".medrun-fixture.json"
+    if not marker.exists():
+        log(f"writing the {name} fixture to {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            root = info.make_fixture(tmp, seed)
+            (tmp / ".medrun-fixture.json").write_text(json.dumps({"dataset": name, "seed": seed,
+                                                                  "root": str(Path(root).relative_to(tmp))}))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    rel = json.loads(marker.read_text())["root"]
+    return target / rel
+
+
+def plan(req: Request, log=print) -> Plan:
+    spec = get_pipeline(req.pipeline)
+    if req.stage not in spec.stages:
+        raise UsageError(f"{spec.slug} has no stage '{req.stage}'", fix=f"its stages: {', '.join(spec.stages)}")
+    m, _ = load_manifest(req, spec)
+    if req.fixture:
+        m.dataset.root = str(fixture_root(m.dataset.name, 0, log))
+    elif not m.dataset.root:
+        raise DataError(f"no data folder for dataset '{m.dataset.name}'",
+                        fix=f"pass --data-dir ({datasets.get(m.dataset.name).source}), or use --fixture")
+    data_roots = _data_paths(spec, m)
+    for name, root in data_roots.items():
+        if not root.exists():
+            info = datasets.get(m.dataset.name)
+            raise DataError(f"data folder not found: {root} (dataset.root of {m.dataset.name})",
+                            fix=f"download {info.source} and pass --data-dir DIR or set MEDRUN_DATA; "
+                                f"or add --fixture to run on a generated miniature")
+    cache = StatCache(cache_dir() / "stat-cache.sqlite")
+    try:
+        fps = {name: fingerprint_tree(root, cache, m.fingerprint) for name, root in data_roots.items()}
+    finally:
+        cache.close()
+    code = code_fingerprint()
+    mdict = m.model_dump(mode="json")
+    parent, ckpt_sha = None, None
+    if req.stage in PARENT_STAGES:
+        parent, ckpt_sha = _find_parent(req, spec, mdict, combine(fps))
+    rid = run_id(manifest=drop_keys(mdict, ID_EXCLUDED), code=code["sha256"], data=combine(fps), stage=req.stage,
+                 parent=(parent.info()["id"] if parent else ckpt_sha))
+    return Plan(req, spec, m, mdict, data_roots, fps, code, rid, run_path(req.runs_dir, spec.slug, req.stage, rid),
+                parent, ckpt_sha)
+
+
+def _data_paths(spec, m) -> dict[str, Path]:
+    # A pipeline may name several folders via a `data_paths(manifest)` function beside its manifest class;
+    # by default the dataset root.
+    fn = getattr(spec.config_module(), "data_paths", None)
+    return {k: Path(v) for k, v in (fn(m) if fn else {"data": m.dataset.root}).items()}
+
+
+def train_key(mdict: dict) -> str:
+    """What identifies 'the same training': the manifest without where data lies, eval settings or hardware."""
+    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", "trainer.devices", "trainer.num_nodes",
+                                         "trainer.strategy", "trainer.accelerator")))
+
+
+def _find_parent(req: Request, spec, mdict: dict, data_sha: str) -> tuple[RunDir | None, str | None]:
+    if req.checkpoint is not None:
+        ck = Path(req.checkpoint)
+        if not ck.is_file():
+            raise UsageError(f"checkpoint not found: {ck}", fix="check the --checkpoint path")
+        return None, sha256_file(ck)
+    if req.run_ref:
+        run = resolve_run(req.runs_dir, req.run_ref)
+        info = run.info()
+        if info.get("pipeline") != spec.slug or info.get("stage") != "train":
+            raise UsageError(f"run {run.path} is a {info.get('pipeline')} {info.get('stage')} run, not a {spec.slug} train run",
+                             fix=f"pass a run id from `ls {Path(req.runs_dir) / spec.slug}`")
+        if not run.is_complete():
+            raise UsageError(f"run {run.path} is not complete (status: {info.get('status', 'unknown')})",
+                             fix="finish it by running its train command again, or pick a complete run")
+        return run, None
+    key = train_key(mdict)
+    for run in find_runs(req.runs_dir, spec.slug, "train"):
+        info = run.info()
+        if info.get("train_key") == key and info.get("data_sha256") == data_sha and run.is_complete():
+            return run, None
+    how = f"medrun train {spec.slug} --dataset {mdict['dataset']['name']}" + (" --fixture" if req.fixture else "")
+    raise UsageError(f"no complete train run of this manifest under {Path(req.runs_dir) / spec.slug}",
+                     fix=f"run `{how}` first, or pass --run ID or --checkpoint FILE")
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty() and os.environ.get("MEDRUN_PLAIN") is None
+
+
+def execute(p: Plan, log=print) -> dict:
+    req = p.request
+    run = RunDir(p.path)
+    if run.is_complete() and not req.force:
+        return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": True, "metrics": run.metrics()}
+    run.open(force=req.force)
+    from medrun.artifacts.env import capture_env
+    from . import training
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run.write_text("manifest.yaml", yaml.safe_dump(p.manifest_dict, sort_keys=False))
+    env = capture_env()
+    run.write_json("env.json", env)
+    run.write_json("data.lock.json", {"fingerprint": combine(p.data_fp), "trees": p.data_fp, "splits": {}})
+    run.write_json("run.json", {
+        "id": p.run_id, "pipeline": p.spec.slug, "stage": req.stage, "status": "running", "dataset": p.manifest.dataset.name,
+        "fixture": req.fixture, "parent": p.parent.info()["id"] if p.parent else None,
+        "parent_dir": str(p.parent.path) if p.parent else None, "checkpoint": str(req.checkpoint) if req.checkpoint else None,
+        "checkpoint_sha256": p.checkpoint_sha, "command": req.argv, "started": started, "ended": None,
+        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict),
+        "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
+        "determinism": p.manifest.determinism, "pid": os.getpid(),
+    })
+    run.append_event("start", stage=req.stage)
+    ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
+                       parent=p.parent, checkpoint=Path(req.checkpoint) if req.checkpoint else None, log=log,
+                       interactive=_interactive())
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    try:
+        training.apply_determinism(p.manifest.determinism, p.manifest.seed)
+        pipeline = p.spec.load()(p.manifest, ctx)
+        metrics = pipeline.run_stage(req.stage) or {}
+        run.write_json("metrics.json", metrics)
+        if not (run.path / "paper.md").exists():
+            from .report import paper_md
+
+            run.write_text("paper.md", paper_md(p.spec, p.manifest, metrics, ctx))
+        run.append_event("end", status="complete")
+        run.seal()
+    except KeyboardInterrupt:
+        run.update_info(status="interrupted")
+        run.append_event("end", status="interrupted")
+        raise
+    except BaseException as e:
+        run.update_info(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        (run.path / "logs" / "error.log").write_text(traceback.format_exc())
+        run.append_event("end", status="failed")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        run.close()
+    return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def build_model(spec, manifest):
+    return spec.load()(manifest, None).build_model()

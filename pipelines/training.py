@@ -1,0 +1,167 @@
+"""Lightning glue shared by every pipeline: the Trainer built from the manifest's ``trainer:`` section, run
+directory logging, atomic checkpoints, progress, determinism, and safe weight files.
+
+Imported only when a stage runs (it imports torch and Lightning).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from medrun.artifacts import atomic_write
+from medrun.errors import UsageError
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+for _pattern in (".*logs directory .* exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
+                 ".*smaller than the logging interval.*", ".*does not have many workers.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+
+
+def apply_determinism(level: str, seed: int) -> None:
+    """off: nothing; seeded: seed python/numpy/torch and DataLoader workers; strict: also deterministic kernels."""
+    if level == "off":
+        return
+    L.seed_everything(seed, workers=True, verbose=False)
+    if level == "strict":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes to a temp file and renames, so a kill during a save never leaves a corrupt ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+
+class EpochLog(Callback):
+    """One plain line per epoch (when stdout is not a terminal) and an event per epoch in logs/events.jsonl."""
+
+    def __init__(self, run, log, plain: bool):
+        self.run, self.emit, self.plain = run, log, plain
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        m = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        secs = time.perf_counter() - self._t0
+        self.run.append_event("epoch", epoch=trainer.current_epoch, seconds=round(secs, 3), **m)
+        if self.plain:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()))
+            self.emit(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({secs:.1f} s)")
+
+
+def make_trainer(ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(), logger: bool = True, **overrides) -> L.Trainer:
+    t = ctx.manifest.trainer
+    cbs = [EpochLog(ctx.run, ctx.log, plain=not ctx.interactive), *callbacks]
+    if ctx.interactive:
+        cbs.append(RichProgressBar(leave=True))
+    if checkpoint:
+        cbs.append(ModelCheckpoint(dirpath=ctx.run.path / "checkpoints", filename="last", save_top_k=1,
+                                   monitor=None, enable_version_counter=False))
+    kwargs = dict(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+        num_nodes=t.num_nodes, max_epochs=max_epochs, log_every_n_steps=t.log_every_n_steps,
+        deterministic=ctx.manifest.determinism == "strict", callbacks=cbs, plugins=[AtomicCheckpointIO()],
+        logger=CSVLogger(save_dir=ctx.run.path / "logs", name="", version="") if logger else False,
+        enable_progress_bar=ctx.interactive, enable_model_summary=False, enable_checkpointing=checkpoint,
+        default_root_dir=ctx.run.path, num_sanity_val_steps=0,
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> None:
+    """``trainer.fit`` that resumes from ``ckpt_path`` and turns Lightning's Ctrl-C exit back into an interrupt."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **kw)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+
+
+def resume_checkpoint(run) -> Path | None:
+    last = run.path / "checkpoints" / "last.ckpt"
+    return last if last.exists() else None
+
+
+# -- weights ---------------------------------------------------------------------------------------------------
+def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, save(state, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    return path
+
+
+def load_state(path: Path) -> dict:
+    """safetensors for what medrun writes; ``torch.load(weights_only=True)`` for what users give."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}", fix="check the --checkpoint path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise UsageError(f"cannot load weights from {path}: {e.__class__.__name__}: {str(e).splitlines()[0][:200]}",
+                         fix="pass a .safetensors, a state dict .pt/.pth, or a Lightning .ckpt") from None
+    if isinstance(state, dict) and "state_dict" in state:  # Lightning checkpoint
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds a {type(state).__name__}, not a state dict", fix="save model.state_dict()")
+    return state
+
+
+def load_weights(model: torch.nn.Module, path: Path, *, prefix: str = "model.") -> torch.nn.Module:
+    state = load_state(path)
+    if state and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise UsageError(f"weights in {path} do not fit this model: " + ", ".join(parts),
+                         fix="check the checkpoint matches the manifest's model section (e.g. model.num_classes)")
+    model.load_state_dict(state)
+    return model
+
+
+def count_params(model: torch.nn.Module) -> dict:
+    return {"params_total": sum(p.numel() for p in model.parameters()),
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
