@@ -1,0 +1,62 @@
+from medrun.manifests import MANIFEST_DIR, all_manifests
+
+
+def test_list_json(cli):
+    r = cli("list", "--json")
+    assert r.code == 0
+    data = r.json()
+    ad = next(p for p in data["pipelines"] if p["slug"] == "ad-lite")
+    assert ad["datasets"] == ["ad", "adni", "oasis", "merged"] and "cv" in ad["stages"]
+    assert {"ad", "adni", "oasis", "merged"} <= {d["name"] for d in data["datasets"]}
+
+
+def test_model_summary_json(cli):
+    assert cli("show", "ad-lite", "--dataset", "oasis", "--model-summary", "--json").json() == \
+        {"params_total": 232138, "params_trainable": 232138}
+    assert cli("show", "ad-lite", "--dataset", "adni", "--model-summary", "--json").json()["params_total"] == 231945
+
+
+def test_show_resolves_manifest_and_run_id(cli, runs):
+    r = cli("show", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=2", "--runs-dir", runs, "--json")
+    assert r.code == 0
+    out = r.json()
+    assert out["manifest"]["train"]["epochs"] == 2 and len(out["run_id"]) == 64
+    again = cli("show", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=2", "--runs-dir", runs, "--json")
+    assert again.json()["run_id"] == out["run_id"]
+
+
+def test_show_schema(cli):
+    schema = cli("show", "ad-lite", "--schema").json()
+    assert "dataset" in schema["properties"] and schema.get("additionalProperties") is False
+
+
+def test_validate_all_repository_manifests(cli):
+    files = all_manifests()
+    assert len(files) >= 8
+    r = cli("validate", *files)
+    assert r.code == 0, r.out
+
+
+def test_validate_bad_manifest_exit_2(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {MANIFEST_DIR / 'ad-lite' / 'oasis.yaml'}\ntrain:\n  epoch: 3\n")
+    r = cli("validate", bad, MANIFEST_DIR / "ad-lite" / "ad.yaml")
+    assert r.code == 2
+    assert f"{bad}:3" in r.out and "did you mean 'epochs'" in r.out
+    assert "ok" in r.out  # the good one is still reported
+
+
+def test_fixture_command_writes_public_layout(cli, tmp_path):
+    r = cli("fixture", "oasis", "--out", tmp_path / "o")
+    assert r.code == 0
+    assert sorted(p.name for p in (tmp_path / "o" / "Data").iterdir()) == [
+        "Mild Dementia", "Moderate Dementia", "Non Demented", "Very mild Dementia"]
+
+
+def test_doctor(cli):
+    r = cli("doctor", "--json")
+    assert r.code == 0 and r.json()["torch"]
+
+
+def test_unknown_command_is_usage_error(cli):
+    assert cli("trian", "ad-lite").code == 2

@@ -1,0 +1,161 @@
+"""ad-lite: the architecture at full size, learning on the fixture, eval/reuse, and bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from medrun.models.adlite import AdLiteNet
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_counts_match_card():
+    assert n_params(AdLiteNet(4)) == 232138
+    assert n_params(AdLiteNet(3)) == 231945
+
+
+def test_full_size_shapes():
+    net = AdLiteNet(4).eval()
+    x = torch.rand(2, 3, 224, 224) * 255
+    c1 = net.stem(x)
+    assert c1.shape == (2, 64, 28, 28)
+    assert net.main(c1).shape == (2, 128, 7, 7) and net.pcb(c1).shape == (2, 64, 7, 7)
+    assert net(x).shape == (2, 4)
+
+
+def test_tx_layer_modes():
+    x = torch.randn(2, 64, 4, 4)
+    code, paper = AdLiteNet(4, tx="code"), AdLiteNet(4, tx="paper")
+    assert torch.allclose(code.pcb[0](x), -0.8 * x)
+    assert torch.allclose(paper.pcb[0](x), 0.8 * (255 - x))
+    assert n_params(AdLiteNet(4, pcb=False)) == 232138 - 37152 - 64 * 4  # Table 2 ablation: no pcb branch
+
+
+def test_lr_schedule_is_keras_style():
+    from medrun.pipelines.classification import LitClassifier
+
+    m = LitClassifier(torch.nn.Linear(2, 2), lr=1.0, decay_from=4, decay_factor=0.95)
+    assert [round(m.lr_at(e), 6) for e in range(7)] == [1, 1, 1, 1, 0.95, 0.9025, 0.857375]
+
+
+@pytest.mark.slow
+def test_learns_on_fixture_then_eval_and_reuse(cli, runs):
+    """The card's smoke run (oasis fixture, 64², 8 epochs): test accuracy ≥ 0.6 (chance 0.25), macro-F1 > 0.4."""
+    r = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["status"] == "complete" and not out["reused"]
+    assert out["metrics"]["accuracy"] >= 0.6 and out["metrics"]["f1_macro"] > 0.4, out["metrics"]
+    run = runs / "ad-lite" / f"train-{out['run_id'][:12]}"
+    for f in ("manifest.yaml", "run.json", "env.json", "data.lock.json", "metrics.json", "per_case.csv", "paper.md",
+              "checkpoints/model.safetensors", "checkpoints/last.ckpt", "figures/learning_curves.png",
+              "figures/confusion_matrix.png", "logs/metrics.csv", "logs/events.jsonl", "MANIFEST.sha256"):
+        assert (run / f).exists(), f
+    lock = json.loads((run / "data.lock.json").read_text())
+    assert {len(v) for v in lock["splits"].values()} == {99, 25, 31}
+    assert "Table 1" in (run / "paper.md").read_text()
+
+    again = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--json").json()
+    assert again["reused"] and again["run_id"] == out["run_id"]
+
+    ev = cli("eval", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--json")
+    assert ev.code == 0, ev.err
+    ev_run = runs / "ad-lite" / f"eval-{ev.json()['run_id'][:12]}"
+    assert json.loads((ev_run / "run.json").read_text())["parent"] == out["run_id"]
+    assert ev.json()["metrics"]["accuracy"] == out["metrics"]["accuracy"]  # same weights, same test split
+
+    val = cli("eval", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--split", "val", "--json")
+    assert val.code == 0 and val.json()["metrics"]["split"] == "val" and val.json()["run_id"] != ev.json()["run_id"]
+
+    pred = cli("predict", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--json")
+    assert pred.code == 0 and pred.json()["metrics"]["n"] == 31
+
+    ck = cli("eval", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs,
+             "--checkpoint", run / "checkpoints" / "model.safetensors", "--json")
+    assert ck.code == 0 and ck.json()["metrics"]["accuracy"] == out["metrics"]["accuracy"]
+
+    wrong = cli("eval", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs,
+                "--checkpoint", run / "checkpoints" / "model.safetensors", "-o", "model.num_classes=3")
+    assert wrong.code == 2 and "num_classes" in wrong.err
+
+    dry = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "-o", "train.epochs=2",
+              "--dry-run", "--json").json()
+    assert dry["status"] == "dry-run" and dry["run_id"] != out["run_id"] and dry["params_total"] == 232138
+    assert not (runs / "ad-lite" / f"train-{dry['run_id'][:12]}").exists()
+
+
+def test_eval_without_train_run_says_what_to_do(cli, runs):
+    r = cli("eval", "ad-lite", "--dataset", "adni", "--fixture", "--runs-dir", runs)
+    assert r.code == 2 and "medrun train ad-lite --dataset adni --fixture" in r.err
+
+
+def test_missing_data_dir_explains(cli, runs, tmp_path):
+    r = cli("train", "ad-lite", "--dataset", "oasis", "--data-dir", tmp_path / "nowhere", "--runs-dir", runs)
+    assert r.code == 3
+    assert "nowhere" in r.err and "imagesoasis" in r.err and "--fixture" in r.err and "Traceback" not in r.err
+
+
+def test_wrong_layout(cli, runs, tmp_path):
+    (tmp_path / "x" / "stuff").mkdir(parents=True)
+    r = cli("train", "ad-lite", "--dataset", "adni", "--data-dir", tmp_path / "x", "--runs-dir", runs)
+    assert r.code == 3 and "does not have the ADNI-Extracted-Axial layout" in r.err
+    assert not runs.exists()  # failed before anything was written
+
+
+def test_corrupt_image_names_the_file(cli, runs, tmp_path):
+    from medrun.datasets import get
+
+    root = get("adni").make_fixture(tmp_path / "d", 0)
+    bad = sorted((root / "CI").iterdir())[3]
+    bad.write_bytes(b"not an image at all")
+    r = cli("train", "ad-lite", "--dataset", "adni", "--data-dir", root, "--runs-dir", runs, "-o", "dataset.img_size=64")
+    assert r.code == 3 and bad.name in r.err and "Traceback" not in r.err
+    (run,) = (runs / "ad-lite").iterdir()
+    assert not (run / "MANIFEST.sha256").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_num_classes_mismatch(cli, runs):
+    r = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "-o", "model.num_classes=3")
+    assert r.code == 2 and "-o model.num_classes=4" in r.err
+
+
+def test_unwritable_runs_dir(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", blocker / "runs")
+    assert r.code == 4 and "--runs-dir" in r.err
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture",
+                             "--runs-dir", str(runs), "-o", "train.epochs=200"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.time() + 90
+    events = None
+    while time.time() < deadline:
+        found = list(runs.glob("ad-lite/train-*/logs/events.jsonl"))
+        if found and '"epoch"' in found[0].read_text():
+            events = found[0]
+            break
+        time.sleep(0.3)
+    assert events is not None, proc.communicate(timeout=5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run = events.parent.parent
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert not (run / "MANIFEST.sha256").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert "resumes" in err and "Traceback" not in err
+    shutil.rmtree(runs)
