@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar  # noqa: F401 (Callback re-exported)
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -100,8 +100,6 @@ def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> No
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
-    if trainer.interrupted:
-        raise KeyboardInterrupt
 
 
 def resume_checkpoint(run) -> Path | None:
