@@ -181,6 +181,9 @@ def test_surface_distances_match_three_references(seed, shape, spacing):
     pred, gt = _random_masks(seed, shape)
     spacing = spacing[: len(shape)]
     d_pg, d_gp = S.surface_distances(pred, gt, spacing)
+    e_pg, e_gp = S.surface_distances(pred, gt, spacing, method="edt")
+    np.testing.assert_allclose(d_pg, e_pg, rtol=1e-12)
+    np.testing.assert_allclose(d_gp, e_gp, rtol=1e-12)
     b_pg, b_gp = _brute(pred, gt, spacing)
     np.testing.assert_allclose(np.sort(d_pg), np.sort(b_pg), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.sort(d_gp), np.sort(b_gp), rtol=1e-9, atol=1e-9)
