@@ -60,7 +60,7 @@ def test_multilabel_auroc_skips_single_class_labels():
     assert np.isnan(C.multilabel_auroc(np.ones((3, 2)), np.random.rand(3, 2)))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.integers(8, 60), st.integers(2, 5))
 def test_multilabel_auroc_matches_sklearn(seed, n, labels):
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def test_multilabel_auroc_matches_sklearn(seed, n, labels):
         assert C.multilabel_auroc(y, p, average="micro") == pytest.approx(skm.roc_auc_score(y, p, average="micro"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.integers(10, 80), st.integers(3, 6))
 def test_multiclass_auroc_matches_sklearn(seed, n, k):
     rng = np.random.default_rng(seed)
@@ -89,7 +89,7 @@ def test_multiclass_auroc_matches_sklearn(seed, n, k):
     assert C.auroc(y, p, "micro") == pytest.approx(skm.roc_auc_score(onehot, p, average="micro"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.integers(5, 80), st.integers(2, 5))
 def test_label_metrics_match_sklearn(seed, n, k):
     rng = np.random.default_rng(seed)

@@ -55,7 +55,7 @@ def test_overlap_empty_conventions():
         S.dice(np.zeros((2, 2)), np.zeros((2, 3)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 100_000), st.sampled_from([(7, 9), (5, 6, 7)]))
 def test_overlap_matches_monai_and_sklearn(seed, shape):
     from monai.metrics import compute_dice, compute_iou
@@ -175,7 +175,7 @@ SHAPES = st.sampled_from([(9, 13), (16, 8), (6, 7, 8), (10, 5, 9)])
 SPACINGS = st.sampled_from([(1.0, 1.0, 1.0), (0.7, 1.3, 2.5), (3.0, 0.5, 1.0)])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 100_000), SHAPES, SPACINGS)
 def test_surface_distances_match_three_references(seed, shape, spacing):
     pred, gt = _random_masks(seed, shape)
