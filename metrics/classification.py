@@ -2,7 +2,9 @@
 
 Inputs: ``y_true`` integer labels of shape (N,), ``y_pred`` integer labels (N,), ``probs`` class scores
 (N, C) (rows need not sum to 1 for AUROC). Used by ad-lite (Table 1: accuracy and weighted P/R/F1; Table 3:
-Keras ``AUC()`` on one-hot labels, i.e. micro-averaged ROC-AUC) and every classification card.
+Keras ``AUC()`` on one-hot labels, i.e. micro-averaged ROC-AUC), ad-progression (mAUC = Hand & Till, ``"ovo"``),
+idqce (multilabel linear-probe macro AUC), ma-dtnet (malignant = positive: accuracy, F1, AUROC) and every
+classification card.
 
 Built on scikit-learn; conventions:
 - precision/recall/F1 of a class with no predicted (or no true) samples are 0, as in sklearn's

@@ -41,6 +41,9 @@ Cards: ma-dtnet (per-image Dice, IoU, sens, spec, precision, HD95 px), sm-safe (
 (precision, recall, specificity, DSC, HD and HD95 mm), transnet-oct (DSC, ASSD, MASD in px), hybrid-seg
 (per-class Dice/IoU, HD95 px, boundary F1 at 2 px), lorasam (Dice with empty/empty = 1).
 
+Accumulating (torchmetrics ``Metric``, DDP-safe): :class:`OverlapMetric` pools voxel counts (Dice of a volume
+seen in patches); :class:`CaseMeanMetric` averages any per-case metric over cases, leaving NaN out.
+
 Efficiency: surfaces are extracted on the bounding box of both masks (one voxel of margin) and nearest surface
 partners are found with a k-d tree on the surface voxels' physical coordinates (``scipy.spatial.cKDTree``, exact
 Euclidean); a dense ``distance_transform_edt(sampling=spacing)`` path is kept as ``method="edt"``. All surface
@@ -349,4 +352,48 @@ class OverlapMetric(Metric):
             "precision": _ratio(tp, tp + fp, both_empty, e),
             "recall": _ratio(tp, tp + fn, both_empty, e),
             "specificity": _ratio(tn, tn + fp, fp == 0, e),
+        }
+
+
+class CaseMeanMetric(Metric):
+    """Mean of a per-case metric (e.g. HD95 per volume) over cases seen in batches and on all DDP ranks.
+
+    ``metric`` is a function of this module or its name, ``kwargs`` its options (``spacing``, ``empty``,
+    ``tolerance``). ``update(pred, gt)`` scores one case; pass ``batched=True`` to score each item of a leading
+    batch axis. NaN values (``empty="nan"``/``"diagonal"`` cases) are left out of the mean and counted in
+    ``"n_excluded"``; ``inf`` values stay in (the mean is then ``inf``). ``compute()`` returns ``{"mean", "n",
+    "n_excluded"}``. The sum and counts are summed over ranks, so the result equals the single-process mean.
+    """
+
+    full_state_update = False
+
+    def __init__(self, metric, batched: bool = False, **kwargs):
+        metric_kwargs = {k: kwargs.pop(k) for k in ("spacing", "empty", "tolerance") if k in kwargs}
+        super().__init__(**kwargs)
+        import torch
+
+        self.fn = METRICS[metric] if isinstance(metric, str) else metric
+        self.metric_kwargs = metric_kwargs
+        self.batched = batched
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("excluded", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, pred, gt) -> None:
+        pred, gt = to_numpy(pred), to_numpy(gt)
+        cases = zip(pred, gt, strict=True) if self.batched else [(pred, gt)]
+        for p, g in cases:
+            value = float(self.fn(p, g, **self.metric_kwargs))
+            if math.isnan(value):
+                self.excluded += 1
+            else:
+                self.total += value
+                self.count += 1
+
+    def compute(self) -> dict:
+        n = int(self.count)
+        return {
+            "mean": float(self.total) / n if n else float("nan"),
+            "n": n,
+            "n_excluded": int(self.excluded),
         }

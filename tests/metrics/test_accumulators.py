@@ -38,6 +38,22 @@ def test_merge_state_equals_single_process():
     assert s1.compute()["dice"] == pytest.approx(S.dice(pred, gt))
 
 
+def test_case_mean_metric_excludes_nan_and_merges():
+    rng = np.random.default_rng(3)
+    cases = [(rng.random((6, 7, 8)) < 0.3, rng.random((6, 7, 8)) < 0.3) for _ in range(4)]
+    cases.append((np.zeros((6, 7, 8), bool), np.zeros((6, 7, 8), bool)))  # NaN under empty="nan"
+    sp = (2.0, 1.0, 0.5)
+    a = S.CaseMeanMetric("hausdorff95", spacing=sp, empty="nan")
+    b = S.CaseMeanMetric(S.hausdorff95, spacing=sp, empty="nan", batched=True)
+    for p, g in cases[:2]:
+        a.update(p, g)
+    b.update(np.stack([c[0] for c in cases[2:]]), np.stack([c[1] for c in cases[2:]]))
+    a.merge_state(b)
+    out = a.compute()
+    ref = np.nanmean([S.hausdorff95(p, g, sp, empty="nan") for p, g in cases])
+    assert out == {"mean": pytest.approx(ref), "n": 4, "n_excluded": 1}
+
+
 def _worker(rank, world, port, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
