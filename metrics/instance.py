@@ -8,6 +8,8 @@ Inputs: ``pred`` and ``gt`` integer maps of one shape (2D or 3D), 0 = background
   RQ (= the card's DQ) = TP/(TP + ½FP + ½FN), SQ = mean IoU of the matches (0 without matches), PQ = SQ·RQ. Both maps
   empty → NaN (nothing to score; skipped in a mean over images or classes); one empty → 0 (hybrid-seg: "an empty
   prediction scores 0").
+- ``multiclass_panoptic_quality``: PanNuke-style (C, H, W) instance maps, one channel per class; PQ per class and
+  their mean over the classes present in ``gt`` (hybrid-seg's mPQ for one image; average it over images).
 - ``aji`` (Kumar et al. 2017): each true instance takes the predicted instance of highest IoU with it (none if no
   overlap); C = Σ|G ∩ S|, U = Σ|G ∪ S| + areas of predicted instances never taken; AJI = C/U. Both empty → NaN.
 - ``average_precision``: COCO-style per image. Predictions in descending ``scores`` (default: all 1, ties in label
@@ -70,6 +72,18 @@ def panoptic_quality(pred, gt, iou_threshold: float = 0.5) -> dict:
     rq = tp / (tp + 0.5 * fp + 0.5 * fn)
     sq = float(matched.mean()) if tp else 0.0
     return {"pq": sq * rq, "sq": sq, "rq": rq, "tp": tp, "fp": fp, "fn": fn}
+
+
+def multiclass_panoptic_quality(pred, gt, iou_threshold: float = 0.5) -> dict:
+    """``{"per_class": {c: pq or NaN}, "mpq": mean over classes with an instance in gt}`` for (C, ...) maps."""
+    pred, gt = to_numpy(pred), to_numpy(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt must have one shape, got {pred.shape} and {gt.shape}")
+    per_class = {}
+    for c in range(gt.shape[0]):
+        per_class[c] = panoptic_quality(pred[c], gt[c], iou_threshold)["pq"] if gt[c].any() else float("nan")
+    present = [v for v in per_class.values() if not np.isnan(v)]
+    return {"per_class": per_class, "mpq": float(np.mean(present)) if present else float("nan")}
 
 
 def aji(pred, gt) -> float:

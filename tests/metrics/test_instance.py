@@ -40,6 +40,16 @@ def test_panoptic_quality_by_hand():
     assert I.panoptic_quality(z, gt)["pq"] == 0.0 and I.panoptic_quality(pred, z)["pq"] == 0.0
 
 
+def test_multiclass_pq_skips_absent_classes():
+    pred, gt = _two_by_six()
+    z = np.zeros_like(gt)
+    out = I.multiclass_panoptic_quality(np.stack([pred, z, pred]), np.stack([gt, z, z]))
+    assert math.isnan(out["per_class"][1]) and math.isnan(out["per_class"][2])
+    assert out["mpq"] == pytest.approx(I.panoptic_quality(pred, gt)["pq"])
+    both = I.multiclass_panoptic_quality(np.stack([pred, gt]), np.stack([gt, gt]))
+    assert both["mpq"] == pytest.approx((I.panoptic_quality(pred, gt)["pq"] + 1.0) / 2)
+
+
 def test_aji_by_hand():
     pred, gt = _two_by_six()
     # gt1<->7: C 4, U 4; gt2<->9: C 4, U 6; gt3: no overlap, U 1; unused pred 5: U 2
