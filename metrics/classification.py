@@ -168,8 +168,8 @@ class AUROCMetric(Metric):
     def update(self, probs, y_true) -> None:
         import torch
 
-        self.probs.append(torch.as_tensor(to_numpy(probs), dtype=torch.float64))
-        self.target.append(torch.as_tensor(to_numpy(y_true)).long())
+        self.probs.append(torch.as_tensor(to_numpy(probs), dtype=torch.float64, device=self.device))
+        self.target.append(torch.as_tensor(to_numpy(y_true), device=self.device).long())
 
     def compute(self):
         from torchmetrics.utilities import dim_zero_cat

@@ -34,7 +34,7 @@ Empty masks, ``empty=``:
   ratio whose denominator is 0 is NaN unless both masks are empty; NaN is then excluded from means
   (``numpy.nanmean``; :func:`multiclass` does this).
 - ``"diagonal"`` (sm-safe): both empty → overlap 1 and distances NaN (excluded); one empty → overlap 0 and
-  distances = the image diagonal in ``spacing`` units.
+  distances = the image diagonal in ``spacing`` units. NSD/BF1 are then NaN (both empty) or 0 (one empty).
 
 Cards: ma-dtnet (per-image Dice, IoU, sens, spec, precision, HD95 px), sm-safe (Dice, IoU, HD95 mm with
 ``empty="diagonal"``), superpixel-label (Dice, IoU, precision, sensitivity; both empty → 1), pulmonary-av
