@@ -90,6 +90,24 @@ def test_distances_by_hand_2d_anisotropic():
     assert S.nsd(a, b, tolerance=7.0, spacing=(2.0, 0.5)) == 1.0
 
 
+def test_distances_by_hand_3d_anisotropic():
+    a = np.zeros((5, 5, 5), bool)
+    b = np.zeros((5, 5, 5), bool)
+    a[0, 0, 0] = True
+    b[1, 2, 3] = True
+    d = math.sqrt((1 * 2.0) ** 2 + (2 * 1.0) ** 2 + (3 * 0.5) ** 2)
+    assert S.hausdorff(a, b, spacing=(2.0, 1.0, 0.5)) == pytest.approx(d)
+    assert S.assd(a, b, spacing=(2.0, 1.0, 0.5)) == pytest.approx(d)
+    # a 4x4x4 cube and the same cube one slice further along an axis of 3 mm slices: HD = 3 mm
+    gt = np.zeros((8, 8, 8), bool)
+    gt[2:6, 2:6, 2:6] = True
+    pred = np.roll(gt, 1, axis=0)
+    assert S.hausdorff(pred, gt, spacing=(3.0, 0.7, 0.7)) == pytest.approx(3.0)
+    assert S.hausdorff(np.roll(gt, 1, axis=2), gt, spacing=(3.0, 0.7, 0.7)) == pytest.approx(0.7)
+    assert S.nsd(pred, gt, tolerance=2.9, spacing=(3.0, 0.7, 0.7)) < 1.0
+    assert S.nsd(pred, gt, tolerance=3.0, spacing=(3.0, 0.7, 0.7)) == 1.0
+
+
 def test_distances_by_hand_two_squares():
     # gt: 3x3 square (surface 8 pixels, centre is interior); pred: gt shifted one column right.
     gt = np.zeros((7, 7), bool)
