@@ -2,18 +2,27 @@
 
 Inputs: ``y_true`` integer labels of shape (N,), ``y_pred`` integer labels (N,), ``probs`` class scores
 (N, C) (rows need not sum to 1 for AUROC). Used by ad-lite (Table 1: accuracy and weighted P/R/F1; Table 3:
-Keras ``AUC()`` on one-hot labels, i.e. micro-averaged ROC-AUC) and every classification card.
+Keras ``AUC()`` on one-hot labels, i.e. micro-averaged ROC-AUC), ad-progression (mAUC = Hand & Till, ``"ovo"``),
+idqce (multilabel linear-probe macro AUC), ma-dtnet (malignant = positive: accuracy, F1, AUROC) and every
+classification card.
 
 Built on scikit-learn; conventions:
 - precision/recall/F1 of a class with no predicted (or no true) samples are 0, as in sklearn's
   ``classification_report(zero_division=0)``.
 - ``auroc(average="micro")`` flattens one-hot labels against scores (Keras ``AUC()``); ``"macro"`` is the
   one-vs-rest mean over classes present in ``y_true``; ``"ovo"`` is Hand & Till's one-vs-one mean.
+- Multilabel AUROC: ``y_true`` is a 0/1 matrix (N, L) of the same shape as ``probs``; ``"macro"`` is the mean
+  of the per-label AUCs over labels that have both classes in ``y_true`` (a label with one class has no
+  AUC and is skipped, not counted as 0 or 0.5); ``"micro"`` flattens labels and scores.
+- AUROC of a single class present, or of no valid label, is NaN.
+- ``AUROCMetric`` is the accumulating torchmetrics version (scores and labels are concatenated over
+  batches and gathered over DDP ranks, then ``auroc`` runs once on the whole test set).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from torchmetrics import Metric
 
 from ._arrays import to_numpy
 
@@ -71,10 +80,16 @@ def specificity(y_true, y_pred, positive: int = 1) -> float:
 
 
 def auroc(y_true, probs, average: str = "macro") -> float:
-    """ROC-AUC. Binary: ``probs`` (N,) or (N, 2). Multiclass: ``average`` in ``micro | macro | ovo``."""
+    """ROC-AUC. Binary: ``probs`` (N,) or (N, 2). Multiclass: ``average`` in ``micro | macro | ovo``.
+
+    Multilabel: ``y_true`` (N, L) of 0/1 with ``probs`` (N, L); ``average`` in ``macro | micro``.
+    """
     from sklearn.metrics import roc_auc_score
 
-    y_true, probs = to_numpy(y_true).ravel().astype(int), to_numpy(probs).astype(float)
+    y_true, probs = to_numpy(y_true), to_numpy(probs).astype(float)
+    if y_true.ndim == 2 and probs.ndim == 2 and y_true.shape == probs.shape and y_true.shape[1] > 1:
+        return multilabel_auroc(y_true, probs, average=average)
+    y_true = y_true.ravel().astype(int)
     if probs.ndim == 2 and probs.shape[1] == 2:
         probs = probs[:, 1]
     if probs.ndim == 1:
@@ -112,3 +127,51 @@ def quadratic_kappa(y_true, y_pred) -> float:
     from sklearn.metrics import cohen_kappa_score
 
     return float(cohen_kappa_score(to_numpy(y_true).ravel(), to_numpy(y_pred).ravel(), weights="quadratic"))
+
+
+def multilabel_auroc(y_true, probs, average: str = "macro") -> float:
+    """Multilabel ROC-AUC: ``y_true`` (N, L) of 0/1, ``probs`` (N, L).
+
+    ``"macro"``: mean over labels of the per-label AUC, skipping labels whose ``y_true`` column holds a single
+    class. ``"micro"``: one AUC on the flattened matrices. NaN when no label can be scored.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true, probs = to_numpy(y_true).astype(int), to_numpy(probs).astype(float)
+    if y_true.shape != probs.shape or y_true.ndim != 2:
+        raise ValueError(f"multilabel AUROC needs y_true and probs of one (N, L) shape, got {y_true.shape}, {probs.shape}")
+    if average == "micro":
+        flat = y_true.ravel()
+        return float(roc_auc_score(flat, probs.ravel())) if 0 < flat.sum() < flat.size else float("nan")
+    if average != "macro":
+        raise ValueError(f"multilabel average must be macro or micro, not {average!r}")
+    n = y_true.shape[0]
+    aucs = [roc_auc_score(y_true[:, j], probs[:, j]) for j in range(y_true.shape[1]) if 0 < y_true[:, j].sum() < n]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+class AUROCMetric(Metric):
+    """Accumulating AUROC over batches and DDP ranks (torchmetrics ``Metric``).
+
+    ``update(probs, y_true)`` with the shapes of :func:`auroc`; ``compute()`` returns ``auroc`` on everything
+    seen (states are concatenated across ranks, so the result equals the single-process value).
+    """
+
+    full_state_update = False
+
+    def __init__(self, average: str = "macro", **kwargs):
+        super().__init__(**kwargs)
+        self.average = average
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs, y_true) -> None:
+        import torch
+
+        self.probs.append(torch.as_tensor(to_numpy(probs), dtype=torch.float64, device=self.device))
+        self.target.append(torch.as_tensor(to_numpy(y_true), device=self.device).long())
+
+    def compute(self):
+        from torchmetrics.utilities import dim_zero_cat
+
+        return auroc(dim_zero_cat(self.target), dim_zero_cat(self.probs), average=self.average)
