@@ -668,6 +668,9 @@ def convert_official_state_dict(official: Mapping[str, torch.Tensor], model: nn.
     that cannot be resampled raises `UsageError` naming the file.
     """
     ours = model.state_dict()
+    # After peft injection a wrapped layer keeps its weight under `<name>.base_layer.`; adapters are not in
+    # official files and are not reported as missing.
+    alias = {k.replace(".base_layer.", "."): k for k in ours if "lora_" not in k}
     want_variant = detect_variant(ours)
     have_variant = detect_variant(official)
     if have_variant is not None and want_variant is not None and have_variant != want_variant:
@@ -682,8 +685,8 @@ def convert_official_state_dict(official: Mapping[str, torch.Tensor], model: nn.
     for key, value in official.items():
         if key in _IGNORED_KEYS:
             continue
-        name = official_key_to_ours(key)
-        if name not in ours:
+        name = alias.get(official_key_to_ours(key))
+        if name is None:
             report.unexpected.append(key)
             continue
         target = ours[name].shape
@@ -703,7 +706,7 @@ def convert_official_state_dict(official: Mapping[str, torch.Tensor], model: nn.
             file=file,
             fix="check that the checkpoint is the model variant the manifest names",
         )
-    report.missing = sorted(k for k in ours if k not in out)
+    report.missing = sorted(k for k in alias.values() if k not in out)
     return out, report
 
 
