@@ -88,13 +88,18 @@ def test_resized_model_shapes_and_forward_at_256(vit_b_256):
 
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        emb = vit_b_256.image_encoder(x)
+        emb = vit_b_256.image_encoder(x)  # the encoder runs once; the decoder is cheap
         assert emb.shape == (1, 256, 16, 16)
-        masks, iou = vit_b_256(x)  # no prompt: empty sparse tokens, no_mask dense embedding
+        pe, dec = vit_b_256.prompt_encoder, vit_b_256.mask_decoder
+        sparse, dense = pe(batch_size=1)  # no prompt: empty sparse tokens, no_mask dense embedding
+        assert sparse.shape == (1, 0, 256) and dense.shape == (1, 256, 16, 16)
+        masks, iou = dec(emb, pe.get_dense_pe(), sparse, dense)
         assert masks.shape == (1, 1, 64, 64) and iou.shape == (1, 1)
         pts = (torch.tensor([[[30.0, 40.0], [100.0, 200.0]]]), torch.tensor([[1, 0]]))
         box = torch.tensor([[10.0, 20.0, 120.0, 140.0]])
-        masks, iou = vit_b_256(x, points=pts, boxes=box, masks=torch.randn(1, 1, 64, 64), multimask_output=True)
+        sparse, dense = pe(pts, box, torch.randn(1, 1, 64, 64))
+        assert sparse.shape == (1, 4, 256) and dense.shape == (1, 256, 16, 16)
+        masks, iou = dec(emb, pe.get_dense_pe(), sparse, dense, multimask_output=True)
         assert masks.shape == (1, 3, 64, 64) and iou.shape == (1, 3)
     assert torch.isfinite(masks).all()
 
