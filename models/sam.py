@@ -650,6 +650,8 @@ def detect_variant(sd: Mapping[str, torch.Tensor]) -> str | None:
     w = sd.get("image_encoder.patch_embed.proj.weight")
     if w is None:
         return None
+    if w.dim() != 4:
+        return f"3D ({w.dim() - 2}-D patch embedding, e.g. SAM-Med3D)"
     depth = 1 + max(
         (int(k.split(".")[2]) for k in sd if k.startswith("image_encoder.blocks.")), default=-1
     )

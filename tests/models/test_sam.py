@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from medrun.models.sam import (
     VIT_B_PARAMS,
     VIT_B_PARAMS_TOTAL,
+    Attention,
     Sam,
     SamConfig,
     build_sam_vit_b,
@@ -17,6 +18,8 @@ from medrun.models.sam import (
     load_official_checkpoint,
     official_key_to_ours,
     our_key_to_official,
+    window_partition,
+    window_unpartition,
 )
 
 from medrun.errors import DataError, UsageError
@@ -188,3 +191,34 @@ def test_corrupt_missing_or_foreign_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(2, 3)}, foreign)
     with pytest.raises(UsageError, match="no SAM weights"):
         load_official_checkpoint(foreign, Sam(TINY))
+
+
+def test_sammed3d_file_into_2d_sam_is_a_usage_error(tmp_path):
+    path = tmp_path / "sam_med3d.pth"
+    torch.save({"model_state_dict": {"image_encoder.patch_embed.proj.weight": torch.zeros(96, 1, 8, 8, 8)}}, path)
+    with pytest.raises(UsageError, match="3D"):
+        load_official_checkpoint(path, Sam(TINY))
+
+
+def test_window_partition_round_trip_with_padding():
+    x = torch.randn(2, 5, 7, 6)
+    windows, padded = window_partition(x, 4)
+    assert windows.shape == (2 * 2 * 2, 4, 4, 6) and padded == (8, 8)
+    assert torch.equal(window_unpartition(windows, 4, padded, (5, 7)), x)
+
+
+def test_decomposed_rel_pos_matches_brute_force():
+    torch.manual_seed(0)
+    attn = Attention(dim=8, num_heads=2, grid=4)
+    torch.nn.init.normal_(attn.rel_pos_h)
+    torch.nn.init.normal_(attn.rel_pos_w)
+    x = torch.randn(1, 4, 4, 8)
+    q, k, v = attn.qkv(x).reshape(1, 16, 3, 2, 4).permute(2, 0, 3, 1, 4).reshape(3, 2, 16, 4)
+    coords = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(16, 2)
+    off = coords[:, None, :] - coords[None, :, :] + 3  # offsets into the 7-row tables
+    bias = torch.einsum("hqc,qkc->hqk", q, attn.rel_pos_h[off[..., 0]]) + torch.einsum(
+        "hqc,qkc->hqk", q, attn.rel_pos_w[off[..., 1]]
+    )
+    weights = (q @ k.transpose(-1, -2) * 4**-0.5 + bias).softmax(-1)
+    expect = attn.proj((weights @ v).permute(1, 0, 2).reshape(1, 4, 4, 8))
+    assert torch.allclose(attn(x), expect, atol=1e-5)
