@@ -11,7 +11,9 @@ Choices (the card is silent on these):
   then maps onto ours by name (see `convert_official_state_dict`), the lorasam card's LoRA targets
   (`blocks.N.attn.qkv`, `neck.0`, ...) and its "every parameter whose name contains `norm`" rule apply to our
   module names literally, and nothing extra has to install. The modules therefore carry the attribute names of
-  the official release; the module code itself is our own.
+  the official release; the module code itself is our own. `tests/models/test_sam_vs_hf.py` checks it
+  numerically against HF transformers' `SamModel` (which reproduces the official release) on point, box and
+  mask prompts.
 * The model is built for one input size (`SamConfig.img_size`, default 1024). For another size the absolute
   position embedding has `img_size/16` cells per side and the global blocks' relative-position tables
   `2*img_size/16 - 1` rows; windowed blocks keep `2*14 - 1 = 27` rows. A 1024 checkpoint is resampled to that size

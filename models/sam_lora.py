@@ -129,6 +129,28 @@ class LoraSam(nn.Module):
         return F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a lorasam run stores (issue 8 item 2): every trainable parameter (adapters, norms, position
+    embedding, TAL) plus the buffers of modules that own a trainable parameter (the TAL BatchNorm's running
+    statistics), detached and contiguous, ready for safetensors."""
+    out = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    for mod_name, mod in model.named_modules():
+        if any(p.requires_grad for p in mod.parameters(recurse=False)):
+            for b_name, buf in mod.named_buffers(recurse=False):
+                out[f"{mod_name}.{b_name}" if mod_name else b_name] = buf.detach().contiguous()
+    return out
+
+
+def load_trainable_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Put `trainable_state_dict` output back into a model built the same way (same rank and switches);
+    a name the model does not have is an error, so a run cannot silently load into the wrong layout."""
+    own = model.state_dict()
+    unknown = sorted(set(tensors) - set(own))
+    if unknown:
+        raise KeyError(f"tensors not in the model: {unknown[:5]}")
+    model.load_state_dict(tensors, strict=False)
+
+
 def lorasam_param_breakdown(model: LoraSam) -> dict[str, int]:
     """Trainable parameters by group, as the card's parameter check lists them."""
     enc = model.sam.image_encoder

@@ -8,9 +8,11 @@ from medrun.models.sam import Sam, SamConfig, build_sam_vit_b, count_params, loa
 from medrun.models.sam_lora import (
     LORASAM_TRAINABLE,
     LoraSam,
+    load_trainable_state_dict,
     lorasam_param_breakdown,
     mark_lorasam_trainable,
     set_lora_merged,
+    trainable_state_dict,
 )
 
 TINY = SamConfig(img_size=64, embed_dim=96, depth=4, num_heads=3, window_size=4, global_attn_indexes=(1, 3),
@@ -105,3 +107,27 @@ def test_checkpoint_loads_into_a_lora_model(tmp_path):
     report = load_official_checkpoint(path, model.sam)
     assert report.missing == [] and report.unexpected == []
     assert torch.equal(model.sam.image_encoder.neck[0].base_layer.weight, base.image_encoder.neck[0].weight)
+
+
+def test_trainable_state_dict_round_trip():
+    torch.manual_seed(0)
+    model = LoraSam(Sam(TINY), r=4)
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p)
+    model.tal.bn.running_mean.fill_(0.5)
+    saved = trainable_state_dict(model)
+    assert "tal.bn.running_mean" in saved and "sam.image_encoder.pos_embed" in saved
+    assert not any("patch_embed" in k or "rel_pos" in k for k in saved)
+    assert sum(v.numel() for k, v in saved.items() if "running" not in k and "num_batches" not in k) == count_params(
+        model, trainable_only=True
+    )
+    torch.manual_seed(1)
+    fresh = LoraSam(Sam(TINY), r=4)
+    fresh.sam.load_state_dict(model.sam.state_dict())  # same frozen base
+    load_trainable_state_dict(fresh, saved)
+    x, t = torch.randn(2, 3, 64, 64), torch.randn(2, 512)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, t), fresh.eval()(x, t))
+    with pytest.raises(KeyError):
+        load_trainable_state_dict(fresh, {"sam.not_a_tensor": torch.zeros(1)})
