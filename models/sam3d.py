@@ -28,7 +28,10 @@ Choices and facts of the released layout the card does not spell out:
   embedding (trilinear, or adaptive average pooling when shrinking) and the rel-pos tables (linear).
 * Input is one channel; intensity normalisation (per-volume z-score) belongs to the pipeline's transforms, so
   `pixel_mean`/`pixel_std` of the released model (unused by SAM-Med3D's 3D path) are not part of this module.
-* The totalct-sam additions (class tokens, memorizing-transformer block) belong to that pipeline and are not here.
+* totalct-sam "Change 1" (class tokens + one shared hypernetwork) is built in when `num_classes > 0`, as the
+  card resolves it; new keys `mask_decoder.class_tokens.*` / `class_hypernetwork.*` are reported missing when a
+  SAM-Med3D checkpoint is loaded. "Change 2" (the memorizing-transformer block) belongs to the pipeline and
+  plugs into `MaskDecoder3D.image_token_block`.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Sam3dConfig:
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    # totalct-sam "Change 1": number of foreground classes C (0 = plain SAM-Med3D, no class tokens)
+    num_classes: int = 0
 
     @property
     def grid(self) -> int:
@@ -313,7 +318,17 @@ class PromptEncoder3D(nn.Module):
 
 
 class MaskDecoder3D(nn.Module):
-    """Image embedding + prompt tokens → mask logits (B, M, 4g, 4g, 4g) and IoU predictions (B, M)."""
+    """Image embedding + prompt tokens → mask logits (B, M, 4g, 4g, 4g) and IoU predictions (B, M).
+
+    With `cfg.num_classes = C > 0` (totalct-sam card, "Change 1"): C + 1 learned class tokens
+    (`class_tokens`, background first) join the output tokens, and one shared 3-layer hypernetwork
+    (`class_hypernetwork`, 384→384→384→48) turns each into a kernel, giving (B, C+1, 4g, 4g, 4g) class logits
+    (`return_class_logits=True`). SAM-Med3D's own mask-token path stays as it is for the prompted binary mask.
+
+    `image_token_block` (None by default) is a hook for a module applied to the image tokens (B, g³, dim) after
+    the two-way transformer and before upscaling; totalct-sam's memorizing-transformer block goes there (card,
+    "Change 2"). It belongs to that pipeline, not to this module.
+    """
 
     def __init__(self, cfg: Sam3dConfig):
         super().__init__()
@@ -333,11 +348,21 @@ class MaskDecoder3D(nn.Module):
             MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(dim, cfg.iou_head_hidden_dim, self.num_mask_tokens, cfg.iou_head_depth)
+        self.num_classes = cfg.num_classes
+        if cfg.num_classes > 0:
+            self.class_tokens = nn.Embedding(cfg.num_classes + 1, dim)
+            self.class_hypernetwork = MLP(dim, dim, dim // 8, 3)
+        self.image_token_block: nn.Module | None = None
 
     def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                multimask_output: bool = False):
+                multimask_output: bool = False, return_class_logits: bool = False):
         b = sparse_prompt_embeddings.shape[0]
-        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        out_tokens = [self.iou_token.weight, self.mask_tokens.weight]
+        if self.num_classes > 0:
+            out_tokens.append(self.class_tokens.weight)
+        elif return_class_logits:
+            raise ValueError("class logits need a decoder built with Sam3dConfig(num_classes=C > 0)")
+        out_tokens = torch.cat(out_tokens, dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
         src = image_embeddings
         if src.shape[0] != b:
@@ -347,15 +372,22 @@ class MaskDecoder3D(nn.Module):
         _, c, d, h, w = src.shape
 
         hs, src = self.transformer(src, pos, tokens)
+        if self.image_token_block is not None:
+            src = self.image_token_block(src)
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, d, h, w))
+        flat = upscaled.flatten(2)  # (B, dim/8, (4g)³)
         kernels = torch.stack(
             [mlp(hs[:, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        bb, cc = upscaled.shape[:2]
-        masks = (kernels @ upscaled.view(bb, cc, -1)).view(bb, -1, *upscaled.shape[2:])
+        masks = (kernels @ flat).view(b, -1, *upscaled.shape[2:])
         iou_pred = self.iou_prediction_head(hs[:, 0])
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou_pred[:, sl]
+        if not return_class_logits:
+            return masks[:, sl], iou_pred[:, sl]
+        start = 1 + self.num_mask_tokens
+        class_kernels = self.class_hypernetwork(hs[:, start : start + self.num_classes + 1])
+        class_logits = (class_kernels @ flat).view(b, -1, *upscaled.shape[2:])
+        return masks[:, sl], iou_pred[:, sl], class_logits
 
 
 class Sam3D(nn.Module):
@@ -368,11 +400,14 @@ class Sam3D(nn.Module):
         self.prompt_encoder = PromptEncoder3D(self.cfg)
         self.mask_decoder = MaskDecoder3D(self.cfg)
 
-    def forward(self, volumes, points=None, masks=None, multimask_output: bool = False):
-        """(B, 1, S, S, S) → (mask logits at S/4 per side (B, M, …), IoU predictions (B, M))."""
+    def forward(self, volumes, points=None, masks=None, multimask_output: bool = False,
+                return_class_logits: bool = False):
+        """(B, 1, S, S, S) → (mask logits at S/4 per side (B, M, …), IoU predictions (B, M)[, class logits
+        (B, C+1, …) when `return_class_logits`])."""
         emb = self.image_encoder(volumes)
         sparse, dense = self.prompt_encoder(points, masks, batch_size=volumes.shape[0])
-        return self.mask_decoder(emb, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
+        return self.mask_decoder(emb, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output,
+                                 return_class_logits)
 
 
 def build_sam3d_vit_b_ori(img_size: int = 128) -> Sam3D:

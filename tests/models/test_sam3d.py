@@ -142,3 +142,38 @@ def test_sammed3d_bad_checkpoints(tmp_path):
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(96, 3, 8, 8)}, sam2d)
     with pytest.raises(UsageError, match="patch embedding"):
         load_sammed3d_checkpoint(sam2d, Sam3D(SMALL))
+
+
+def test_class_tokens_and_image_token_hook():
+    cfg = Sam3dConfig(**{**SMALL.__dict__, "num_classes": 4})
+    model = Sam3D(cfg)
+    x = torch.randn(2, 1, 32, 32, 32)
+    masks, iou, logits = model(x, return_class_logits=True)  # prompt-free semantic output
+    assert masks.shape == (2, 1, 16, 16, 16) and logits.shape == (2, 5, 16, 16, 16)
+    dim = 96
+    assert count_params(model.mask_decoder) - count_params(Sam3D(SMALL).mask_decoder) == (
+        5 * dim + 2 * (dim * dim + dim) + dim * (dim // 8) + dim // 8
+    )
+    calls = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, tokens):
+            calls.append(tokens.shape)
+            return tokens
+
+    model.mask_decoder.image_token_block = Probe()
+    points = (torch.rand(2, 1, 3) * 32, torch.ones(2, 1, dtype=torch.long))
+    masks, iou, logits = model(x, points=points, return_class_logits=True)
+    assert calls == [(2, 4**3, dim)]
+    with pytest.raises(ValueError, match="num_classes"):
+        Sam3D(SMALL)(x, return_class_logits=True)
+
+
+def test_sammed3d_checkpoint_into_semantic_model_reports_new_keys(tmp_path):
+    path = tmp_path / "sam_med3d.pth"
+    torch.save({"model_state_dict": Sam3D(SMALL).state_dict()}, path)
+    model = Sam3D(Sam3dConfig(**{**SMALL.__dict__, "num_classes": 4}))
+    report = load_sammed3d_checkpoint(path, model)
+    assert report.unexpected == []
+    assert all(k.startswith(("mask_decoder.class_tokens", "mask_decoder.class_hypernetwork")) for k in report.missing)
+    assert len(report.missing) == 7  # class_tokens.weight + 3 × (weight, bias)
