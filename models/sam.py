@@ -619,6 +619,33 @@ class LoadReport:
         )
 
 
+def _safe_extra_globals() -> list:
+    """Plain-data types that training scripts pickle next to the weights (SAM-Med3D's trainer stores its
+    `argparse.Namespace` and numpy scalars such as the best Dice). They carry no code, so we allow them in
+    `weights_only` loading rather than fall back to full unpickling."""
+    import argparse
+
+    allowed: list = [argparse.Namespace]
+    try:
+        import numpy as np
+
+        multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 vs 1
+        allowed += [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
+                    type(np.dtype(np.int64)), multiarray.scalar, multiarray._reconstruct,
+                    # files written under numpy 1 name the same functions under numpy.core
+                    (multiarray.scalar, "numpy.core.multiarray.scalar"),
+                    (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+    except (ImportError, AttributeError):  # pragma: no cover - numpy is a project dependency
+        pass
+    return allowed
+
+
+def torch_load_weights(path: str | Path):
+    """`torch.load(weights_only=True)` on CPU, allowing only the plain-data extras of `_safe_extra_globals`."""
+    with torch.serialization.safe_globals(_safe_extra_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
     """Find the tensor dict inside what `torch.load` returned and strip DataParallel/Lightning prefixes."""
     while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -725,8 +752,7 @@ def load_official_checkpoint(path: str | Path, model: nn.Module, *, require_comp
     if not path.is_file():
         raise DataError("SAM checkpoint not found", file=str(path), fix="download it and pass its path")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        official = unwrap_state_dict(raw)
+        official = unwrap_state_dict(torch_load_weights(path))
     except Exception as err:  # pickle, zip and type errors all mean the same thing to the user
         raise DataError(
             f"cannot read SAM checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})",

@@ -47,7 +47,15 @@ from torch import nn
 
 from medrun.errors import DataError, UsageError
 
-from .sam import MLP, LoadReport, MLPBlock, TwoWayTransformer, resize_rel_pos, unwrap_state_dict
+from .sam import (
+    MLP,
+    LoadReport,
+    MLPBlock,
+    TwoWayTransformer,
+    resize_rel_pos,
+    torch_load_weights,
+    unwrap_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +490,7 @@ def load_sammed3d_checkpoint(path: str | Path, model: nn.Module, *, prefix: str 
     if not path.is_file():
         raise DataError("SAM-Med3D checkpoint not found", file=str(path), fix="download it and pass its path")
     try:
-        official = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        official = unwrap_state_dict(torch_load_weights(path))
     except Exception as err:
         raise DataError(f"cannot read SAM-Med3D checkpoint ({type(err).__name__})", file=str(path),
                         fix="the file is corrupt or not a PyTorch state dict; download it again") from err

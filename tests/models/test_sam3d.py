@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+
+import numpy as np
 import pytest
 import torch
 from medrun.models.sam import count_params
@@ -113,7 +116,10 @@ def test_sammed3d_checkpoint_round_trip_and_resize(tmp_path):
     sd = {k: torch.randn(v.shape) for k, v in source.state_dict().items()}
     sd["extra.weight"] = torch.zeros(1)
     path = tmp_path / "sam_med3d.pth"
-    torch.save({"model_state_dict": sd, "epoch": 3}, path)
+    # as SAM-Med3D's trainer saves it: the weights beside its argparse args and numpy metrics
+    extras = {"epoch": 3, "args": argparse.Namespace(lr=8e-5, task_name="x"), "best_dice": np.float64(0.8),
+              "losses": [np.float32(0.1)], "arr": np.zeros(3)}
+    torch.save({"model_state_dict": sd, **extras}, path)
     bigger = Sam3D(Sam3dConfig(**{**SMALL.__dict__, "img_size": 64}))  # 8³ tokens instead of 4³
     report = load_sammed3d_checkpoint(path, bigger)
     assert report.missing == [] and report.unexpected == ["extra.weight"]
@@ -177,3 +183,10 @@ def test_sammed3d_checkpoint_into_semantic_model_reports_new_keys(tmp_path):
     assert report.unexpected == []
     assert all(k.startswith(("mask_decoder.class_tokens", "mask_decoder.class_hypernetwork")) for k in report.missing)
     assert len(report.missing) == 7  # class_tokens.weight + 3 × (weight, bias)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model_state_dict": Sam3D(SMALL).state_dict(), "hook": print}, path)
+    with pytest.raises(DataError, match="cannot read"):
+        load_sammed3d_checkpoint(path, Sam3D(SMALL))
