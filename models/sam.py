@@ -24,6 +24,14 @@ Choices (the card is silent on these):
   belong to the pipeline's transforms.
 * `pixel_mean`/`pixel_std` (SAM's normalisation) are non-persistent buffers and `Sam.preprocess` applies them,
   so checkpoints without them load cleanly and checkpoints with them lose nothing.
+* Checkpoint loading (`load_official_checkpoint`): `torch.load(weights_only=True)` with an allowlist of
+  plain-data extras only (argparse.Namespace, numpy scalars/arrays); state dicts nested under
+  `model_state_dict`/`state_dict`/`model` are unwrapped and a common `module.`/`model.`/`sam.` prefix stripped;
+  the variant (vit_b/l/h, or a 3D file) is read from the patch-embedding width and block count and a mismatch
+  is a UsageError; any other shape mismatch is a UsageError listing the tensors; unreadable files are a
+  DataError. Missing and unexpected keys are returned in a `LoadReport` and logged, not fatal (unless
+  `require_complete`); LoRA adapter tensors are never counted as missing, and a peft-wrapped layer's
+  `.base_layer.` weight is matched to its official name, so a checkpoint can be loaded before or after LoRA.
 * Weight initialisation is torch's default for every layer, with `pos_embed`, the rel-pos tables and the
   prompt/mask tokens at zero or N(0, 1) as nn.Embedding gives. This only matters when no checkpoint is given, and
   then the numbers are meaningless anyway (lorasam card, "Pretrained weights").
@@ -45,8 +53,10 @@ from medrun.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
 
-# Official ViT-B parameter counts (segment-anything `sam_model_registry["vit_b"]`, buffers excluded); the tests
-# check our model against them.
+# Official ViT-B parameter counts, computed from the official architecture (the random-Fourier Gaussian matrix is
+# a buffer there, not a parameter). HF transformers' SamModel at its default (ViT-B) config gives the same
+# 89,670,912 and 4,058,340, and 6,476 = 6,220 + 256 for the prompt encoder because it keeps that matrix as a
+# parameter. The tests check our model against these numbers.
 VIT_B_PARAMS = {"image_encoder": 89_670_912, "prompt_encoder": 6_220, "mask_decoder": 4_058_340}
 VIT_B_PARAMS_TOTAL = sum(VIT_B_PARAMS.values())  # 93,735,472
 
