@@ -69,7 +69,7 @@ def test_sma_parameter_count():
     assert sum(p.numel() for p in SpatialMorphologicalAttention(channels).parameters()) == expected
 
 
-@pytest.mark.parametrize("channels", [64, 512])
+@pytest.mark.parametrize("channels", [8, 64])
 def test_csma_shape_and_backward(channels):
     block = CSMA(channels)
     x = torch.rand(2, channels, 8, 8)
