@@ -13,8 +13,7 @@ optionally followed by ``y * silu(z)``. Three implementations share one signatur
 - ``selective_scan_chunked``: the default on CPU. L is cut into chunks of T (64). Inside a chunk, with
   ``a_t = delta_t * A`` and the segment sums ``seg[t, s] = a_{s+1} + ... + a_t`` (s <= t, -inf above the diagonal),
   the states are ``h_t = sum_s exp(seg[t, s]) x_s + exp(a_1 + ... + a_t) h_0`` with ``x_s = delta_s B_s u_s``: one
-  batched matmul for all chunks at once (from a zero state), then a short loop over the chunks carries each
-  chunk's last state into the next. The segment sum is built from a masked
+  batched matmul per chunk, and the last state is carried to the next chunk. The segment sum is built from a masked
   cumulative sum of the a's themselves, never as a difference of two long prefix sums, so strong decays neither
   overflow ``exp`` nor lose precision by cancellation.
 - ``mamba_ssm``'s kernel, used by ``selective_scan`` when that package imports and the tensors are on CUDA.
@@ -23,8 +22,7 @@ optionally followed by ``y * silu(z)``. Three implementations share one signatur
 Shapes (as in mamba_ssm): u, delta, z: (batch, E, L); A: (E, N); B, C: (batch, N, L); D, delta_bias: (E,).
 
 Choices where the card is silent: the dt_proj weight is initialised uniform in +-dt_rank^-0.5 (the Mamba
-reference default); when the chunk length does not divide L, the tail is padded with delta = 0 (no decay, no input), which
-leaves the results and the last state unchanged.
+reference default); the chunk length that does not divide L leaves a shorter last chunk (no padding).
 """
 
 from __future__ import annotations
@@ -126,30 +124,19 @@ def selective_scan_chunked(
     out_dtype = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, channels, length = u.shape
-    chunks = -(-length // chunk_size)
-    pad = chunks * chunk_size - length
-    if pad:  # delta = 0 past the end: no decay and no input, so the last state is carried unchanged
-        u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))
-
-    def split(t: torch.Tensor) -> torch.Tensor:  # (..., chunks * T) -> (..., chunks, T)
-        return t.unflatten(-1, (chunks, chunk_size))
-
-    dt = split(delta)[:, :, None]  # (batch, E, 1, chunks, T)
-    decay = dt * A[None, :, :, None, None]  # a_t = delta_t * A: (batch, E, N, chunks, T)
-    inputs = dt * split(B)[:, None] * split(u)[:, :, None]  # x_t = delta_t * B_t * u_t, same shape
-    # Inside every chunk at once: h_t = sum_{s <= t} exp(a_{s+1} + ... + a_t) x_s, starting from a zero state.
-    kernel = torch.exp(segment_sum(decay))  # (batch, E, N, chunks, T, T), zero above the diagonal
-    states = (kernel @ inputs[..., None]).squeeze(-1)
-    # Carry the state across chunks: a chunk starts from the previous chunk's last state, decayed up to t.
-    from_start = torch.exp(decay.cumsum(-1))  # exp(a_1 + ... + a_t) within the chunk
     state = u.new_zeros(batch, channels, A.shape[1])
-    starts = []
-    for c in range(chunks):
-        starts.append(state)
-        state = states[..., c, -1] + from_start[..., c, -1] * state
-    states = states + from_start * torch.stack(starts, dim=-1)[..., None]
-    y = (states * split(C)[:, None]).sum(dim=2).flatten(-2)[..., :length]  # <C_t, h_t>: (batch, E, L)
-    y = _finish(y, u[..., :length], D, z, out_dtype)
+    ys = []
+    for start in range(0, length, chunk_size):
+        stop = min(start + chunk_size, length)
+        dt = delta[:, :, start:stop]  # (batch, E, T)
+        decay = dt[:, :, None, :] * A[None, :, :, None]  # a_t: (batch, E, N, T)
+        inputs = dt[:, :, None, :] * B[:, None, :, start:stop] * u[:, :, None, start:stop]  # x_t: (batch, E, N, T)
+        kernel = torch.exp(segment_sum(decay))  # (batch, E, N, T, T), zero above the diagonal
+        states = (kernel @ inputs[..., None]).squeeze(-1)  # sum_s exp(seg[t, s]) x_s
+        states = states + torch.exp(decay.cumsum(-1)) * state[..., None]  # carry h_0 into every step
+        ys.append((states * C[:, None, :, start:stop]).sum(dim=2))  # <C_t, h_t>: (batch, E, T)
+        state = states[..., -1]
+    y = _finish(torch.cat(ys, dim=-1), u, D, z, out_dtype)
     return (y, state) if return_last_state else y
 
 
