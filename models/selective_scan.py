@@ -10,7 +10,7 @@ optionally followed by ``y * silu(z)``. Three implementations share one signatur
 ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` so that the CUDA kernel is a drop-in:
 
 - ``selective_scan_sequential``: the reference loop over the L steps.
-- ``selective_scan_chunked``: the default on CPU. L is cut into chunks of T (64). Inside a chunk, with
+- ``selective_scan_chunked``: the default on CPU. L is cut into chunks of T. Inside a chunk, with
   ``a_t = delta_t * A`` and the segment sums ``seg[t, s] = a_{s+1} + ... + a_t`` (s <= t, -inf above the diagonal),
   the states are ``h_t = sum_s exp(seg[t, s]) x_s + exp(a_1 + ... + a_t) h_0`` with ``x_s = delta_s B_s u_s``: one
   batched matmul per chunk, and the last state is carried to the next chunk. The segment sum is built from a masked
@@ -23,6 +23,9 @@ Shapes (as in mamba_ssm): u, delta, z: (batch, E, L); A: (E, N); B, C: (batch, N
 
 Choices where the card is silent: the dt_proj weight is initialised uniform in +-dt_rank^-0.5 (the Mamba
 reference default); the chunk length that does not divide L leaves a shorter last chunk (no padding).
+The card suggests T = 64; the default here is T = 8 because the intra-chunk work grows with T (E * N * T per
+token, against E * N for the loop) and on the 2-core CPU only small chunks beat the sequential loop
+(``benchmarks/bench_selective_scan.py``). Pass ``chunk_size`` to change it (larger T suits a GPU).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ __all__ = [
     "selective_scan_sequential",
 ]
 
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 8  # cmu-net.md suggests 64; on the 2-core CPU 8 is fastest (docs/performance.md)
 
 
 def mamba_ssm_available() -> bool:
