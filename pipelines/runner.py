@@ -116,7 +116,8 @@ def fixture_root(name: str, seed: int = 0, log=print) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            root = info.make_fixture(tmp, seed)
+            with _spinner(f"writing the {name} fixture"):
+                root = info.make_fixture(tmp, seed)
             (tmp / ".medrun-fixture.json").write_text(json.dumps({"dataset": name, "seed": seed,
                                                                   "root": str(Path(root).relative_to(tmp))}))
             if target.exists():
@@ -146,11 +147,7 @@ def plan(req: Request, log=print) -> Plan:
             raise DataError(f"data folder not found: {root} (dataset.root of {m.dataset.name})",
                             fix=f"download {info.source} and pass --data-dir DIR or set MEDRUN_DATA; "
                                 f"or add --fixture to run on a generated miniature")
-    cache = StatCache(cache_dir() / "stat-cache.sqlite")
-    try:
-        fps = {name: fingerprint_tree(root, cache, m.fingerprint) for name, root in data_roots.items()}
-    finally:
-        cache.close()
+    fps = fingerprint_data(data_roots, m.fingerprint, log)
     code = code_fingerprint()
     mdict = m.model_dump(mode="json")
     parent, ckpt_sha = None, None
@@ -160,6 +157,40 @@ def plan(req: Request, log=print) -> Plan:
                  parent=(parent.info()["id"] if parent else ckpt_sha))
     return Plan(req, spec, m, mdict, data_roots, fps, code, rid, run_path(req.runs_dir, spec.slug, req.stage, rid),
                 parent, ckpt_sha)
+
+
+def fingerprint_data(roots: dict[str, Path], mode: str, log=print) -> dict[str, dict]:
+    """Fingerprint each data folder (content hashes cached by path, size and mtime), with progress."""
+    cache = StatCache(cache_dir() / "stat-cache.sqlite")
+    try:
+        if not _interactive():
+            t0 = time.perf_counter()
+            out = {name: fingerprint_tree(root, cache, mode) for name, root in roots.items()}
+            if time.perf_counter() - t0 > 2:
+                log(f"fingerprinted {sum(len(f['files']) for f in out.values())} data files "
+                    f"in {time.perf_counter() - t0:.1f} s")
+            return out
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        out = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as bar:
+            for name, root in roots.items():
+                task = bar.add_task(f"fingerprinting {name}", total=None)
+                out[name] = fingerprint_tree(root, cache, mode, progress=lambda i, n, t=task: bar.update(t, completed=i, total=n))
+        return out
+    finally:
+        cache.close()
+
+
+def _spinner(text: str):
+    import contextlib
+
+    if not _interactive():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def _data_paths(spec, m) -> dict[str, Path]:
