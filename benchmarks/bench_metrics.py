@@ -37,8 +37,9 @@ def best_time(fn, repeats: int = REPEATS) -> tuple[float, float]:
 
 
 def main() -> None:
-    from medrun.metrics import segmentation as S
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    from medrun.metrics import segmentation as S
 
     pred, gt = masks()
     tp, tg = torch.from_numpy(pred[None, None]), torch.from_numpy(gt[None, None])

@@ -14,6 +14,7 @@ import platform
 import time
 
 import torch
+
 from medrun.models.selective_scan import DEFAULT_CHUNK, selective_scan_chunked, selective_scan_sequential
 
 BATCH, CHANNELS, STATE, LENGTH = 1, 64, 16, 4096

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -51,12 +51,12 @@ def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-read
 
 
 def show(
-    pipeline: Annotated[Optional[str], typer.Argument(help="pipeline slug")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d")] = None,
-    manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m")] = None,
-    override: Annotated[Optional[list[str]], typer.Option("--override", "-o", help="key=value; repeatable")] = None,
+    pipeline: Annotated[str | None, typer.Argument(help="pipeline slug")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", "-m")] = None,
+    override: Annotated[list[str] | None, typer.Option("--override", "-o", help="key=value; repeatable")] = None,
     fixture: Annotated[bool, typer.Option("--fixture", help="the fixture manifest and data")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
     runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS")] = Path("runs"),
     stage: Annotated[str, typer.Option(help="the stage whose run id to show")] = "train",
     schema: Annotated[bool, typer.Option("--schema", help="print the manifest's JSON Schema")] = False,
@@ -227,7 +227,7 @@ def _writable(path: Path) -> bool:
 
 
 def smoke(
-    pipelines: Annotated[Optional[list[str]], typer.Argument(help="pipelines to smoke-test (default: all)")] = None,
+    pipelines: Annotated[list[str] | None, typer.Argument(help="pipelines to smoke-test (default: all)")] = None,
     runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS")] = Path("runs"),
     force: Annotated[bool, typer.Option("--force")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -43,23 +43,23 @@ def register(app: typer.Typer) -> None:
 def _command(verb: str):
     def command(
         pipeline: Annotated[str, typer.Argument(help="pipeline slug (see `medrun list`)")],
-        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="dataset name; picks manifests/<pipeline>/<dataset>.yaml")] = None,
-        manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="a manifest file instead of the repository's")] = None,
-        override: Annotated[Optional[list[str]], typer.Option("--override", "-o", help="key=value, typed as YAML; repeatable")] = None,
-        data_dir: Annotated[Optional[Path], typer.Option(help="the dataset's folder in its public layout (sets dataset.root)")] = None,
+        dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name; picks manifests/<pipeline>/<dataset>.yaml")] = None,
+        manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="a manifest file instead of the repository's")] = None,
+        override: Annotated[list[str] | None, typer.Option("--override", "-o", help="key=value, typed as YAML; repeatable")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="the dataset's folder in its public layout (sets dataset.root)")] = None,
         fixture: Annotated[bool, typer.Option("--fixture", help="generate the dataset's miniature into a cache and run on it")] = False,
         runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS", help="where run directories go")] = Path("runs"),
-        seed: Annotated[Optional[int], typer.Option(help="overrides the manifest's seed")] = None,
+        seed: Annotated[int | None, typer.Option(help="overrides the manifest's seed")] = None,
         force: Annotated[bool, typer.Option("--force", help="run again even if a complete run with this id exists")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="resolve, validate, fingerprint, build the model; run nothing")] = False,
-        run: Annotated[Optional[str], typer.Option("--run", help="eval/predict: the train run (id, prefix or directory)")] = None,
-        checkpoint: Annotated[Optional[Path], typer.Option(help="eval/predict: a weights file instead of a train run")] = None,
-        split: Annotated[Optional[str], typer.Option(help="the split to evaluate (sets eval.split)")] = None,
-        accelerator: Annotated[Optional[str], typer.Option(help="trainer.accelerator: cpu, gpu, auto …")] = None,
-        devices: Annotated[Optional[str], typer.Option(help="trainer.devices: a count, a list like 0,1, or auto")] = None,
-        strategy: Annotated[Optional[str], typer.Option(help="trainer.strategy: auto, ddp, fsdp …")] = None,
-        precision: Annotated[Optional[str], typer.Option(help="trainer.precision: 32-true, bf16-mixed, 16-mixed …")] = None,
-        num_nodes: Annotated[Optional[int], typer.Option(help="trainer.num_nodes")] = None,
+        run: Annotated[str | None, typer.Option("--run", help="eval/predict: the train run (id, prefix or directory)")] = None,
+        checkpoint: Annotated[Path | None, typer.Option(help="eval/predict: a weights file instead of a train run")] = None,
+        split: Annotated[str | None, typer.Option(help="the split to evaluate (sets eval.split)")] = None,
+        accelerator: Annotated[str | None, typer.Option(help="trainer.accelerator: cpu, gpu, auto …")] = None,
+        devices: Annotated[str | None, typer.Option(help="trainer.devices: a count, a list like 0,1, or auto")] = None,
+        strategy: Annotated[str | None, typer.Option(help="trainer.strategy: auto, ddp, fsdp …")] = None,
+        precision: Annotated[str | None, typer.Option(help="trainer.precision: 32-true, bf16-mixed, 16-mixed …")] = None,
+        num_nodes: Annotated[int | None, typer.Option(help="trainer.num_nodes")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object at the end")] = False,
     ) -> int:
         from medrun.pipelines.runner import Request
@@ -110,7 +110,6 @@ def run_request(req, json_out: bool) -> int:
 def _dry_run(plan, json_out: bool) -> int:
     from medrun.artifacts import RunDir
     from medrun.pipelines.runner import build_model
-
     from medrun.pipelines.training import count_params
 
     counts = count_params(build_model(plan.spec, plan.manifest))

@@ -118,13 +118,14 @@ def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64) 
     }
     rows = [{"file": str(s.path), "true": classes[s.label], "pred": classes[p],
              **{f"prob_{c}": round(float(probs[i, j]), 6) for j, c in enumerate(classes)}}
-            for i, (s, p) in enumerate(zip(samples, pred))]
+            for i, (s, p) in enumerate(zip(samples, pred, strict=True))]
     return metrics, rows
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from medrun.artifacts import atomic_write
     import io
+
+    from medrun.artifacts import atomic_write
 
     buf = io.StringIO()
     if rows:

@@ -66,9 +66,9 @@ def learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, pts in sorted(series.items()):
         ax = axes[0] if "loss" in name else axes[1]
-        xs, ys = zip(*pts)
+        xs, ys = zip(*pts, strict=True)
         ax.plot([x + 1 for x in xs], ys, marker="o", label=name)
-    for ax, t in zip(axes, ("loss", "metrics")):
+    for ax, t in zip(axes, ("loss", "metrics"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_title(t)
         if ax.lines:

@@ -21,7 +21,16 @@ from pathlib import Path
 import yaml
 
 from medrun import datasets, manifests
-from medrun.artifacts import RunDir, drop_keys, find_runs, resolve_run, run_id, run_path, sha256_file, sha256_json
+from medrun.artifacts import (
+    RunDir,
+    drop_keys,
+    find_runs,
+    resolve_run,
+    run_id,
+    run_path,
+    sha256_file,
+    sha256_json,
+)
 from medrun.artifacts.fingerprint import StatCache, code_fingerprint, combine, fingerprint_tree
 from medrun.errors import DataError, UsageError
 from medrun.manifests.schema import ID_EXCLUDED
@@ -141,7 +150,7 @@ def plan(req: Request, log=print) -> Plan:
         raise DataError(f"no data folder for dataset '{m.dataset.name}'",
                         fix=f"pass --data-dir ({datasets.get(m.dataset.name).source}), or use --fixture")
     data_roots = _data_paths(spec, m)
-    for name, root in data_roots.items():
+    for root in data_roots.values():
         if not root.exists():
             info = datasets.get(m.dataset.name)
             raise DataError(f"data folder not found: {root} (dataset.root of {m.dataset.name})",
@@ -243,6 +252,7 @@ def execute(p: Plan, log=print) -> dict:
         return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": True, "metrics": run.metrics()}
     run.open(force=req.force)
     from medrun.artifacts.env import capture_env
+
     from . import training
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")

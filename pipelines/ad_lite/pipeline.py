@@ -164,7 +164,7 @@ class AdLite(Pipeline):
             samples = splits[self.m.eval.split]
         probs = clf.predict_probs(net, clf.ImageSamples(samples, self.m.dataset.img_size), self.m.train.batch_size)
         rows = [{"file": str(s.path), "pred": classes[int(p.argmax())],
-                 **{f"prob_{c}": round(float(p[j]), 6) for j, c in enumerate(classes)}} for s, p in zip(samples, probs)]
+                 **{f"prob_{c}": round(float(p[j]), 6) for j, c in enumerate(classes)}} for s, p in zip(samples, probs, strict=True)]
         clf.write_csv(self.ctx.run.path / "per_case.csv", rows)
         counts = Counter(r["pred"] for r in rows)
         self.ctx.log(f"predicted {len(rows)} images: " + ", ".join(f"{c} {counts[c]}" for c in classes))

@@ -46,7 +46,7 @@ def test_merged_maps_ad_classes(fixtures):
     samples, classes = alzheimer.read_merged(fixtures["merged"] / "Alzheimer_s Dataset", fixtures["merged"] / "Axial")
     assert classes == ["AD", "CI", "CN"]
     ad, _ = alzheimer.read_ad(fixtures["merged"] / "Alzheimer_s Dataset")
-    mapped = {alzheimer.AD_CLASSES[s.label]: classes[m.label] for s, m in zip(ad, samples)}
+    mapped = {alzheimer.AD_CLASSES[s.label]: classes[m.label] for s, m in zip(ad, samples, strict=False)}
     assert mapped == alzheimer.AD_TO_MERGED
 
 

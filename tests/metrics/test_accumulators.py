@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from medrun.metrics import classification as C
 from medrun.metrics import segmentation as S
 

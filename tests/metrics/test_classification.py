@@ -8,6 +8,7 @@ import sklearn.metrics as skm
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from medrun.metrics import classification as C
 
 # Hand & Till worked example: 3 classes, two samples each, rows sum to 1.

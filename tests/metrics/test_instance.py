@@ -11,8 +11,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medrun.metrics import instance as I
 from monai.metrics import compute_panoptic_quality
+
+from medrun.metrics import instance as I
 
 
 def _two_by_six():

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
 from medrun.metrics.attack import attack_success_rate
 from medrun.metrics.pockets import dca, dcc, dvo
 from medrun.metrics.privacy import dcr
-from scipy.spatial.distance import cdist
 
 LIG_A = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])  # centroid (1, 0, 0)
 LIG_B = np.array([[10.0, 10.0, 10.0], [10.0, 14.0, 10.0]])  # centroid (10, 12, 10)

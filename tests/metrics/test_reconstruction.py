@@ -9,10 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medrun.metrics import reconstruction as R
 from monai.metrics import PSNRMetric, SSIMMetric
 from scipy.stats import entropy
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from medrun.metrics import reconstruction as R
 
 
 def test_pixel_metrics_by_hand():

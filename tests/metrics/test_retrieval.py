@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medrun.metrics import retrieval as RT
 from sklearn.metrics import average_precision_score, ndcg_score
+
+from medrun.metrics import retrieval as RT
 
 REL = np.array([[2, 0, 1, 3]])
 

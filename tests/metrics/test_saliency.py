@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medrun.metrics import saliency as SA
 from scipy.stats import pearsonr
+
+from medrun.metrics import saliency as SA
 
 
 def test_drop_and_increase_by_hand():

@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from medpy.metric import binary as medpy_binary
-from medrun.metrics import segmentation as S
 from monai.metrics import (
     compute_average_surface_distance,
     compute_hausdorff_distance,
@@ -19,6 +18,8 @@ from monai.metrics import (
 )
 from scipy.spatial.distance import cdist
 from skimage.segmentation import find_boundaries
+
+from medrun.metrics import segmentation as S
 
 # ------------------------------------------------------------------------------------------ overlap by hand
 

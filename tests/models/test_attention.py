@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from medrun.models.attention import CBAM, ChannelAttention, SpatialAttention
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from medrun.models.morphology import CSMA, MorphologicalOp, SpatialMorphologicalAttention
 from skimage import morphology
+
+from medrun.models.morphology import CSMA, MorphologicalOp, SpatialMorphologicalAttention
 
 
 def _footprint(rate: int) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
+from medrun.errors import DataError, UsageError
 from medrun.models.sam import (
     VIT_B_PARAMS,
     VIT_B_PARAMS_TOTAL,
@@ -21,8 +23,6 @@ from medrun.models.sam import (
     window_partition,
     window_unpartition,
 )
-
-from medrun.errors import DataError, UsageError
 
 TINY = SamConfig(img_size=64, embed_dim=96, depth=4, num_heads=3, window_size=4, global_attn_indexes=(1, 3),
                  prompt_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64)

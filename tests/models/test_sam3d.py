@@ -7,6 +7,8 @@ import argparse
 import numpy as np
 import pytest
 import torch
+
+from medrun.errors import DataError, UsageError
 from medrun.models.sam import count_params
 from medrun.models.sam3d import (
     Attention3d,
@@ -17,8 +19,6 @@ from medrun.models.sam3d import (
     window_partition3d,
     window_unpartition3d,
 )
-
-from medrun.errors import DataError, UsageError
 
 SMALL = Sam3dConfig(img_size=32, patch_size=8, embed_dim=96, depth=2, num_heads=4, window_size=2,
                     global_attn_indexes=(1,), prompt_dim=96, decoder_depth=1, decoder_mlp_dim=192,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from medrun.models.sam import Sam, SamConfig, build_sam_vit_b, count_params, load_official_checkpoint
 from medrun.models.sam_lora import (
     LORASAM_TRAINABLE,

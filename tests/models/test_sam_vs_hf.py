@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 import torch
-from medrun.models.sam import Sam, SamConfig
 from transformers import SamConfig as HFSamConfig
 from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamModel
+
+from medrun.models.sam import Sam, SamConfig
 
 CFG = SamConfig(img_size=64, embed_dim=96, depth=4, num_heads=3, window_size=3, global_attn_indexes=(1, 3),
                 prompt_dim=64, decoder_heads=4, decoder_mlp_dim=128, iou_head_hidden_dim=32)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from medrun.models import selective_scan as ss
 from medrun.models.selective_scan import (
     Mamba,

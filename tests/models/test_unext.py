@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from medrun.models.unext import count_parameters, sc_unext, shift_groups, unext_paper, unext_small
 from torch.utils.flop_counter import FlopCounterMode
+
+from medrun.models.unext import count_parameters, sc_unext, shift_groups, unext_paper, unext_small
 
 UNEXT_SMALL = 253_561
 
