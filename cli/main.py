@@ -40,7 +40,12 @@ def _err(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from typer.exceptions import Abort, Exit, TyperException
+    from typer import Abort, Exit
+
+    try:  # typer ≥ 0.25 carries its own copy of click
+        from typer.exceptions import TyperException as ArgumentError
+    except ImportError:
+        from click import ClickException as ArgumentError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MEDRUN_ARGV", " ".join(["medrun", *argv]))
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except Exit as e:
         return e.exit_code
-    except TyperException as e:  # bad arguments: typer's own message, with the usage line
+    except ArgumentError as e:  # bad arguments: typer's own message, with the usage line
         from typer import rich_utils
 
         rich_utils.rich_format_error(e)
