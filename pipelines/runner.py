@@ -115,9 +115,10 @@ def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
 
 def fixture_root(name: str, seed: int = 0, log=print) -> Path:
     """Generate the dataset's miniature once into the cache (atomically) and return its root."""
+    import importlib
+
     info = datasets.get(name)
-    module = sys.modules.get(info.fixture.split(":")[0]) or __import__(info.fixture.split(":")[0], fromlist=["_"])
-    version = sha256_file(module.__file__)[:10]
+    version = sha256_file(importlib.import_module(info.fixture.split(":")[0]).__file__)[:10]
     target = cache_dir() / "fixtures" / f"{name}-seed{seed}-{version}"
     marker = target / ".medrun-fixture.json"
     if not marker.exists():
