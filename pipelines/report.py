@@ -45,6 +45,18 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def read_series(metrics_csv: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per-epoch series from Lightning's CSVLogger file: {name: [(epoch, value), ...]} (per-step columns skipped)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(metrics_csv) as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k in ("epoch", "step") or not v or k.endswith("_step"):
+                    continue
+                series.setdefault(k.removesuffix("_epoch"), []).append((float(row["epoch"]), float(v)))
+    return series
+
+
 def learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     """Plot every logged per-epoch series (losses on one panel, the rest on another)."""
     if not metrics_csv.exists():
@@ -54,13 +66,7 @@ def learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[float, float]]] = {}
-    with open(metrics_csv) as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                if k in ("epoch", "step") or not v or not k.endswith("_epoch") and "val" not in k:
-                    continue
-                series.setdefault(k.removesuffix("_epoch"), []).append((float(row["epoch"]), float(v)))
+    series = read_series(metrics_csv)
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

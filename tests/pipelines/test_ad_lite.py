@@ -159,3 +159,15 @@ def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     assert not (run / "MANIFEST.sha256").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert "resumes" in err and "Traceback" not in err
     shutil.rmtree(runs)
+
+
+def test_learning_curves_read_train_and_val_series(tmp_path):
+    from medrun.pipelines.report import learning_curves, read_series
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,step,train_acc,train_loss,val_acc,val_loss,train_loss_step\n"
+                   "0,6,,,0.3,1.4,\n0,6,0.6,0.9,,,0.8\n1,13,,,0.5,1.1,\n1,13,0.9,0.4,,,0.3\n")
+    series = read_series(csv)
+    assert sorted(series) == ["train_acc", "train_loss", "val_acc", "val_loss"]
+    assert series["train_loss"] == [(0.0, 0.9), (1.0, 0.4)]
+    assert learning_curves(csv, tmp_path / "lc.png").stat().st_size > 0
