@@ -60,3 +60,13 @@ def test_doctor(cli):
 
 def test_unknown_command_is_usage_error(cli):
     assert cli("trian", "ad-lite").code == 2
+
+
+def test_unknown_pipeline_and_dataset_suggest(cli, runs):
+    r = cli("train", "ad-lte", "--dataset", "oasis", "--runs-dir", runs)
+    assert r.code == 2 and "did you mean 'ad-lite'" in r.err and "Traceback" not in r.err
+    r = cli("train", "ad-lite", "--dataset", "oasys", "--runs-dir", runs)
+    assert r.code == 2 and "did you mean 'oasis'" in r.err
+    r = cli("cv", "ad-lite", "--manifest", MANIFEST_DIR / "ad-lite" / "oasis.yaml", "--dataset", "adni", "--runs-dir", runs)
+    assert r.code == 2 and "not 'adni'" in r.err
+    assert not runs.exists()
