@@ -100,3 +100,184 @@ def _print_verify(r: dict) -> None:
     for diff in e["differences"]:
         con.print(f"    {diff['key']}: {diff['recorded']} -> {diff['current']}", markup=False)
     con.print("[green]verified[/]" if r["ok"] else "[red]verification failed[/]")
+
+
+# -- runs list / show / diff / compare ------------------------------------------------------------------------
+def _index(runs_dir: Path):
+    from medrun.artifacts.index import Index
+
+    return Index(runs_dir)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; plain aligned columns (never truncated) in pipes, logs and MEDRUN_PLAIN=1."""
+    import os
+    import sys
+
+    if sys.stdout.isatty() and os.environ.get("MEDRUN_PLAIN") is None:
+        from rich.table import Table
+
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        stdout().print(table)
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=True)]
+    print(title)
+    for row in (columns, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+@runs_app.command("list")
+def runs_list(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="only this pipeline")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="only this stage")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="complete, running, failed, interrupted, incomplete")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """List runs, newest first, from the index (<runs>/.index.sqlite, refreshed from the run.json files).
+
+    Examples:
+
+      medrun runs list
+
+      medrun runs list --pipeline ad-lite --stage train --status complete
+
+      medrun runs list --json
+    """
+    idx = _index(runs_dir)
+    try:
+        rows = idx.list(pipeline, stage, status)
+    finally:
+        idx.close()
+    out = [{"id": r["id"], "pipeline": r["pipeline"], "stage": r["stage"], "status": r["status"], "dataset": r["dataset"],
+            "started": r["started"], "ended": r["ended"], "run_dir": r["run_dir"], "metrics": r["metrics"]} for r in rows]
+    if json_out:
+        emit_json({"runs_dir": str(runs_dir), "runs": out})
+        return 0
+    if not out:
+        stdout().print(f"no runs under {runs_dir}" + (" matching the filters" if pipeline or stage or status else ""))
+        return 0
+    rows = []
+    for r in out:
+        head = next(((k, v) for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+        rows.append([str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), _fmt(r["status"]), _fmt(r["dataset"]),
+                     _fmt(r["started"]), f"{head[0]}={_fmt(head[1])}" if head else ""])
+    _table(f"runs in {runs_dir}", ["id", "pipeline", "stage", "status", "dataset", "started", "headline metric"], rows)
+    return 0
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Show one run: its run.json, metrics and completeness.
+
+    Examples:
+
+      medrun runs show 3fa9c2
+
+      medrun runs show runs/ad-lite/train-3fa9c2d41b7e --json
+    """
+    from medrun.artifacts.verify import open_run
+
+    rd = open_run(runs_dir, run)
+    info = rd.info()
+    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "run": info, "metrics": rd.metrics()}
+    if json_out:
+        emit_json(out)
+        return 0
+    con = stdout()
+    con.print(f"[bold]{rd.path}[/]  {'[green]complete[/]' if out['complete'] else '[yellow]not complete[/]'}")
+    code = info.get("code") or {}
+    for key, val in (("id", info.get("id")), ("pipeline", info.get("pipeline")), ("stage", info.get("stage")),
+                     ("status", info.get("status")), ("dataset", info.get("dataset")), ("fixture", info.get("fixture")),
+                     ("parent", info.get("parent")), ("started", info.get("started")), ("ended", info.get("ended")),
+                     ("seed", info.get("seed")), ("determinism", info.get("determinism")),
+                     ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"), ("data", info.get("data_sha256")),
+                     ("command", " ".join(info.get("command") or []))):
+        con.print(f"  {key:12s} {_fmt(val)}", markup=False)
+    if out["metrics"]:
+        con.print("[bold]metrics[/]")
+        from medrun.artifacts.index import flatten
+
+        for k, v in flatten(out["metrics"]).items():
+            con.print(f"  {k:24s} {_fmt(v)}", markup=False)
+    return 0
+
+
+@runs_app.command("diff")
+def runs_diff(
+    a: Annotated[str, typer.Argument(help="first run (id, prefix or directory)")],
+    b: Annotated[str, typer.Argument(help="second run")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Differences between two runs: manifest (dotted keys), metrics, environment packages, data and code.
+
+    Examples:
+
+      medrun runs diff 3fa9c2 77b1e0
+
+      medrun runs diff 3fa9c2 77b1e0 --json
+    """
+    from medrun.artifacts.index import diff_runs
+    from medrun.artifacts.verify import open_run
+
+    d = diff_runs(open_run(runs_dir, a), open_run(runs_dir, b))
+    if json_out:
+        emit_json(d)
+        return 0
+    con = stdout()
+    con.print(f"[bold]a[/] {d['a']['run_dir']}\n[bold]b[/] {d['b']['run_dir']}")
+    for section in ("manifest", "metrics", "environment"):
+        con.print(f"[bold]{section}[/]" + ("  (same)" if not d[section] else ""))
+        for x in d[section]:
+            con.print(f"  {x['key']}: {_fmt(x['a'])} -> {_fmt(x['b'])}", markup=False)
+    data = d["data"]
+    con.print("[bold]data[/]  " + ("(same fingerprint)" if data["same"] else f"{_fmt(data['a'])[:12]} -> {_fmt(data['b'])[:12]}"))
+    for name, f in data["files"].items():
+        if f["changed"] or f["only_a"] or f["only_b"]:
+            con.print(f"  {name}: {len(f['changed'])} changed, {len(f['only_a'])} only in a, {len(f['only_b'])} only in b",
+                      markup=False)
+    code = d["code"]
+    con.print("[bold]code[/]  " + ("(same fingerprint)" if code["same"] else f"{_fmt(code['a'])[:12]} -> {_fmt(code['b'])[:12]}"))
+    return 0
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[str], typer.Argument(help="runs (ids, prefixes or directories)")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """A table of the runs' metrics, one row per run.
+
+    Examples:
+
+      medrun runs compare 3fa9c2 77b1e0 a01c33
+
+      medrun runs compare 3fa9c2 77b1e0 --json
+    """
+    from medrun.artifacts.index import metrics_table
+    from medrun.artifacts.verify import open_run
+
+    t = metrics_table([open_run(runs_dir, r) for r in runs])
+    if json_out:
+        emit_json(t)
+        return 0
+    _table("metrics", ["id", "pipeline", "stage", *t["columns"]],
+           [[str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), *[_fmt(r["metrics"].get(c)) for c in t["columns"]]]
+            for r in t["rows"]])
+    return 0

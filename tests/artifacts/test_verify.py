@@ -5,32 +5,8 @@ import shutil
 
 import pytest
 
-from medrun.artifacts import RunDir, run_path
-from medrun.artifacts.env import capture_env
-from medrun.artifacts.fingerprint import code_fingerprint, combine, fingerprint_tree
+from medrun.artifacts import RunDir
 from medrun.artifacts.verify import verify_run
-
-
-def make_run(runs, data, run_id="ab" * 32, stage="train", mode="content", metrics=None, pipeline="ad-lite",
-             status="complete", started="2026-01-01T00:00:00+0000", manifest_text="pipeline: ad-lite\nseed: 1\n"):
-    """A sealed run directory without training: what the runner writes, minus the model."""
-    fp = {"data": fingerprint_tree(data, None, mode)}
-    rd = RunDir(run_path(runs, pipeline, stage, run_id)).open()
-    env = capture_env()
-    rd.write_text("manifest.yaml", manifest_text)
-    rd.write_json("env.json", env)
-    rd.write_json("data.lock.json", {"fingerprint": combine(fp), "trees": fp, "splits": {}})
-    rd.write_json("run.json", {"id": run_id, "pipeline": pipeline, "stage": stage, "status": "running",
-                               "dataset": "oasis", "fixture": True, "parent": None, "started": started,
-                               "code": code_fingerprint(), "data_sha256": combine(fp), "seed": 1})
-    rd.write_json("metrics.json", metrics or {"accuracy": 0.5})
-    rd.write_text("checkpoints/model.safetensors", "weights")
-    if status == "complete":
-        rd.seal()
-    else:
-        rd.update_info(status=status)
-    rd.close()
-    return rd.path
 
 
 @pytest.fixture
@@ -43,7 +19,7 @@ def data(tmp_path):
 
 
 @pytest.fixture
-def run(runs, data):
+def run(runs, data, make_run):
     return make_run(runs, data)
 
 
@@ -90,7 +66,7 @@ def test_changed_added_removed_data(cli, run, data):
     assert "a/1.png" in r.err
 
 
-def test_stat_mode_data_change(cli, runs, data):
+def test_stat_mode_data_change(cli, runs, data, make_run):
     run = make_run(runs, data, mode="stat")
     (data / "b.csv").write_text("x,y,z\n")
     r = cli("verify", run, "--json")
@@ -138,7 +114,7 @@ def test_code_drift_warns_and_strict_fails(cli, run):
     assert cli("verify", run, "--strict").code == 5
 
 
-def test_incomplete_run_exit_2(cli, runs, data):
+def test_incomplete_run_exit_2(cli, runs, data, make_run):
     run = make_run(runs, data, status="running")
     r = cli("verify", run)
     assert r.code == 2 and "not complete" in r.err and "status: running" in r.err
@@ -165,7 +141,7 @@ def test_malformed_manifest_exit_5(cli, run):
     assert r.code == 5 and "malformed" in r.err
 
 
-def test_unknown_and_ambiguous_ids(cli, runs, data):
+def test_unknown_and_ambiguous_ids(cli, runs, data, make_run):
     make_run(runs, data, run_id="abc1" + "0" * 60)
     make_run(runs, data, run_id="abc2" + "0" * 60)
     none = cli("verify", "ffff", "--runs-dir", runs)
