@@ -5,6 +5,7 @@ None of them imports torch, Lightning or MONAI except ``rerun``, which runs a st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ runs_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.command(name="verify", help=verify.__doc__, no_args_is_help=True)(verify)
+    app.command(name="rerun", help=rerun.__doc__, no_args_is_help=True)(rerun)
     app.add_typer(runs_app, name="runs")
 
 
@@ -280,4 +282,80 @@ def runs_compare(
     _table("metrics", ["id", "pipeline", "stage", *t["columns"]],
            [[str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), *[_fmt(r["metrics"].get(c)) for c in t["columns"]]]
             for r in t["rows"]])
+    return 0
+
+
+# -- rerun ----------------------------------------------------------------------------------------------------
+def rerun(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
+    compare: Annotated[bool, typer.Option("--compare", help="compare metrics and model.safetensors with the original; "
+                                          "exit 5 unless IDENTICAL")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Run a finished run's stage again from its own manifest.yaml, into <runs>/.reruns/<time>/ (the original is
+    never touched), and with --compare say IDENTICAL or list every difference in metrics and weights.
+
+    Warns when the installed code or the data no longer match the original's fingerprints. An incomplete run is
+    refused (exit 2).
+
+    Examples:
+
+      medrun rerun 3fa9c2 --compare
+
+      medrun rerun runs/ad-lite/train-3fa9c2d41b7e --compare --json
+    """
+    from medrun.artifacts.verify import open_run
+    from medrun.errors import UsageError
+
+    from .output import log
+
+    original = open_run(runs_dir, run)
+    info = original.info()
+    if not original.is_complete():
+        raise UsageError(f"run {original.path} is not complete (status: {info.get('status', 'unknown')}); "
+                         "there is nothing finished to re-run and compare",
+                         fix="finish it with the command in its run.json, or pick a complete run")
+    from medrun.artifacts.reruns import compare_runs, rerun_request
+
+    req = rerun_request(original, os.environ.get("MEDRUN_ARGV", "").split())
+    from medrun.pipelines import runner
+
+    log(f"re-running {original.path} into {req.runs_dir} (the original is not touched)")
+    p = runner.plan(req, log=log)
+    warnings = []
+    if p.code_fp["sha256"] != (info.get("code") or {}).get("sha256"):
+        warnings.append("the installed code differs from the original's (code fingerprint changed)")
+    from medrun.artifacts.fingerprint import combine
+
+    if combine(p.data_fp) != info.get("data_sha256"):
+        warnings.append("the data differs from the original's (data fingerprint changed)")
+    for w in warnings:
+        log(f"warning: {w}")
+    result = runner.execute(p, log=log)
+    from medrun.artifacts import RunDir
+
+    out = {"original": str(original.path), "rerun": result["run_dir"], "run_id": result["run_id"],
+           "same_id": result["run_id"] == info.get("id"), "warnings": warnings}
+    if compare:
+        out["comparison"] = compare_runs(original, RunDir(Path(result["run_dir"])))
+    if json_out:
+        emit_json(out)
+    else:
+        con = stdout()
+        con.print(f"rerun of {original.path}\n  -> {out['rerun']}", markup=False)
+        for w in warnings:
+            con.print(f"[yellow]warning:[/] {w}")
+        if compare:
+            c = out["comparison"]
+            if c["identical"]:
+                con.print("[green]IDENTICAL[/]: metrics and checkpoints/model.safetensors match bit for bit")
+            for d in c["differences"]:
+                con.print(f"  {d['what']}: {_fmt(d['original'])} -> {_fmt(d['rerun'])}", markup=False)
+            for d in c["timings"]:
+                con.print(f"  (timing, not compared) {d['what']}: {_fmt(d['original'])} -> {_fmt(d['rerun'])}",
+                          markup=False)
+    if compare and not out["comparison"]["identical"]:
+        raise VerifyError(f"rerun differs from {original.path} in {len(out['comparison']['differences'])} place(s)",
+                          fix=f"see the list above; the rerun is in {out['rerun']}")
     return 0

@@ -22,7 +22,7 @@ print(codes, heavy)
     [["show", "ad-lite", "--dataset", "oasis"], ["show", "ad-lite", "--schema"]],
     [["validate", str(MANIFEST_DIR / "ad-lite" / "oasis.yaml")]],
     [["train", "--help"], ["eval", "--help"]],
-    [["verify", "--help"], ["runs", "--help"], ["runs", "list"], ["runs", "list", "--json"]],
+    [["verify", "--help"], ["runs", "--help"], ["runs", "list"], ["runs", "list", "--json"], ["rerun", "--help"]],
 ])
 def test_no_heavy_imports(argvs, tmp_path):
     out = subprocess.run([sys.executable, "-c", CHECK.format(argvs=argvs)], capture_output=True, text=True,
