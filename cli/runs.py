@@ -306,6 +306,7 @@ def rerun(
       medrun rerun runs/ad-lite/train-3fa9c2d41b7e --compare --json
     """
     from medrun.artifacts.verify import open_run
+
     from medrun.errors import UsageError
 
     from .output import log
