@@ -96,8 +96,8 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 def test_rerun_of_fixture_train_run_is_identical(cli, trained):
     """Original and rerun each train in their own process, as two `medrun` commands do. (Two trainings inside one
-    interpreter are not bitwise identical to each other on CPU: the second differs in the last bits while its
-    losses agree to 4 decimals; see docs/architecture.md, "Rerun".)"""
+    interpreter with 2 intra-op threads are not bitwise identical to each other on CPU: the second differs in the
+    last bits while its losses agree to 4 decimals; see docs/architecture.md, "Rerun".)"""
     import json
 
     runs, run = trained
