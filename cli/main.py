@@ -27,10 +27,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from . import info, stages  # noqa: E402  (registers the commands)
+from . import info, runs, stages  # noqa: E402  (registers the commands)
 
 info.register(app)
 stages.register(app)
+runs.register(app)
 
 
 def _err(text: str) -> None:

@@ -41,3 +41,33 @@ def cli(capsys):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+def _make_run(runs, data, run_id="ab" * 32, stage="train", mode="content", metrics=None, pipeline="ad-lite",
+              status="complete", started="2026-01-01T00:00:00+0000", manifest_text="pipeline: ad-lite\nseed: 1\n"):
+    """A sealed run directory made without training (what the runner writes, minus the model), for provenance tests."""
+    from medrun.artifacts import RunDir, run_path
+    from medrun.artifacts.env import capture_env
+    from medrun.artifacts.fingerprint import code_fingerprint, combine, fingerprint_tree
+
+    fp = {"data": fingerprint_tree(data, None, mode)}
+    rd = RunDir(run_path(runs, pipeline, stage, run_id)).open()
+    rd.write_text("manifest.yaml", manifest_text)
+    rd.write_json("env.json", capture_env())
+    rd.write_json("data.lock.json", {"fingerprint": combine(fp), "trees": fp, "splits": {}})
+    rd.write_json("run.json", {"id": run_id, "pipeline": pipeline, "stage": stage, "status": "running",
+                               "dataset": "oasis", "fixture": True, "parent": None, "started": started,
+                               "code": code_fingerprint(), "data_sha256": combine(fp), "seed": 1})
+    rd.write_json("metrics.json", metrics or {"accuracy": 0.5})
+    rd.write_text("checkpoints/model.safetensors", "weights")
+    if status == "complete":
+        rd.seal()
+    else:
+        rd.update_info(status=status)
+    rd.close()
+    return rd.path
+
+
+@pytest.fixture
+def make_run():
+    return _make_run

@@ -1,0 +1,362 @@
+"""Provenance commands: ``verify``, ``rerun`` and the ``runs`` group (list, show, diff, compare).
+
+None of them imports torch, Lightning or MONAI except ``rerun``, which runs a stage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medrun.errors import VerifyError
+
+from .output import emit_json, stdout
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="MEDRUN_RUNS", help="the runs directory")]
+JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+runs_app = typer.Typer(
+    name="runs",
+    help="Find, inspect and compare runs through an index of the runs directory.\n\n"
+    "Examples:\n\n  medrun runs list --pipeline ad-lite\n\n  medrun runs show 3fa9c2\n\n"
+    "  medrun runs diff 3fa9c2 77b1e0\n\n  medrun runs compare 3fa9c2 77b1e0 a01c33",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="verify", help=verify.__doc__, no_args_is_help=True)(verify)
+    app.command(name="rerun", help=rerun.__doc__, no_args_is_help=True)(rerun)
+    app.add_typer(runs_app, name="runs")
+
+
+# -- verify ---------------------------------------------------------------------------------------------------
+def verify(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
+    strict: Annotated[bool, typer.Option("--strict", help="code and environment drift fail too (exit 5)")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Check a run: re-hash its files against MANIFEST.sha256, re-fingerprint its data, compare code and environment.
+
+    Exit 5 when an artifact or the data changed, was removed or added; code and environment drift are warnings
+    (exit 0) unless --strict. Exit 2 for an incomplete run. Nothing is written.
+
+    Examples:
+
+      medrun verify 3fa9c2
+
+      medrun verify runs/ad-lite/train-3fa9c2d41b7e --strict
+
+      medrun verify 3fa9c2 --json
+    """
+    from medrun.artifacts.verify import failures, open_run, verify_run
+
+    rd = open_run(runs_dir, run)
+    report = verify_run(rd)
+    bad = failures(report, strict)
+    report["ok"] = not bad
+    report["strict"] = strict
+    if json_out:
+        emit_json(report)
+    else:
+        _print_verify(report)
+    if bad:
+        raise VerifyError(f"run {rd.path} failed verification: " + "; ".join(bad))
+    if not rd.is_complete():
+        from medrun.errors import UsageError
+
+        raise UsageError(f"run {rd.path} has intact files but is not complete (status: {report['status']})",
+                         fix="finish it with the command in its run.json")
+    return 0
+
+
+def _print_verify(r: dict) -> None:
+    con = stdout()
+    c = r["categories"]
+    mark = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "drift": "[yellow]warning[/]"}
+    con.print(f"[bold]{r['run_dir']}[/]  ({r['pipeline']} {r['stage']}, id {str(r['id'])[:12]})")
+    a = c["artifacts"]
+    con.print(f"artifacts    {mark[a['status']]}  {a['files']} files in MANIFEST.sha256")
+    for kind in ("changed", "removed", "added"):
+        for rel in a[kind]:
+            con.print(f"    {kind:8s} {rel}", markup=False)
+    d = c["data"]
+    con.print(f"data         {mark[d['status']]}" + (f"  {d['problem']}" if d.get("problem") else ""))
+    for name, t in d["trees"].items():
+        if t.get("missing_root"):
+            con.print(f"    {name}: data folder {t['root']} is gone", markup=False)
+            continue
+        con.print(f"    {name}: {t['files']} files ({t['mode']}) under {t['root']}", markup=False)
+        for kind in ("changed", "removed", "added"):
+            for rel in t[kind]:
+                con.print(f"    {kind:8s} {rel}", markup=False)
+    k = c["code"]
+    con.print(f"code         {mark[k['status']]}  recorded {str(k['recorded']['sha256'])[:12]}, "
+              f"installed {str(k['current']['sha256'])[:12]}")
+    e = c["environment"]
+    con.print(f"environment  {mark[e['status']]}" + (f"  {e['problem']}" if e.get("problem") else ""))
+    for diff in e["differences"]:
+        con.print(f"    {diff['key']}: {diff['recorded']} -> {diff['current']}", markup=False)
+    con.print("[green]verified[/]" if r["ok"] else "[red]verification failed[/]")
+
+
+# -- runs list / show / diff / compare ------------------------------------------------------------------------
+def _index(runs_dir: Path):
+    from medrun.artifacts.index import Index
+
+    return Index(runs_dir)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; plain aligned columns (never truncated) in pipes, logs and MEDRUN_PLAIN=1."""
+    import os
+    import sys
+
+    if sys.stdout.isatty() and os.environ.get("MEDRUN_PLAIN") is None:
+        from rich.table import Table
+
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        stdout().print(table)
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=True)]
+    print(title)
+    for row in (columns, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+@runs_app.command("list")
+def runs_list(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="only this pipeline")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="only this stage")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="complete, running, failed, interrupted, incomplete")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """List runs, newest first, from the index (<runs>/.index.sqlite, refreshed from the run.json files).
+
+    Examples:
+
+      medrun runs list
+
+      medrun runs list --pipeline ad-lite --stage train --status complete
+
+      medrun runs list --json
+    """
+    idx = _index(runs_dir)
+    try:
+        rows = idx.list(pipeline, stage, status)
+    finally:
+        idx.close()
+    out = [{"id": r["id"], "pipeline": r["pipeline"], "stage": r["stage"], "status": r["status"], "dataset": r["dataset"],
+            "started": r["started"], "ended": r["ended"], "run_dir": r["run_dir"], "metrics": r["metrics"]} for r in rows]
+    if json_out:
+        emit_json({"runs_dir": str(runs_dir), "runs": out})
+        return 0
+    if not out:
+        stdout().print(f"no runs under {runs_dir}" + (" matching the filters" if pipeline or stage or status else ""))
+        return 0
+    rows = []
+    for r in out:
+        head = next(((k, v) for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+        rows.append([str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), _fmt(r["status"]), _fmt(r["dataset"]),
+                     _fmt(r["started"]), f"{head[0]}={_fmt(head[1])}" if head else ""])
+    _table(f"runs in {runs_dir}", ["id", "pipeline", "stage", "status", "dataset", "started", "headline metric"], rows)
+    return 0
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Show one run: its run.json, metrics and completeness.
+
+    Examples:
+
+      medrun runs show 3fa9c2
+
+      medrun runs show runs/ad-lite/train-3fa9c2d41b7e --json
+    """
+    from medrun.artifacts.verify import open_run
+
+    rd = open_run(runs_dir, run)
+    info = rd.info()
+    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "run": info, "metrics": rd.metrics()}
+    if json_out:
+        emit_json(out)
+        return 0
+    con = stdout()
+    con.print(f"[bold]{rd.path}[/]  {'[green]complete[/]' if out['complete'] else '[yellow]not complete[/]'}")
+    code = info.get("code") or {}
+    for key, val in (("id", info.get("id")), ("pipeline", info.get("pipeline")), ("stage", info.get("stage")),
+                     ("status", info.get("status")), ("dataset", info.get("dataset")), ("fixture", info.get("fixture")),
+                     ("parent", info.get("parent")), ("started", info.get("started")), ("ended", info.get("ended")),
+                     ("seed", info.get("seed")), ("determinism", info.get("determinism")),
+                     ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"), ("data", info.get("data_sha256")),
+                     ("command", " ".join(info.get("command") or []))):
+        con.print(f"  {key:12s} {_fmt(val)}", markup=False)
+    if out["metrics"]:
+        con.print("[bold]metrics[/]")
+        from medrun.artifacts.index import flatten
+
+        for k, v in flatten(out["metrics"]).items():
+            con.print(f"  {k:24s} {_fmt(v)}", markup=False)
+    return 0
+
+
+@runs_app.command("diff")
+def runs_diff(
+    a: Annotated[str, typer.Argument(help="first run (id, prefix or directory)")],
+    b: Annotated[str, typer.Argument(help="second run")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Differences between two runs: manifest (dotted keys), metrics, environment packages, data and code.
+
+    Examples:
+
+      medrun runs diff 3fa9c2 77b1e0
+
+      medrun runs diff 3fa9c2 77b1e0 --json
+    """
+    from medrun.artifacts.index import diff_runs
+    from medrun.artifacts.verify import open_run
+
+    d = diff_runs(open_run(runs_dir, a), open_run(runs_dir, b))
+    if json_out:
+        emit_json(d)
+        return 0
+    con = stdout()
+    con.print(f"[bold]a[/] {d['a']['run_dir']}\n[bold]b[/] {d['b']['run_dir']}")
+    for section in ("manifest", "metrics", "environment"):
+        con.print(f"[bold]{section}[/]" + ("  (same)" if not d[section] else ""))
+        for x in d[section]:
+            con.print(f"  {x['key']}: {_fmt(x['a'])} -> {_fmt(x['b'])}", markup=False)
+    data = d["data"]
+    con.print("[bold]data[/]  " + ("(same fingerprint)" if data["same"] else f"{_fmt(data['a'])[:12]} -> {_fmt(data['b'])[:12]}"))
+    for name, f in data["files"].items():
+        if f["changed"] or f["only_a"] or f["only_b"]:
+            con.print(f"  {name}: {len(f['changed'])} changed, {len(f['only_a'])} only in a, {len(f['only_b'])} only in b",
+                      markup=False)
+    code = d["code"]
+    con.print("[bold]code[/]  " + ("(same fingerprint)" if code["same"] else f"{_fmt(code['a'])[:12]} -> {_fmt(code['b'])[:12]}"))
+    return 0
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[str], typer.Argument(help="runs (ids, prefixes or directories)")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """A table of the runs' metrics, one row per run.
+
+    Examples:
+
+      medrun runs compare 3fa9c2 77b1e0 a01c33
+
+      medrun runs compare 3fa9c2 77b1e0 --json
+    """
+    from medrun.artifacts.index import metrics_table
+    from medrun.artifacts.verify import open_run
+
+    t = metrics_table([open_run(runs_dir, r) for r in runs])
+    if json_out:
+        emit_json(t)
+        return 0
+    _table("metrics", ["id", "pipeline", "stage", *t["columns"]],
+           [[str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), *[_fmt(r["metrics"].get(c)) for c in t["columns"]]]
+            for r in t["rows"]])
+    return 0
+
+
+# -- rerun ----------------------------------------------------------------------------------------------------
+def rerun(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
+    compare: Annotated[bool, typer.Option("--compare", help="compare metrics and model.safetensors with the original; "
+                                          "exit 5 unless IDENTICAL")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Run a finished run's stage again from its own manifest.yaml, into <runs>/.reruns/<time>/ (the original is
+    never touched), and with --compare say IDENTICAL or list every difference in metrics and weights.
+
+    Warns when the installed code or the data no longer match the original's fingerprints. An incomplete run is
+    refused (exit 2).
+
+    Examples:
+
+      medrun rerun 3fa9c2 --compare
+
+      medrun rerun runs/ad-lite/train-3fa9c2d41b7e --compare --json
+    """
+    from medrun.artifacts.verify import open_run
+
+    from medrun.errors import UsageError
+
+    from .output import log
+
+    original = open_run(runs_dir, run)
+    info = original.info()
+    if not original.is_complete():
+        raise UsageError(f"run {original.path} is not complete (status: {info.get('status', 'unknown')}); "
+                         "there is nothing finished to re-run and compare",
+                         fix="finish it with the command in its run.json, or pick a complete run")
+    from medrun.artifacts.reruns import compare_runs, rerun_request
+
+    req = rerun_request(original, os.environ.get("MEDRUN_ARGV", "").split())
+    from medrun.pipelines import runner
+
+    log(f"re-running {original.path} into {req.runs_dir} (the original is not touched)")
+    p = runner.plan(req, log=log)
+    warnings = []
+    if p.code_fp["sha256"] != (info.get("code") or {}).get("sha256"):
+        warnings.append("the installed code differs from the original's (code fingerprint changed)")
+    from medrun.artifacts.fingerprint import combine
+
+    if combine(p.data_fp) != info.get("data_sha256"):
+        warnings.append("the data differs from the original's (data fingerprint changed)")
+    for w in warnings:
+        log(f"warning: {w}")
+    result = runner.execute(p, log=log)
+    from medrun.artifacts import RunDir
+
+    out = {"original": str(original.path), "rerun": result["run_dir"], "run_id": result["run_id"],
+           "same_id": result["run_id"] == info.get("id"), "warnings": warnings}
+    if compare:
+        out["comparison"] = compare_runs(original, RunDir(Path(result["run_dir"])))
+    if json_out:
+        emit_json(out)
+    else:
+        con = stdout()
+        con.print(f"rerun of {original.path}\n  -> {out['rerun']}", markup=False)
+        for w in warnings:
+            con.print(f"[yellow]warning:[/] {w}")
+        if compare:
+            c = out["comparison"]
+            if c["identical"]:
+                con.print("[green]IDENTICAL[/]: metrics and checkpoints/model.safetensors match bit for bit")
+            for d in c["differences"]:
+                con.print(f"  {d['what']}: {_fmt(d['original'])} -> {_fmt(d['rerun'])}", markup=False)
+            for d in c["timings"]:
+                con.print(f"  (timing, not compared) {d['what']}: {_fmt(d['original'])} -> {_fmt(d['rerun'])}",
+                          markup=False)
+    if compare and not out["comparison"]["identical"]:
+        raise VerifyError(f"rerun differs from {original.path} in {len(out['comparison']['differences'])} place(s)",
+                          fix=f"see the list above; the rerun is in {out['rerun']}")
+    return 0
