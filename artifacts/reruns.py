@@ -22,17 +22,6 @@ def rerun_root(original: RunDir) -> Path:
     return runs_root / RERUNS / f"{stamp}_{os.getpid()}"
 
 
-def rerun_request(original: RunDir, argv: list[str]):
-    """A ``pipelines.runner.Request`` that runs the original's stage again from its own ``manifest.yaml``."""
-    from medrun.pipelines.runner import Request
-
-    info = original.info()
-    return Request(pipeline=info["pipeline"], stage=info["stage"], manifest=original.path / "manifest.yaml",
-                   fixture=bool(info.get("fixture")), force=True, runs_dir=rerun_root(original),
-                   run_ref=info.get("parent_dir") if info.get("parent_dir") else None,
-                   checkpoint=Path(info["checkpoint"]) if info.get("checkpoint") else None, argv=argv)
-
-
 def is_timing(key: str) -> bool:
     """Wall-clock measurements a stage reports beside its results (``eval_seconds``, ``secs_per_epoch``): they
     differ on every run and say nothing about what was computed, so they are listed but never a difference."""

@@ -306,7 +306,6 @@ def rerun(
       medrun rerun runs/ad-lite/train-3fa9c2d41b7e --compare --json
     """
     from medrun.artifacts.verify import open_run
-
     from medrun.errors import UsageError
 
     from .output import log
@@ -317,7 +316,8 @@ def rerun(
         raise UsageError(f"run {original.path} is not complete (status: {info.get('status', 'unknown')}); "
                          "there is nothing finished to re-run and compare",
                          fix="finish it with the command in its run.json, or pick a complete run")
-    from medrun.artifacts.reruns import compare_runs, rerun_request
+    from medrun.artifacts.reruns import compare_runs
+    from medrun.pipelines.runner import rerun_request
 
     req = rerun_request(original, os.environ.get("MEDRUN_ARGV", "").split())
     from medrun.pipelines import runner

@@ -308,3 +308,14 @@ def _sigterm_to_interrupt(signum, frame):
 
 def build_model(spec, manifest):
     return spec.load()(manifest, None).build_model()
+
+
+def rerun_request(original: RunDir, argv: list[str]):
+    """A ``pipelines.runner.Request`` that runs the original's stage again from its own ``manifest.yaml``."""
+    from medrun.artifacts.reruns import rerun_root
+
+    info = original.info()
+    return Request(pipeline=info["pipeline"], stage=info["stage"], manifest=original.path / "manifest.yaml",
+                   fixture=bool(info.get("fixture")), force=True, runs_dir=rerun_root(original),
+                   run_ref=info.get("parent_dir") if info.get("parent_dir") else None,
+                   checkpoint=Path(info["checkpoint"]) if info.get("checkpoint") else None, argv=argv)
