@@ -8,6 +8,7 @@ directory, fingerprints, seeding, the Trainer, checkpoints, reports) is done by 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,16 @@ class StageContext:
     extras: dict = field(default_factory=dict)
 
 
-class Pipeline:
-    """Subclass, set ``spec``, and implement ``build_model`` plus one method per stage."""
+class Pipeline(ABC):
+    """Subclass and implement ``build_model`` plus one method per stage."""
 
     def __init__(self, manifest, ctx: StageContext | None = None):
         self.m = manifest
         self.ctx = ctx
 
-    def build_model(self):  # pragma: no cover - every pipeline overrides
-        raise NotImplementedError
-
-    def data_paths(self) -> dict[str, Path]:
-        """The folders whose files are fingerprinted. Default: ``dataset.root``."""
-        return {"data": Path(self.m.dataset.root)}
+    @abstractmethod
+    def build_model(self):
+        """The paper's network at the manifest's settings."""
 
     def run_stage(self, stage: str) -> dict:
         return getattr(self, stage.replace("-", "_"))()
