@@ -7,13 +7,12 @@ friends are imported inside functions), so ``medrun list`` stays fast.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medrun.errors import UsageError
+from medrun.errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,5 @@ def registry() -> dict[str, DatasetInfo]:
 def get(name: str) -> DatasetInfo:
     reg = registry()
     if name not in reg:
-        near = difflib.get_close_matches(name, reg, n=1)
-        hint = f"did you mean '{near[0]}'?" if near else "see `medrun list`"
-        raise UsageError(f"unknown dataset '{name}'", fix=hint)
+        raise unknown_name("dataset", name, reg)
     return reg[name]

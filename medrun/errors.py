@@ -59,3 +59,11 @@ class VerifyError(MedrunError):
 
 
 INTERRUPTED = 130
+
+
+def unknown_name(kind: str, name: str, choices, fallback: str = "see `medrun list`") -> UsageError:
+    """``unknown <kind> 'x' — did you mean 'y'?`` (or the fallback hint when nothing is close)."""
+    import difflib
+
+    near = difflib.get_close_matches(name, list(choices), n=1)
+    return UsageError(f"unknown {kind} '{name}'", fix=f"did you mean '{near[0]}'?" if near else fallback)

@@ -8,12 +8,11 @@ validating never import torch, Lightning or MONAI. The implementation
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
 
-from medrun.errors import UsageError
+from medrun.errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,5 @@ def registry() -> dict[str, PipelineSpec]:
 def get(slug: str) -> PipelineSpec:
     reg = registry()
     if slug not in reg:
-        near = difflib.get_close_matches(slug, reg, n=1)
-        raise UsageError(f"unknown pipeline '{slug}'", fix=f"did you mean '{near[0]}'?" if near else "see `medrun list`")
+        raise unknown_name("pipeline", slug, reg)
     return reg[slug]

@@ -32,7 +32,7 @@ from medrun.artifacts import (
     sha256_json,
 )
 from medrun.artifacts.fingerprint import StatCache, code_fingerprint, combine, fingerprint_tree
-from medrun.errors import DataError, UsageError
+from medrun.errors import DataError, UsageError, unknown_name
 from medrun.manifests.schema import ID_EXCLUDED
 
 from . import get as get_pipeline
@@ -85,11 +85,8 @@ def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
         if not req.dataset:
             raise UsageError(f"which dataset? pass --dataset ({', '.join(spec.datasets)}) or --manifest FILE")
         if req.dataset not in spec.datasets:
-            import difflib
-
-            near = difflib.get_close_matches(req.dataset, spec.datasets, n=1)
-            raise UsageError(f"{spec.slug} has no dataset '{req.dataset}'",
-                             fix=(f"did you mean '{near[0]}'? " if near else "") + f"choose from {', '.join(spec.datasets)}")
+            raise unknown_name(f"{spec.slug} dataset", req.dataset, spec.datasets,
+                               fallback=f"choose from {', '.join(spec.datasets)}")
         path = manifests.manifest_path(spec.slug, req.dataset, fixture=req.fixture)
     else:
         path = Path(req.manifest)

@@ -71,3 +71,12 @@ def _make_run(runs, data, run_id="ab" * 32, stage="train", mode="content", metri
 @pytest.fixture
 def make_run():
     return _make_run
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A one-file data folder for runs built with ``make_run``."""
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "x.txt").write_text("x")
+    return d

@@ -12,14 +12,6 @@ from medrun.artifacts.index import INDEX, Index, diff_runs, flatten, metrics_tab
 
 
 @pytest.fixture
-def data(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "x.txt").write_text("x")
-    return d
-
-
-@pytest.fixture
 def two(runs, data, make_run):
     a = make_run(runs, data, run_id="aa" * 32, metrics={"accuracy": 0.5, "f1": 0.4},
                  started="2026-01-01T00:00:00+0000")

@@ -4,14 +4,6 @@ import pytest
 
 
 @pytest.fixture
-def data(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "x.txt").write_text("x")
-    return d
-
-
-@pytest.fixture
 def two(runs, data, make_run):
     a = make_run(runs, data, run_id="aa" * 32, metrics={"accuracy": 0.5, "f1": 0.4})
     b = make_run(runs, data, run_id="bb" * 32, stage="eval", metrics={"accuracy": 0.75},
