@@ -61,6 +61,14 @@ class RunDir:
     def is_complete(self) -> bool:
         return (self.path / MANIFEST).exists() and self.info().get("status") == "complete"
 
+    def recorded_hashes(self) -> dict[str, str]:
+        """``{relative path: sha256}`` as sealed in MANIFEST.sha256 (empty for an unsealed run)."""
+        try:
+            text = (self.path / MANIFEST).read_text()
+        except FileNotFoundError:
+            return {}
+        return {rel: sha for sha, _, rel in (line.partition("  ") for line in text.splitlines()) if rel}
+
     def metrics(self) -> dict:
         try:
             return json.loads((self.path / "metrics.json").read_text())

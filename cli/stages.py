@@ -16,7 +16,11 @@ CORE = {
     "eval": "Evaluate a finished train run (the newest of the same manifest, --run ID, or --checkpoint FILE).",
     "predict": "Predict with a finished train run; writes per-case predictions.",
 }
-EXTRA_HELP = {"cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd."}
+EXTRA_HELP = {
+    "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
+    "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
+    "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and success rates.",
+}
 
 EXAMPLES = {
     "train": "medrun train ad-lite --dataset oasis --fixture\n\n"
@@ -52,8 +56,8 @@ def _command(verb: str):
         seed: Annotated[int | None, typer.Option(help="overrides the manifest's seed")] = None,
         force: Annotated[bool, typer.Option("--force", help="run again even if a complete run with this id exists")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="resolve, validate, fingerprint, build the model; run nothing")] = False,
-        run: Annotated[str | None, typer.Option("--run", help="eval/predict: the train run (id, prefix or directory)")] = None,
-        checkpoint: Annotated[Path | None, typer.Option(help="eval/predict: a weights file instead of a train run")] = None,
+        run: Annotated[str | None, typer.Option("--run", help="stages on a finished run (eval, predict, explain …): that run's id, id prefix or directory")] = None,
+        checkpoint: Annotated[Path | None, typer.Option(help="stages on a finished run: a weights file instead of the run")] = None,
         split: Annotated[str | None, typer.Option(help="the split to evaluate (sets eval.split)")] = None,
         accelerator: Annotated[str | None, typer.Option(help="trainer.accelerator: cpu, gpu, auto …")] = None,
         devices: Annotated[str | None, typer.Option(help="trainer.devices: a count, a list like 0,1, or auto")] = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medrun.errors import unknown_name
 
@@ -25,6 +25,9 @@ class PipelineSpec:
     stages: tuple[str, ...]
     manifest: str  # "module:Class" of the pipeline's pydantic Manifest subclass (imports pydantic, not torch)
     impl: str  # "module:Class" of the Pipeline implementation (imports torch)
+    # stage -> the stage of the finished run it takes as its input (``--run ID``, or found by manifest);
+    # e.g. {"explain": "train"} for a stage that explains a trained model
+    parents: dict[str, str] = field(default_factory=lambda: {"eval": "train", "predict": "train"})
 
     def manifest_cls(self):
         return _load(self.manifest)

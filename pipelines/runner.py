@@ -38,8 +38,6 @@ from medrun.manifests.schema import ID_EXCLUDED
 from . import get as get_pipeline
 from .base import StageContext
 
-PARENT_STAGES = {"eval", "predict"}  # stages that use a finished train run's weights
-
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MEDRUN_CACHE", Path.home() / ".cache" / "medrun"))
@@ -158,7 +156,7 @@ def plan(req: Request, log=print) -> Plan:
     code = code_fingerprint()
     mdict = m.model_dump(mode="json")
     parent, ckpt_sha = None, None
-    if req.stage in PARENT_STAGES:
+    if req.stage in spec.parents:
         parent, ckpt_sha = _find_parent(req, spec, mdict, combine(fps))
     rid = run_id(manifest=drop_keys(mdict, ID_EXCLUDED), code=code["sha256"], data=combine(fps), stage=req.stage,
                  parent=(parent.info()["id"] if parent else ckpt_sha))
@@ -207,9 +205,11 @@ def _data_paths(spec, m) -> dict[str, Path]:
     return {k: Path(v) for k, v in (fn(m) if fn else {"data": m.dataset.root}).items()}
 
 
-def train_key(mdict: dict) -> str:
-    """What identifies 'the same training': the manifest without where data lies, eval settings or hardware."""
-    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", "trainer.devices", "trainer.num_nodes",
+def train_key(mdict: dict, spec) -> str:
+    """What identifies 'the same training': the manifest without where data lies, hardware, or the sections of
+    stages that consume a finished run (``eval``, ``predict``, ``explain`` …), so a train run is found again by
+    an eval or explain with other settings for that stage."""
+    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *spec.parents, "trainer.devices", "trainer.num_nodes",
                                          "trainer.strategy", "trainer.accelerator")))
 
 
@@ -219,23 +219,24 @@ def _find_parent(req: Request, spec, mdict: dict, data_sha: str) -> tuple[RunDir
         if not ck.is_file():
             raise UsageError(f"checkpoint not found: {ck}", fix="check the --checkpoint path")
         return None, sha256_file(ck)
+    want = spec.parents[req.stage]
     if req.run_ref:
         run = resolve_run(req.runs_dir, req.run_ref)
         info = run.info()
-        if info.get("pipeline") != spec.slug or info.get("stage") != "train":
-            raise UsageError(f"run {run.path} is a {info.get('pipeline')} {info.get('stage')} run, not a {spec.slug} train run",
-                             fix=f"pass a run id from `ls {Path(req.runs_dir) / spec.slug}`")
+        if info.get("pipeline") != spec.slug or info.get("stage") != want:
+            raise UsageError(f"run {run.path} is a {info.get('pipeline')} {info.get('stage')} run, not a {spec.slug} {want} run",
+                             fix=f"pass a run id from `ls {Path(req.runs_dir) / spec.slug / want}`")
         if not run.is_complete():
             raise UsageError(f"run {run.path} is not complete (status: {info.get('status', 'unknown')})",
                              fix="finish it by running its train command again, or pick a complete run")
         return run, None
-    key = train_key(mdict)
-    for run in find_runs(req.runs_dir, spec.slug, "train"):
+    key = train_key(mdict, spec)
+    for run in find_runs(req.runs_dir, spec.slug, want):
         info = run.info()
         if info.get("train_key") == key and info.get("data_sha256") == data_sha and run.is_complete():
             return run, None
-    how = f"medrun train {spec.slug} --dataset {mdict['dataset']['name']}" + (" --fixture" if req.fixture else "")
-    raise UsageError(f"no complete train run of this manifest under {Path(req.runs_dir) / spec.slug}",
+    how = f"medrun {want} {spec.slug} --dataset {mdict['dataset']['name']}" + (" --fixture" if req.fixture else "")
+    raise UsageError(f"no complete {want} run of this manifest under {Path(req.runs_dir) / spec.slug}",
                      fix=f"run `{how}` first, or pass --run ID or --checkpoint FILE")
 
 
@@ -263,14 +264,14 @@ def execute(p: Plan, log=print) -> dict:
         "fixture": req.fixture, "parent": p.parent.info()["id"] if p.parent else None,
         "parent_dir": str(p.parent.path) if p.parent else None, "checkpoint": str(req.checkpoint) if req.checkpoint else None,
         "checkpoint_sha256": p.checkpoint_sha, "command": req.argv, "started": started, "ended": None,
-        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict),
+        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict, p.spec),
         "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
         "determinism": p.manifest.determinism, "pid": os.getpid(),
     })
     run.append_event("start", stage=req.stage)
     ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
                        parent=p.parent, checkpoint=Path(req.checkpoint) if req.checkpoint else None, log=log,
-                       interactive=_interactive())
+                       interactive=_interactive(), spec=p.spec)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:

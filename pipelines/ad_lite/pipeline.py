@@ -118,29 +118,13 @@ class AdLite(Pipeline):
                       f"{self.m.dataset.name} {split}")
         self.ctx.log(f"{split}: accuracy {metrics['accuracy']:.4f}  F1 weighted {metrics['f1_weighted']:.4f}  "
                      f"F1 macro {metrics['f1_macro']:.4f}  AUROC micro {metrics['auroc_micro']:.4f}")
-        run.write_text("paper.md", paper_md(self.ctx_spec(), self.m, metrics, self.ctx, sections=[
+        run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx, sections=[
             clf.per_class_table(metrics), _PAPER_NOTES]))
         return metrics
 
-    @staticmethod
-    def ctx_spec():
-        from . import SPEC
-
-        return SPEC
-
     # -- evaluation and prediction on a finished run ---------------------------------------------------------
     def _trained_net(self) -> AdLiteNet:
-        net = self.build_model()
-        if self.ctx.checkpoint is not None:
-            return training.load_weights(net, self.ctx.checkpoint)
-        weights = self.ctx.parent.path / "checkpoints" / "model.safetensors"
-        recorded = _manifest_hashes(self.ctx.parent.path).get("checkpoints/model.safetensors")
-        from medrun.artifacts import sha256_file
-
-        if recorded is None or sha256_file(weights) != recorded:
-            raise DataError(f"{weights} does not match its run's MANIFEST.sha256",
-                            fix="the train run was altered; train again with --force")
-        return training.load_weights(net, weights)
+        return self.trained_model()
 
     def eval(self) -> dict:
         splits, classes = self.splits()
@@ -197,7 +181,7 @@ class AdLite(Pipeline):
             metrics[key] = float(vals.mean())
             metrics[f"{key}_sd"] = float(vals.std(ddof=1))
         table = markdown_table(["fold", *_CV_KEYS], [[f["fold"], *[f[k] for k in _CV_KEYS]] for f in per_fold])
-        self.ctx.run.write_text("paper.md", paper_md(self.ctx_spec(), self.m, metrics, self.ctx,
+        self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx,
                                                      title="AD-Lite Net, 10-fold CV", sections=["## Folds\n\n" + table]))
         return metrics
 
@@ -214,13 +198,3 @@ _PAPER_NOTES = """## Notes on the comparison
 def _class_names(name: str) -> list[str]:
     return {"ad": alzheimer.AD_CLASSES, "adni": alzheimer.ADNI_CLASSES, "oasis": alzheimer.OASIS_CLASSES,
             "merged": alzheimer.ADNI_CLASSES}[name]
-
-
-def _manifest_hashes(run_path: Path) -> dict[str, str]:
-    from medrun.artifacts import MANIFEST
-
-    out = {}
-    for line in (run_path / MANIFEST).read_text().splitlines():
-        sha, _, rel = line.partition("  ")
-        out[rel] = sha
-    return out
