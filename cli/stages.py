@@ -104,6 +104,8 @@ def run_request(req, json_out: bool) -> int:
         log(f"interrupted: {plan.path} is left incomplete; the same command resumes it")
         raise
     result["seconds"] = round(time.perf_counter() - t0, 2)
+    if runner.process_rank() > 0:
+        return 0  # a DDP worker: rank 0 reports
     if json_out:
         emit_json(result)
     else:

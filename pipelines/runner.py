@@ -7,6 +7,8 @@ built); ``execute()`` runs the stage.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -158,7 +160,7 @@ def plan(req: Request, log=print) -> Plan:
     parent, ckpt_sha = None, None
     if req.stage in spec.parents:
         parent, ckpt_sha = _find_parent(req, spec, mdict, combine(fps))
-    rid = run_id(manifest=drop_keys(mdict, ID_EXCLUDED), code=code["sha256"], data=combine(fps), stage=req.stage,
+    rid = run_id(manifest=identity_manifest(mdict), code=code["sha256"], data=combine(fps), stage=req.stage,
                  parent=(parent.info()["id"] if parent else ckpt_sha))
     return Plan(req, spec, m, mdict, data_roots, fps, code, rid, run_path(req.runs_dir, spec.slug, req.stage, rid),
                 parent, ckpt_sha)
@@ -205,6 +207,37 @@ def _data_paths(spec, m) -> dict[str, Path]:
     return {k: Path(v) for k, v in (fn(m) if fn else {"data": m.dataset.root}).items()}
 
 
+def world_size(trainer: dict) -> int:
+    """How many processes train (devices × nodes), resolving ``auto``/-1 as Lightning does: 1 on CPU, every
+    visible GPU otherwise."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, list):
+        n = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        n = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        n = int(devices)
+    elif trainer.get("accelerator", "auto") == "cpu":
+        n = 1
+    else:
+        import torch
+
+        n = max(1, torch.cuda.device_count())
+    return n * nodes
+
+
+def identity_manifest(mdict: dict) -> dict:
+    """The manifest as the run id sees it: without where data lies, the paper's numbers and smoke thresholds, and
+    with the device list and node count replaced by the world size, which (per-device batches being what
+    Lightning's DDP uses) is all of them that changes the effective batch."""
+    out = drop_keys(mdict, (*ID_EXCLUDED, "trainer.devices", "trainer.num_nodes"))
+    if "trainer" in mdict:
+        n = world_size(mdict["trainer"])
+        if n > 1:
+            out.setdefault("trainer", {})["world_size"] = n
+    return out
+
+
 def train_key(mdict: dict, spec) -> str:
     """What identifies 'the same training': the manifest without where data lies, hardware, or the sections of
     stages that consume a finished run (``eval``, ``predict``, ``explain`` …), so a train run is found again by
@@ -244,7 +277,42 @@ def _interactive() -> bool:
     return sys.stdout.isatty() and os.environ.get("MEDRUN_PLAIN") is None
 
 
+def process_rank() -> int:
+    """This process's global rank under Lightning's DDP launcher, torchrun or SLURM (0 when not distributed)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
+            return int(os.environ[var])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    return int(node) * 1000 + int(local) if local.isdigit() and node.isdigit() else 0
+
+
 def execute(p: Plan, log=print) -> dict:
+    """Run the plan into its run directory. Under multi-process training only rank 0 writes that directory; the
+    other ranks (Lightning re-runs the same command for them) run the stage in a scratch copy that is removed
+    afterwards, so exactly one run directory results."""
+    if process_rank() > 0:
+        return _execute_worker(p)
+    return _execute(p, log)
+
+
+def _execute_worker(p: Plan) -> dict:
+    real = RunDir(p.path)
+    if real.is_complete() and not p.request.force:
+        return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": True, "metrics": {}}
+    scratch = Path(tempfile.mkdtemp(prefix=f"medrun-rank{process_rank()}-"))
+    try:
+        last = p.path / "checkpoints" / "last.ckpt"
+        if last.exists() and not p.request.force:  # resume from the same checkpoint rank 0 resumes from
+            (scratch / "run" / "checkpoints").mkdir(parents=True)
+            shutil.copy2(last, scratch / "run" / "checkpoints" / "last.ckpt")
+        worker = dataclasses.replace(p, path=scratch / "run",
+                                     request=dataclasses.replace(p.request, force=False))
+        return _execute(worker, log=lambda *a, **k: None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _execute(p: Plan, log=print) -> dict:
     req = p.request
     run = RunDir(p.path)
     if run.is_complete() and not req.force:
@@ -267,6 +335,7 @@ def execute(p: Plan, log=print) -> dict:
         "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict, p.spec),
         "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
         "determinism": p.manifest.determinism, "pid": os.getpid(),
+        "world_size": world_size(p.manifest_dict.get("trainer", {})),
     })
     run.append_event("start", stage=req.stage)
     ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
