@@ -8,7 +8,6 @@ built); ``execute()`` runs the stage.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import shutil

@@ -1,6 +1,7 @@
 """ad-lite: the architecture at full size, learning on the fixture, eval/reuse, and bad input."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -218,5 +219,5 @@ def test_ddp_two_cpu_processes_write_one_run_dir(runs, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("medrun-rank")]
     n_train = len(json.loads((dirs[0] / "data.lock.json").read_text())["splits"]["train"])
     steps = {int(line.split(",")[1]) for line in (dirs[0] / "logs" / "metrics.csv").read_text().splitlines()[1:]}
-    per_rank = -(-(-(-n_train // 2)) // 16)  # DistributedSampler pads to ceil(n/2) per rank; batch 16
+    per_rank = math.ceil(math.ceil(n_train / 2) / 16)  # DistributedSampler pads to ceil(n/2) per rank; batch 16
     assert steps == {per_rank - 1}
