@@ -54,6 +54,7 @@ def _command(verb: str):
         fixture: Annotated[bool, typer.Option("--fixture", help="generate the dataset's miniature into a cache and run on it")] = False,
         runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS", help="where run directories go")] = Path("runs"),
         seed: Annotated[int | None, typer.Option(help="overrides the manifest's seed")] = None,
+        seeds: Annotated[str | None, typer.Option(help="replicates: one run per seed (e.g. 0,1,2) plus a summary run")] = None,
         force: Annotated[bool, typer.Option("--force", help="run again even if a complete run with this id exists")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="resolve, validate, fingerprint, build the model; run nothing")] = False,
         run: Annotated[str | None, typer.Option("--run", help="stages on a finished run (eval, predict, explain …): that run's id, id prefix or directory")] = None,
@@ -75,7 +76,7 @@ def _command(verb: str):
                      "precision": precision, "num_nodes": num_nodes},
             run_ref=run, checkpoint=checkpoint, split=split, argv=os.environ.get("MEDRUN_ARGV", "").split(),
         )
-        return run_request(req, json_out)
+        return run_request(req, json_out, seeds)
 
     command.__name__ = verb.replace("-", "_")
     return command
@@ -91,10 +92,17 @@ def _devices(text: str | None):
     return text
 
 
-def run_request(req, json_out: bool) -> int:
-    from medrun.pipelines import runner
+def run_request(req, json_out: bool, seeds: str | None = None) -> int:
+    from medrun.pipelines import replicates, runner
 
     t0 = time.perf_counter()
+    seed_list = replicates.parse_seeds(seeds) if seeds else runner.manifest_seeds(req)
+    if seed_list and not req.dry_run:
+        result = replicates.run(req, seed_list, log=log)
+        result["seconds"] = round(time.perf_counter() - t0, 2)
+        if runner.process_rank() == 0:
+            emit_json(result) if json_out else _summary(result)
+        return 0
     plan = runner.plan(req, log=log)
     if req.dry_run:
         return _dry_run(plan, json_out)

@@ -67,6 +67,7 @@ class Manifest(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     seed: int = 0
+    seeds: list[int] | None = Field(None, description="replicates: one run per seed, then a summary run (mean, sd, 95 % CI)")
     determinism: Literal["off", "seeded", "strict"] = "seeded"
     fingerprint: Literal["content", "stat"] = Field(
         "content", description="content: sha256 of every data file (cached by path, size, mtime); stat: size+mtime"
@@ -76,5 +77,6 @@ class Manifest(Section):
 
 
 # Keys that do not change what a run computes, left out of the run id: where the data lies (its content is
-# fingerprinted separately), what the paper reported, and the smoke thresholds.
-ID_EXCLUDED = ("dataset.root", "paper", "smoke")
+# fingerprinted separately), what the paper reported, the smoke thresholds, and the replicate seeds (each member
+# run has its own ``seed``).
+ID_EXCLUDED = ("dataset.root", "paper", "smoke", "seeds")

@@ -109,6 +109,14 @@ def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
     return m, resolved
 
 
+def manifest_seeds(req: Request) -> list[int] | None:
+    """The manifest's ``seeds:`` list (replicates), unless the command fixes one ``--seed``."""
+    if req.seed is not None:
+        return None
+    m, _ = load_manifest(req, get_pipeline(req.pipeline))
+    return list(m.seeds) if m.seeds else None
+
+
 def fixture_root(name: str, seed: int = 0, log=print) -> Path:
     """Generate the dataset's miniature once into the cache (atomically) and return its root."""
     import importlib
