@@ -30,7 +30,39 @@ runs_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     app.command(name="verify", help=verify.__doc__, no_args_is_help=True)(verify)
     app.command(name="rerun", help=rerun.__doc__, no_args_is_help=True)(rerun)
+    app.command(name="export", help=export.__doc__, no_args_is_help=True)(export)
     app.add_typer(runs_app, name="runs")
+
+
+# -- export ---------------------------------------------------------------------------------------------------
+def export(
+    run: Annotated[str, typer.Argument(help="a complete train run: id, id prefix, or run directory")],
+    out: Annotated[Path, typer.Option("--out", help="the bundle folder to write")],
+    fmt: Annotated[str, typer.Option("--format", help="monai-bundle")] = "monai-bundle",
+    force: Annotated[bool, typer.Option("--force", help="replace a non-empty --out")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Export a finished train run as a MONAI bundle (configs/metadata.json with the run's versions and hashes,
+    configs/inference.yaml, models/model.pt, docs/README.md) that MONAI's bundle runner runs offline.
+
+    Examples:
+
+      medrun export 3fa9c2 --format monai-bundle --out bundles/ad-lite-oasis
+
+      python -m monai.bundle run --config_file bundles/ad-lite-oasis/configs/inference.yaml --bundle_root bundles/ad-lite-oasis --input_dir images/ --output_dir out/
+
+      medrun eval ad-lite --dataset oasis --checkpoint bundles/ad-lite-oasis/models/model.pt
+    """
+    from medrun.artifacts.verify import open_run
+    from medrun.pipelines.export import export as do_export
+
+    result = do_export(open_run(runs_dir, run), out, fmt, force)
+    if json_out:
+        emit_json(result)
+    else:
+        stdout().print(f"[bold green]exported[/] {result['bundle']} ({len(result['files'])} files, {fmt})")
+    return 0
 
 
 # -- verify ---------------------------------------------------------------------------------------------------
