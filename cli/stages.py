@@ -66,6 +66,7 @@ def _command(verb: str):
         precision: Annotated[str | None, typer.Option(help="trainer.precision: 32-true, bf16-mixed, 16-mixed …")] = None,
         num_nodes: Annotated[int | None, typer.Option(help="trainer.num_nodes")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object at the end")] = False,
+        log_to: Annotated[list[str] | None, typer.Option("--log", help="also log to an experiment tracker: mlflow (local store <runs>/.mlruns unless MLFLOW_TRACKING_URI)")] = None,
     ) -> int:
         from medrun.pipelines.runner import Request
 
@@ -75,6 +76,7 @@ def _command(verb: str):
             trainer={"accelerator": accelerator, "devices": _devices(devices), "strategy": strategy,
                      "precision": precision, "num_nodes": num_nodes},
             run_ref=run, checkpoint=checkpoint, split=split, argv=os.environ.get("MEDRUN_ARGV", "").split(),
+            log_to=tuple(log_to or ()),
         )
         return run_request(req, json_out, seeds)
 

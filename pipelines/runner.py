@@ -62,6 +62,7 @@ class Request:
     checkpoint: Path | None = None
     split: str | None = None
     argv: list[str] = field(default_factory=list)
+    log_to: tuple[str, ...] = ()  # extra experiment trackers: "mlflow"
 
 
 @dataclass
@@ -144,7 +145,47 @@ def fixture_root(name: str, seed: int = 0, log=print) -> Path:
     return target / rel
 
 
+LOG_TARGETS = ("mlflow",)
+
+
+def _check_log_targets(req: Request) -> None:
+    for target in req.log_to:
+        if target not in LOG_TARGETS:
+            raise UsageError(f"unknown --log target '{target}'", fix=f"use --log {' | '.join(LOG_TARGETS)}")
+        import importlib.util
+
+        if importlib.util.find_spec(target) is None:
+            from medrun.errors import EnvError
+
+            raise EnvError(f"--log {target}: {target} is not installed", fix="pip install mlflow-skinny (or mlflow)")
+
+
+def mlflow_logger(p: Plan):
+    """Lightning's MLFlowLogger for this run: experiment = pipeline, run name = <stage>-<id12>, tagged with the run
+    id and directory. Tracking URI: MLFLOW_TRACKING_URI, else a local file store ``<runs>/.mlruns``."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
+        uri = f"file:{Path(p.request.runs_dir).resolve() / '.mlruns'}"
+    return MLFlowLogger(experiment_name=p.spec.slug, run_name=f"{p.request.stage}-{p.run_id[:12]}", tracking_uri=uri,
+                        tags={"medrun.run_id": p.run_id, "medrun.run_dir": str(p.path), "medrun.stage": p.request.stage,
+                              "medrun.dataset": p.manifest.dataset.name})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def plan(req: Request, log=print) -> Plan:
+    _check_log_targets(req)
     spec = get_pipeline(req.pipeline)
     if req.stage not in spec.stages:
         raise UsageError(f"{spec.slug} has no stage '{req.stage}'", fix=f"its stages: {', '.join(spec.stages)}")
@@ -348,6 +389,8 @@ def _execute(p: Plan, log=print) -> dict:
     ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
                        parent=p.parent, checkpoint=Path(req.checkpoint) if req.checkpoint else None, log=log,
                        interactive=_interactive(), spec=p.spec)
+    trackers = [mlflow_logger(p)] if "mlflow" in req.log_to else []
+    ctx.extras["loggers"] = trackers
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
@@ -355,6 +398,11 @@ def _execute(p: Plan, log=print) -> dict:
         pipeline = p.spec.load()(p.manifest, ctx)
         metrics = pipeline.run_stage(req.stage) or {}
         run.write_json("metrics.json", metrics)
+        for t in trackers:  # the final metrics and the manifest, also for stages that train nothing
+            t.log_hyperparams(_flat(p.manifest_dict))
+            t.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            t.finalize("success")
         if not (run.path / "paper.md").exists():
             from .report import paper_md
 
@@ -364,8 +412,10 @@ def _execute(p: Plan, log=print) -> dict:
     except KeyboardInterrupt:
         run.update_info(status="interrupted")
         run.append_event("end", status="interrupted")
+        _close_trackers(trackers, "killed")
         raise
     except BaseException as e:
+        _close_trackers(trackers, "failed")
         run.update_info(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
         (run.path / "logs" / "error.log").write_text(traceback.format_exc())
         run.append_event("end", status="failed")
@@ -374,6 +424,14 @@ def _execute(p: Plan, log=print) -> dict:
         signal.signal(signal.SIGTERM, previous)
         run.close()
     return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
+
+
+def _close_trackers(trackers: list, status: str) -> None:
+    import contextlib
+
+    for t in trackers:
+        with contextlib.suppress(Exception):  # a tracker's failure must not hide the run's own
+            t.finalize(status)
 
 
 def _sigterm_to_interrupt(signum, frame):

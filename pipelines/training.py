@@ -84,7 +84,8 @@ def make_trainer(ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
         num_nodes=t.num_nodes, max_epochs=max_epochs, log_every_n_steps=t.log_every_n_steps,
         deterministic=ctx.manifest.determinism == "strict", callbacks=cbs, plugins=[AtomicCheckpointIO()],
-        logger=CSVLogger(save_dir=ctx.run.path / "logs", name="", version="") if logger else False,
+        logger=[CSVLogger(save_dir=ctx.run.path / "logs", name="", version=""), *ctx.extras.get("loggers", ())]
+        if logger else False,
         enable_progress_bar=ctx.interactive, enable_model_summary=False, enable_checkpointing=checkpoint,
         default_root_dir=ctx.run.path, num_sanity_val_steps=0,
     )

@@ -221,3 +221,22 @@ def test_ddp_two_cpu_processes_write_one_run_dir(runs, tmp_path):
     steps = {int(line.split(",")[1]) for line in (dirs[0] / "logs" / "metrics.csv").read_text().splitlines()[1:]}
     per_rank = math.ceil(math.ceil(n_train / 2) / 16)  # DistributedSampler pads to ceil(n/2) per rank; batch 16
     assert steps == {per_rank - 1}
+
+
+@pytest.mark.slow
+def test_log_mlflow_records_the_run(cli, runs, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    r = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--json", "-o", "train.epochs=2",
+            "--log", "mlflow")
+    assert r.code == 0, r.err
+    import mlflow
+
+    mlflow.set_tracking_uri(f"file:{runs.resolve() / '.mlruns'}")
+    found = mlflow.search_runs(experiment_names=["ad-lite"], output_format="list")
+    assert len(found) == 1
+    run = found[0]
+    assert run.data.tags["medrun.run_id"] == r.json()["run_id"] and run.info.status == "FINISHED"
+    assert run.data.metrics["final/accuracy"] == pytest.approx(r.json()["metrics"]["accuracy"])
+    assert "val_acc" in run.data.metrics and run.data.params["train.epochs"] == "2"
+    bad = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--log", "wandb")
+    assert bad.code == 2 and "mlflow" in bad.err
