@@ -42,6 +42,9 @@ class TrainerSection(Section):
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
+    checkpoint_every_n_steps: int = Field(
+        0, ge=0, description="also write checkpoints/last.ckpt every n training steps, so a killed run resumes inside "
+                             "its epoch (0: at epoch ends only; resuming is exact either way)")
 
 
 class PaperSection(Section):

@@ -46,8 +46,13 @@ def stratified_split(samples, fraction: float, seed: int):
     return [samples[i] for i in sorted(a)], [samples[i] for i in sorted(b)]
 
 
-def loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+def loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
+    """Training loaders (``shuffle``) are resumable mid-epoch, shuffled by (seed, epoch); others keep their order."""
+    from .training import ResumableLoader
+
+    if shuffle:
+        return ResumableLoader(ds, batch_size, seed, num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       persistent_workers=num_workers > 0)
 
 

@@ -51,6 +51,102 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+class ResumableSampler(torch.utils.data.Sampler):
+    """Shuffles with a permutation that depends only on (seed, epoch), and knows how many batches of the epoch the
+    trainer has consumed, so a resumed epoch yields exactly the batches the interrupted one had not reached."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.consumed = 0, 0  # consumed: batches of `epoch` already trained on
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.consumed * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader with ``state_dict``/``load_state_dict`` (Lightning saves and restores it in checkpoints and then
+    resumes mid-epoch) over a :class:`ResumableSampler`."""
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, **kw):
+        super().__init__(dataset, batch_size=batch_size, sampler=ResumableSampler(len(dataset), batch_size, seed), **kw)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "consumed": self.sampler.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.epoch, self.sampler.consumed = state["epoch"], state["consumed"]
+        if self.sampler.consumed >= len(self):  # saved at the end of an epoch: the next one starts afresh
+            self.sampler.epoch, self.sampler.consumed = state["epoch"] + 1, 0
+
+
+class ExactResume(Callback):
+    """Counts consumed batches for a :class:`ResumableLoader`, saves every RNG state (python, numpy, torch, CUDA) in
+    each checkpoint, and restores them just before the first batch after a resume. With model, optimizer,
+    scheduler and precision-plugin state (saved by Lightning), a resumed run continues bit for bit. Limit: random
+    augmentation inside DataLoader worker processes is seeded when the iterator starts, not restored.
+
+    With ``every_n_steps`` it also writes ``path`` (``last.ckpt``) every n optimizer steps, so a run killed inside
+    an epoch loses at most n steps (the epoch-end checkpoint is ModelCheckpoint's)."""
+
+    def __init__(self, every_n_steps: int = 0, path: Path | None = None, run_id: str | None = None):
+        self.every_n_steps, self.path, self.run_id = every_n_steps, path, run_id
+        self._pending = None
+
+    @staticmethod
+    def _sampler(trainer):
+        loader = trainer.train_dataloader
+        return getattr(loader, "sampler", None) if isinstance(loader, ResumableLoader) else None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (sampler := self._sampler(trainer)) is not None:
+            sampler.consumed += 1
+        if self.path is not None and trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path)
+        if os.environ.get("MEDRUN_TEST_KILL_AT_STEP") == str(trainer.global_step):  # test hook: a hard kill, here
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        import random
+
+        import numpy as np
+
+        checkpoint["medrun_run_id"] = self.run_id  # resume_checkpoint() refuses a last.ckpt of another run
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain tensors and tuples only: Lightning loads checkpoints with weights_only=True
+        checkpoint["medrun_rng"] = {"python": random.getstate(),
+                                    "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+                                    "torch": torch.get_rng_state(),
+                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self._pending = checkpoint.get("medrun_rng")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+
+        rng, self._pending = self._pending, None
+        random.setstate(rng["python"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 class EpochLog(Callback):
     """One plain line per epoch (when stdout is not a terminal) and an event per epoch in logs/events.jsonl."""
 
@@ -74,7 +170,9 @@ class EpochLog(Callback):
 
 def make_trainer(ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(), logger: bool = True, **overrides) -> L.Trainer:
     t = ctx.manifest.trainer
-    cbs = [EpochLog(ctx.run, ctx.log, plain=not ctx.interactive), *callbacks]
+    step_ckpt = ctx.run.path / "checkpoints" / "last.ckpt" if checkpoint and t.checkpoint_every_n_steps else None
+    cbs = [EpochLog(ctx.run, ctx.log, plain=not ctx.interactive),
+           ExactResume(t.checkpoint_every_n_steps, step_ckpt, ctx.run.info().get("id")), *callbacks]
     if ctx.interactive:
         cbs.append(RichProgressBar(leave=True))
     if checkpoint:
@@ -104,8 +202,21 @@ def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> No
 
 
 def resume_checkpoint(run) -> Path | None:
+    """``checkpoints/last.ckpt`` to resume from, if there is one, after checking that this run wrote it: a
+    checkpoint carried over from another run (another manifest, code or data) is refused, not silently resumed."""
     last = run.path / "checkpoints" / "last.ckpt"
-    return last if last.exists() else None
+    if not last.exists():
+        return None
+    try:
+        owner = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("medrun_run_id")
+    except Exception as e:  # noqa: BLE001 (any unreadable checkpoint is the same problem to the user)
+        raise UsageError(f"{last} cannot be read ({type(e).__name__}), so this run cannot resume from it",
+                         fix="delete it to start the run afresh, or add --force") from None
+    mine = run.info().get("id")
+    if owner != mine:
+        raise UsageError(f"{last} was written by run {str(owner)[:12]}, not by this run {str(mine)[:12]} "
+                         "(another manifest, code or data)", fix="delete it to start this run afresh, or add --force")
+    return last
 
 
 # -- weights ---------------------------------------------------------------------------------------------------

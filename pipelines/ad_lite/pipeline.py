@@ -92,7 +92,8 @@ class AdLite(Pipeline):
         trainer = training.make_trainer(self.ctx, t.epochs, checkpoint=ckpt, logger=ckpt)
         t0 = time.perf_counter()
         training.fit(trainer, module,
-                     train_dataloaders=clf.loader(clf.ImageSamples(train, size), t.batch_size, True, t.num_workers),
+                     train_dataloaders=clf.loader(clf.ImageSamples(train, size), t.batch_size, True, t.num_workers,
+                                                  seed=self.m.seed),
                      val_dataloaders=clf.loader(clf.ImageSamples(val, size), t.batch_size, False, t.num_workers),
                      ckpt_path=training.resume_checkpoint(self.ctx.run) if resume else None)
         return module.net, (time.perf_counter() - t0) / max(1, t.epochs)

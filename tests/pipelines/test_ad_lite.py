@@ -240,3 +240,52 @@ def test_log_mlflow_records_the_run(cli, runs, monkeypatch):
     assert "val_acc" in run.data.metrics and run.data.params["train.epochs"] == "2"
     bad = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--log", "wandb")
     assert bad.code == 2 and "mlflow" in bad.err
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
+    """2 epochs straight, against 1 epoch + SIGKILL inside epoch 2 + the same command again: identical weights.
+    The kill lands at optimizer step 11 of 14 (7 per epoch); the last checkpoint then is step 10's."""
+    from safetensors.torch import load_file
+
+    def train(runs, **env):
+        cmd = [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture",
+               "--runs-dir", str(runs), "-o", "train.epochs=2", "-o", "trainer.checkpoint_every_n_steps=2", "--json"]
+        return subprocess.run(cmd, env={**os.environ, "MEDRUN_PLAIN": "1", **env}, capture_output=True, text=True,
+                              timeout=300)
+
+    straight = train(tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = train(tmp_path / "b", MEDRUN_TEST_KILL_AT_STEP="11")
+    assert killed.returncode == -signal.SIGKILL
+    run_b = next((tmp_path / "b" / "ad-lite").glob("train-*"))
+    ckpt = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 10 and ckpt["epoch"] == 1  # inside epoch 2
+    assert not (run_b / "MANIFEST.sha256").exists()
+    resumed = train(tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout)["run_id"] == json.loads(straight.stdout)["run_id"]
+    run_a = next((tmp_path / "a" / "ad-lite").glob("train-*"))
+    a, b = (load_file(str(r / "checkpoints" / "model.safetensors")) for r in (run_a, run_b))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run_a / "metrics.json").read_text())["accuracy"] == json.loads(resumed.stdout)["metrics"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_last_ckpt_of_another_run_is_refused(tmp_path):
+    runs = tmp_path / "runs"
+    base = [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir",
+            str(runs), "-o", "train.epochs=1"]
+    env = {**os.environ, "MEDRUN_PLAIN": "1"}
+    other = subprocess.run([*base, "-o", "train.lr=0.002"], env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr[-2000:]
+    other_ckpt = next(runs.glob("ad-lite/train-*/checkpoints/last.ckpt"))
+    killed = subprocess.run(base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "1"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    mine = next(p for p in runs.glob("ad-lite/train-*") if not (p / "MANIFEST.sha256").exists())
+    shutil.copy(other_ckpt, mine / "checkpoints" / "last.ckpt")
+    before = (mine / "checkpoints" / "last.ckpt").read_bytes()
+    again = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "was written by run" in again.stderr and "--force" in again.stderr
+    assert "Traceback" not in again.stderr and not (mine / "MANIFEST.sha256").exists()
+    assert (mine / "checkpoints" / "last.ckpt").read_bytes() == before
