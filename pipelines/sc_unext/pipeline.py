@@ -496,7 +496,7 @@ _COMPLEXITY_MODELS = {
 
 def _table1() -> str:
     return "## Paper, Table 1 (ISIC 2018, 80/20 split)\n\n" + markdown_table(
-        ["method", "params", "FLOPs", "Dice %", "IoU %"], [list(r) for r in PAPER_TABLE1])
+        ["method", "params", "FLOPs", "Dice %", "IoU %"], [[m, p, f, f"{d:.2f}", f"{i:.2f}"] for m, p, f, d, i in PAPER_TABLE1])
 
 
 _PAPER_NOTES = """## Notes on the comparison
