@@ -73,6 +73,7 @@ class Ablate(Section):
     subset: int | None = Field(120, ge=2, description="cases drawn (split_seed) before the folds; null = all")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="name → dotted overrides of the model and loss sections")
+    epochs: int | None = Field(None, ge=1, description="epochs per fold (default: train.epochs)")
     save_weights: bool = Field(False, description="write each variant's fold weights into checkpoints/")
 
 
