@@ -121,6 +121,26 @@ def test_learns_on_fixture_then_eval_predict_and_reuse(cli, runs):
     masks = sorted((pred_run / "predictions").glob("*_segmentation.png"))
     assert len(masks) == 5 and set(np.unique(np.asarray(Image.open(masks[0])))) <= {0, 255}
 
+    folder = run.parent / "new-images"  # a folder of images of another size: masks come back at that size
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(folder / f"x{i}.png")
+    new = cli("predict", "sc-unext", "--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o",
+              f"predict.input={folder}", "--json")
+    assert new.code == 0 and new.json()["metrics"]["n"] == 2, new.err
+    out_mask = runs / "sc-unext" / f"predict-{new.json()['run_id'][:12]}" / "predictions" / "x0_segmentation.png"
+    assert Image.open(out_mask).size == (50, 40)
+
+
+@pytest.mark.slow
+def test_learns_lungs_on_montgomery_fixture(cli, runs):
+    """The CXR stand-in (left ∪ right lung masks, grayscale repeated to 3 channels), the smoke run: Dice > 0.7."""
+    r = cli("train", "sc-unext", "--dataset", "montgomery", "--fixture", "--runs-dir", runs,
+            "-o", "eval.overlays=0", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["dice"] > 0.7 and m["dice"] > m["dice_all_foreground"] + 0.3, m
+
 
 @pytest.mark.slow
 def test_ablate_writes_one_table_against_table2(cli, runs):
