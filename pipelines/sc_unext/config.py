@@ -83,6 +83,11 @@ class Complexity(Section):
                                                        "sc-unext-full-f", "unext-paper", "unet"])
 
 
+class Repeat(Section):
+    split_seeds: list[int] = Field(default_factory=lambda: [41, 42, 43], min_length=1,
+                                   description="one random 80/20 split (and training) per seed")
+
+
 class Predict(Section):
     input: str | None = Field(None, description="a folder of images to segment (default: the eval split)")
 
@@ -96,6 +101,7 @@ class ScUnextManifest(Manifest):
     eval: Eval = Field(default_factory=Eval)
     ablate: Ablate = Field(default_factory=Ablate)
     complexity: Complexity = Field(default_factory=Complexity)
+    repeat: Repeat = Field(default_factory=Repeat)
     predict: Predict = Field(default_factory=Predict)
 
     @model_validator(mode="after")

@@ -5,8 +5,7 @@ set as the public stand-in for the private "Haut" set (``datasets/montgomery.py`
 Every case is read once, checked (mask size = image size, mask values 0/255 only), resized to ``img_size``
 (bilinear image, nearest mask) and kept in memory. ``dataset.include`` (id globs) and ``dataset.limit`` filter the
 cases; then one random 80/20 split (sklearn ``train_test_split``, ``random_state = split_seed`` = 41 as UNeXt's
-train.py). The card's "80/20 × 3 seeds" protocol is three train runs with ``-o dataset.split_seed=…`` (each its
-own run directory; ``medrun runs compare`` puts them side by side).
+train.py). The card's "80/20 × 3 seeds" protocol is the ``repeat`` stage (below).
 
 Network (``models/unext.py``): UNeXt-small (253,561 params) with the SC-UNeXt flags ``model.cbam``, ``model.sc_skip``,
 ``model.pfm`` (all on: 261,817 params); ``model.size: paper`` gives the 1.47 M UNeXt; ``model.arch: unet`` the U-Net
@@ -41,6 +40,8 @@ Stages beyond train/eval/predict:
   "all three" is the full SC-UNeXt.
 - ``complexity``: parameters (and in the paper's 1024-units) and MACs at 256² and 512²
   (``torch.utils.flop_counter.FlopCounterMode``, FLOPs/2) for the models in ``complexity.models``, beside Table 1.
+- ``repeat``: the card's "80/20 random split × 3": one training per ``repeat.split_seeds`` (41, 42, 43), each
+  scored on its own 20 %; ``per_repeat.csv`` and the mean and population variance over the repeats.
 - The card's ``make-fixture`` verb is ``medrun fixture isic2018 --out DIR`` (shared for every dataset).
 """
 
@@ -248,32 +249,35 @@ class ScUnext(Pipeline):
                      + (f" ({len(found) - len(kept)} filtered out)" if len(kept) < len(found) else ""))
         return Cases([c.id for c in kept], [str(c.image) for c in kept], np.stack(images), np.stack(masks))
 
-    def splits(self) -> dict[str, Cases]:
+    def splits(self, cases: Cases | None = None, seed: int | None = None, record: bool = True) -> dict[str, Cases]:
         from sklearn.model_selection import train_test_split
 
         d = self.m.dataset
-        cases = self.read_cases()
+        seed = d.split_seed if seed is None else seed
+        cases = self.read_cases() if cases is None else cases
         n_val = math.ceil(d.val_fraction * len(cases))
         if len(cases) - n_val < 1 or n_val < 1:
             raise DataError(f"the training split is empty: {len(cases)} case(s) in {self._root()} after filtering "
                             f"(dataset.include={d.include}, dataset.limit={d.limit}) leave none for training "
                             f"after a {d.val_fraction:.0%} validation hold-out",
                             fix="widen -o dataset.include=[...], raise dataset.limit, or point at more data")
-        tr, va = train_test_split(list(range(len(cases))), test_size=d.val_fraction, random_state=d.split_seed)
+        tr, va = train_test_split(list(range(len(cases))), test_size=d.val_fraction, random_state=seed)
         splits = {"train": cases.take(sorted(tr)), "val": cases.take(sorted(va))}
-        self._record_splits(splits)
+        if record:
+            self._record_splits(splits)
         return splits
 
-    def _record_splits(self, splits: dict[str, Cases]) -> None:
+    def _record_splits(self, splits: dict[str, Cases], merge: bool = False) -> None:
         lock = self.ctx.run.path / "data.lock.json"
         data = json.loads(lock.read_text())
+        old = data.get("splits", {}) if merge else {}
         root = self._root().resolve()
 
         def rel(p: str) -> str:
             p = Path(p).resolve()
             return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
 
-        data["splits"] = {k: [rel(f) for f in v.files] for k, v in splits.items()}
+        data["splits"] = {**old, **{k: [rel(f) for f in v.files] for k, v in splits.items()}}
         self.ctx.run.write_json("data.lock.json", data)
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -390,6 +394,36 @@ class ScUnext(Pipeline):
         write_per_case(self.ctx.run, rows)
         self.ctx.log(f"predicted {len(rows)} masks into {self.ctx.run.path / 'predictions'}")
         return {"n": len(rows), "mean_foreground_fraction": float(np.mean([r["foreground_fraction"] for r in rows]))}
+
+    # -- the paper's protocol: the random 80/20 split repeated -------------------------------------------------
+    def repeat(self) -> dict:
+        """Train and evaluate once per ``repeat.split_seeds`` (the card's "80/20 × 3"); mean and variance."""
+        seeds = self.m.repeat.split_seeds
+        cases = self.read_cases()
+        rows = []
+        for i, seed in enumerate(seeds):
+            sp = self.splits(cases, seed, record=False)
+            self._record_splits({f"{k}@{seed}": v for k, v in sp.items()}, merge=i > 0)
+            L.seed_everything(self.m.seed, workers=True, verbose=False)
+            self.ctx.log(f"split_seed {seed} ({i + 1}/{len(seeds)}): train {len(sp['train'])} · val {len(sp['val'])}")
+            net, secs = self._fit(self.build_model(), sp["train"], sp["val"], ckpt=False, resume=False)
+            training.save_weights(net, self.ctx.run.path / "checkpoints" / f"split{seed}.safetensors")
+            m, _, _ = self._scores(net, sp["val"])
+            rows.append({"split_seed": seed, "dice": m["dice"], "iou": m["iou"], "dice_batch": m["dice_batch"],
+                         "iou_batch": m["iou_batch"], "n_val": m["n_cases"], "secs_per_epoch": round(secs, 3)})
+        write_per_case(self.ctx.run, rows, "per_repeat.csv")
+        metrics: dict = {"repeats": len(rows)}
+        for k in ("dice", "iou", "dice_batch", "iou_batch"):
+            v = np.array([r[k] for r in rows], dtype=float)
+            metrics[k], metrics[f"{k}_var"] = float(v.mean()), float(v.var())
+        metrics.update(training.count_params(self.build_model()))
+        table = markdown_table(["split_seed", "Dice", "IoU", "Dice (per batch)", "IoU (per batch)", "val images"],
+                               [[r["split_seed"], r["dice"], r["iou"], r["dice_batch"], r["iou_batch"], r["n_val"]]
+                                for r in rows])
+        self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx, sections=[
+            f"## {len(rows)} random 80/20 splits\n\nMean over splits in the table above; population variance "
+            f"of Dice {metrics['dice_var']:.6f}, of IoU {metrics['iou_var']:.6f}.\n\n" + table, _table1(), _PAPER_NOTES]))
+        return metrics
 
     # -- Table 2: ablation as manifest variants -----------------------------------------------------------------
     def _variant(self, overrides: dict):

@@ -159,6 +159,20 @@ def test_ablate_writes_one_table_against_table2(cli, runs):
     assert "Table 2" in paper and "| unext | 253561 |" in paper and "85.89" in paper and "87.29" in paper
 
 
+@pytest.mark.slow
+def test_repeat_trains_once_per_split_seed(cli, runs):
+    r = cli("repeat", "sc-unext", "--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "repeat.split_seeds=[1, 2]", "-o", "dataset.limit=10", "-o", "eval.overlays=0", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["repeats"] == 2 and 0 <= m["dice"] <= 1 and m["dice_var"] >= 0
+    run = runs / "sc-unext" / f"repeat-{r.json()['run_id'][:12]}"
+    splits = json.loads((run / "data.lock.json").read_text())["splits"]
+    assert sorted(splits) == ["train@1", "train@2", "val@1", "val@2"] and splits["val@1"] != splits["val@2"]
+    assert len((run / "per_repeat.csv").read_text().splitlines()) == 3
+    assert (run / "checkpoints" / "split2.safetensors").exists() and "2 random 80/20 splits" in (run / "paper.md").read_text()
+
+
 def test_complexity_matches_the_cards_figures(cli, runs):
     r = cli("complexity", "sc-unext", "--dataset", "isic2018", "--fixture", "--runs-dir", runs,
             "-o", "complexity.models=[unext, sc-unext]", "-o", "complexity.sizes=[256]", "--json")
