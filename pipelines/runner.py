@@ -288,9 +288,11 @@ def identity_manifest(mdict: dict) -> dict:
 
 def train_key(mdict: dict, spec) -> str:
     """What identifies 'the same training': the manifest without where data lies, hardware, or the sections of
-    stages that consume a finished run (``eval``, ``predict``, ``explain`` …), so a train run is found again by
-    an eval or explain with other settings for that stage."""
-    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *spec.parents, "trainer.devices", "trainer.num_nodes",
+    stages that only consume a finished run (``eval``, ``predict``, ``explain`` …), so a train run is found again
+    by an eval or explain with other settings for that stage. A stage that both consumes and is consumed (a
+    ``train`` on top of a ``pretrain``) keeps its section."""
+    leaves = [s for s in spec.parents if s not in spec.parents.values()]  # consumers that no stage consumes
+    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *leaves, "trainer.devices", "trainer.num_nodes",
                                          "trainer.strategy", "trainer.accelerator")))
 
 

@@ -300,8 +300,8 @@ class ScUnext(Pipeline):
         t = self.m.train if epochs is None else self.m.train.model_copy(update={"epochs": epochs})
         module = LitSegmenter(net, loss or self.m.loss, t, self.m.eval.threshold)
         trainer = training.make_trainer(self.ctx, t.epochs, checkpoint=ckpt, logger=ckpt)
-        train_dl = DataLoader(SegData(train, t.augment), batch_size=t.batch_size, shuffle=True,
-                              num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+        train_dl = training.ResumableLoader(SegData(train, t.augment), t.batch_size, self.m.seed,
+                                            num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
         val_dl = DataLoader(SegData(val, False), batch_size=t.batch_size, shuffle=False)
         t0 = time.perf_counter()
         training.fit(trainer, module, train_dataloaders=train_dl, val_dataloaders=val_dl,
