@@ -48,7 +48,9 @@ class Train(TrainSection):
     loss: Literal["focal", "focal+dice"] = "focal+dice"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    augment: bool = True
+    augment: Literal["card", "dihedral", "none"] = Field(
+        "card", description="card: rotation ±10°, saturation ×2, brightness ×2; dihedral: random flips and transposes "
+                            "(colour-preserving; the fixture's smoke run); none")
 
 
 class Pretrain(Section):
@@ -58,6 +60,7 @@ class Pretrain(Section):
     epochs: int = Field(0, ge=0)
     lr: float = 1e-3
     batch_size: int = 8
+    augment: Literal["card", "dihedral", "none"] = "dihedral"
 
 
 class Predict(Section):

@@ -119,7 +119,7 @@ def resize_pair(image: np.ndarray, masks: np.ndarray | None, size: int):
 class FrameSet(torch.utils.data.Dataset):
     """Frames → (normalised image (3, S, S), masks (C, S, S) float). Resized frames are cached in memory."""
 
-    def __init__(self, frames, load, classes, size, augment=False, colour_swap=False):
+    def __init__(self, frames, load, classes, size, augment="none", colour_swap=False):
         self.frames, self.load, self.classes, self.size = frames, load, classes, size
         self.augment, self.colour_swap = augment, colour_swap
         self._cache: dict[int, tuple] = {}
@@ -135,12 +135,14 @@ class FrameSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img, masks = self.raw(i)
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
-        y = torch.from_numpy(masks).float()
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()
+        y = torch.from_numpy(np.array(masks)).float()
         if self.colour_swap:
             x = x[[2, 0, 1]]
-        if self.augment:
+        if self.augment == "card":
             x, y = augment(x, y)
+        elif self.augment == "dihedral":
+            x, y = dihedral(x, y)
         return (x - MEAN) / STD, y
 
 
@@ -159,6 +161,17 @@ def augment(x: torch.Tensor, y: torch.Tensor):
     if torch.rand(()) < 0.5:
         x = (2.0 * x).clamp(0, 255)
     return x, y
+
+
+def dihedral(x: torch.Tensor, y: torch.Tensor):
+    """A random element of the square's symmetry group (flips and a transpose), the same on image and masks."""
+    if torch.rand(()) < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    if torch.rand(()) < 0.5:
+        x, y = x.flip(-2), y.flip(-2)
+    if torch.rand(()) < 0.5:
+        x, y = x.transpose(-1, -2), y.transpose(-1, -2)
+    return x.contiguous(), y.contiguous()
 
 
 def mask_box(mask: torch.Tensor) -> torch.Tensor:
@@ -324,7 +337,7 @@ class LoraSamPipeline(Pipeline):
         self.ctx.run.write_json("data.lock.json", lock)
         return splits
 
-    def frameset(self, frames, augment=False, colour_swap=False) -> FrameSet:
+    def frameset(self, frames, augment="none", colour_swap=False) -> FrameSet:
         return FrameSet(frames, loader_for(self.m.dataset.name), self.classes, self.m.dataset.img_size, augment, colour_swap)
 
     def loader(self, ds, batch_size, shuffle):
@@ -372,7 +385,7 @@ class LoraSamPipeline(Pipeline):
             q.requires_grad_(True)
         module = LitSamPretrain(sam, p.lr)
         trainer = training.make_trainer(self.ctx, p.epochs, checkpoint=False, logger=False)
-        training.fit(trainer, module, train_dataloaders=self.loader(self.frameset(frames, augment=False, colour_swap=True),
+        training.fit(trainer, module, train_dataloaders=self.loader(self.frameset(frames, augment=p.augment, colour_swap=True),
                                                                     p.batch_size, True))
         sam.eval()
 
