@@ -37,11 +37,15 @@ class StandInTextTower(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Linear(width, out_dim, bias=False)
-        with torch.no_grad():
-            for p in self.parameters():
+        with torch.no_grad():  # every parameter from the fixed generator (or a constant), none from the global RNG
+            for name, p in self.named_parameters():
                 if p.dim() > 1:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.02 if p is not self.text_projection.weight
-                            else torch.randn(p.shape, generator=g) * width**-0.5)
+                    scale = width**-0.5 if name == "text_projection.weight" else 0.02
+                    p.copy_(torch.randn(p.shape, generator=g) * scale)
+                elif name.endswith("weight"):  # LayerNorm gains
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
         self.requires_grad_(False).eval()
 
     def tokenize(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
