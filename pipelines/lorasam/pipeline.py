@@ -46,6 +46,14 @@ encoder runs once per frame; this is every (frame, class) pair, grouped by frame
 whole (no crop to the 1280×1024 active area); the CholecSeg8k and EndoVis validation videos are the manifest's
 ``dataset.split`` (the paper names none; recorded in ``data.lock.json``); the TAL BatchNorm is in eval mode
 (running statistics) at evaluation; stage A uses AdamW without weight decay and the same focal+Dice loss.
+``train.augment: dihedral`` (random flips and transposes, colour-preserving) is an option of ours: the fixture
+runs use it (and stage A always does, ``pretrain.augment``) because the card's brightness ×2 / saturation ×2
+would erase the colour cues that tell the fixture's classes apart, and 16 training frames overfit without any
+augmentation (measured: Dice over present pairs 0.38 without, 0.71–0.73 with). The smoke config also uses lr 3e-3
+(the paper's 1e-4 is for thousands of real frames). The fixture's tiny SAM needs one torch thread on a busy
+2-core machine (set OMP_NUM_THREADS=1): with two threads every small op slowed ~100× there.
+
+Real-data runs were not possible here (no data, no weights): paper.md says so for every fixture run.
 """
 
 from __future__ import annotations
