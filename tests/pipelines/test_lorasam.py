@@ -170,3 +170,28 @@ def test_wrong_variant_and_corrupt_sam_checkpoints(cli, runs, tmp_path):
     r = _train(cli, runs, root, "-o", f"model.sam_checkpoint={corrupt}")
     assert r.code == 3 and "sam_vit_b_01ec64.pth" in r.err and "corrupt" in r.err and "Traceback" not in r.err
     assert _not_complete(runs)
+
+
+def test_with_a_sam_checkpoint_only_trainable_weights_are_stored(cli, runs, tmp_path):
+    """The real-data path: an official-layout SAM file as the base. The run stores no base weights, records the
+    file's sha256, and eval needs that same file."""
+    from safetensors import safe_open
+
+    from medrun.artifacts import sha256_file
+    from medrun.models.sam import Sam
+    from medrun.pipelines.lorasam.pipeline import sam_config
+
+    root = _fixture_copy(tmp_path)
+    base = tmp_path / "sam_tiny.pth"
+    torch.save({"model": Sam(sam_config("tiny", 64)).state_dict()}, base)
+    r = _train(cli, runs, root, "-o", f"model.sam_checkpoint={base}", "--json")
+    assert r.code == 0, r.err
+    run = Path(r.json()["run_dir"])
+    assert not (run / "checkpoints" / "base.safetensors").exists() and r.json()["metrics"]["base_kind"] == "checkpoint"
+    with safe_open(str(run / "checkpoints" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["base_sha256"] == sha256_file(base)
+        assert sum(f.get_tensor(k).numel() for k in f.keys() if "running" not in k and "num_batches" not in k) == 64_960
+    ev = cli("eval", "lorasam", "--manifest", FIXTURE, "--data-dir", root, "--runs-dir", runs, "-o", "pretrain.epochs=1",
+             "-o", "train.epochs=1", "-o", f"model.sam_checkpoint={base}", "--json")
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["dice"] == pytest.approx(r.json()["metrics"]["dice"])
