@@ -391,7 +391,7 @@ class SvdGradCam(Pipeline):
             metrics["svd_fullrank_vs_gradcam_maxdiff"] = float((full - grad).abs().max())
         metrics.update(self._pointing(net, layer, samples, x, {k: {**v[1], "gradient": ex.gradient}
                                                                for k, v in rows.items() if v[0] in ("svd", "gradcam")}))
-        self._overlays(samples, x, upsampled)
+        self._overlays(samples, x, upsampled, [r["pred"] for r in per_case])
         run.write_text("paper.md", self._paper_md(metrics, self._explain_sections(table), "SVD-Grad-CAM explanations"))
         return metrics
 
@@ -405,7 +405,7 @@ class SvdGradCam(Pipeline):
                 f"SVD-Grad-CAM: variant {ex.variant}, n = {ex.rank}{', printed Eq. 7–10' if ex.literal_eq else ''}; "
                 f"target layer `{ex.target_layer}`. All values in percent.\n\n" + markdown_table(head, body), _EXPLAIN_NOTES]
 
-    def _overlays(self, samples, x, maps: dict) -> None:
+    def _overlays(self, samples, x, maps: dict, explained: list[str] | None = None) -> None:
         n = self.m.explain.overlays
         if not n or not maps:
             return
@@ -420,7 +420,7 @@ class SvdGradCam(Pipeline):
             fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.2 * (len(names) + 1), 2.5), squeeze=False)
             img = x[i, 0].numpy() / 255.0
             axes[0, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
-            axes[0, 0].set_title(mura.CLASSES[samples[i].label], fontsize=8)
+            axes[0, 0].set_title(mura.CLASSES[samples[i].label] + (f" (maps: {explained[i]})" if explained else ""), fontsize=8)
             for ax, name in zip(axes[0, 1:], names, strict=True):
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
                 ax.imshow(maps[name][i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
