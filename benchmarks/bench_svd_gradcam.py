@@ -77,11 +77,12 @@ def main() -> None:
           f"{platform.python_version()}, torch {torch.__version__}, captum {captum.__version__}; load average "
           f"{load:.1f} when the run ended (the machine is shared with other jobs). Batch 1 unless stated, random init "
           f"(speed does not depend on the weights), best of {REPEATS} (Smooth: 1 run).\n")
-    print("| method | medrun s/map | maps/s | reference s/map | reference maps/s | reference |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| method | medrun s/map | maps/s | × Grad-CAM time | reference s/map | reference maps/s | reference |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    base = rows[0][1]
     for name, secs, ref, note in rows:
-        r = f"{ref:.3f} | {1 / ref:.2f}" if ref else "— | —"
-        print(f"| {name} | {secs:.3f} | {1 / secs:.2f} | {r} | {note} |")
+        r = f"{ref:.3f} | {1 / ref:.3f}" if ref else "— | —"
+        print(f"| {name} | {secs:.3f} | {1 / secs:.4f} | {secs / base:.2f} | {r} | {note} |")
     try:
         import pytorch_grad_cam  # noqa: F401
 

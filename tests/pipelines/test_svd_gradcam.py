@@ -32,7 +32,7 @@ EXPLAIN_FAST = ("-o", "explain.smooth_samples=2", "-o", "explain.overlays=2")
 
 
 @pytest.mark.slow
-def test_smoke_thresholds(trained):
+def test_smoke_thresholds(cli, trained):
     """The card: valid AUROC > 0.8 within 3 epochs, SVD-Grad-CAM points at the blob, full rank = Grad-CAM."""
     runs, out = trained
     m = out["metrics"]
@@ -45,6 +45,12 @@ def test_smoke_thresholds(trained):
               "figures/confusion_matrix.png", "MANIFEST.sha256"):
         assert (run / f).exists(), f
     assert {len(v) for v in json.loads((run / "data.lock.json").read_text())["splits"].values()} == {40, 16}
+
+    ev = cli("eval", "svd-gradcam", *TINY, "--runs-dir", runs, "--json")  # finds the train run by its manifest
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["auroc"] == m["auroc"] and ev.json()["metrics"]["split"] == "valid"
+    pred = cli("predict", "svd-gradcam", *TINY, "--runs-dir", runs, "--json")
+    assert pred.code == 0 and pred.json()["metrics"]["n"] == 16
 
 
 @pytest.mark.slow
