@@ -25,14 +25,27 @@ sign stay those of the original image; the CAM of E for coherency uses the same 
 Increase in percent, Coherency and Complexity ×100, ADCC from the averaged terms ×100, as in Table 2.
 
 Choices where the card is silent or offers options:
+- Gradients are taken before the target ReLU (``explain.gradient: pre_relu``): G^k = ∂Y^c/∂M^k · 1[M^k > 0].
+  Taken literally at the ReLU output, a GAP + linear head gives every channel a constant gradient map (w_k/PQ),
+  which has rank 1, so SVD-Grad-CAM would equal Grad-CAM (and CAM) for every n and the paper's Table 2 could not
+  differ; Grad-CAM code run on torchvision's DenseNet (in-place final ReLU, hook on ``features.norm5``) sees exactly
+  the pre-ReLU gradient with the post-ReLU activations. ``gradient: map`` gives the literal reading. Table 2's
+  identical CAM and Grad-CAM rows are then not reproduced exactly (CAM ≠ Grad-CAM under pre-ReLU gradients).
 - The train stage also runs two cheap checks on the valid split (``train.check_rank_full``): the largest
   difference between full-rank SVD-Grad-CAM and Grad-CAM maps, and, where the data carries lesion positions
   (the fixture's ``fixture_lesions.csv``), the pointing accuracy of SVD-Grad-CAM for the "abnormal" score on
   abnormal images (peak within the blob radius plus half a feature cell; ``pointing_chance`` is that disc's area
   over the image's). They make the card's smoke thresholds checkable by ``medrun smoke`` on the train stage.
+- The card's verbs map onto stages and options: ``explain`` writes the ``cam-metrics`` table for every method in
+  ``explain.methods`` (Table 2's seven by default; ``gradcampp`` can be added); ``sweep-n`` (Exp. 1) and the variant
+  comparison (Exp. 2) are extra rows from ``explain.sweep_ranks`` and ``explain.variants``; ``--method/--n/--variant``
+  are ``-o explain.methods=[svd] -o explain.rank=2 -o explain.variant=uv``; ``--literal-eq`` is ``explain.literal_eq``.
 - Eigen-CAM is not centred (the original paper) and its sign is fixed so the projection sums to ≥ 0.
 - Score-CAM's weight is σ(Y^c(x ⊙ M_k)) (the card), not a softmax difference to a baseline.
 - CAM needs a single Linear head on the default target layer; with the MLP head it is left out with a note.
+- The fixture's tiny CNN (card: a 4-conv CNN for the learning test) has no BatchNorm and trains with batch 4,
+  lr 0.003 for 3 epochs; with focal loss (α 0.25) it ranks well (AUROC) but its 0-logit threshold calls most
+  images normal, so accuracy sits near 0.5 and the fixture's CAM metrics explain the "normal" class.
 - The explain stage's ``maps/<method>.npy`` hold the low-resolution maps (N, P, Q) before upsampling (the
   upsampled ones are a deterministic function of them and 32× larger at 224²).
 """
