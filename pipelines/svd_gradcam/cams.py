@@ -129,7 +129,7 @@ def smooth_gradcam(net, layer, x, sign, n: int = 25, sigma: float = 0.15, genera
     span = (x.amax((1, 2, 3)) - x.amin((1, 2, 3))).view(-1, 1, 1, 1)
     total = None
     for _ in range(n):
-        noisy = x + torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma * span
+        noisy = x + torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * sigma * span
         m = gradcam(net, layer, noisy, sign, gradient)
         total = m if total is None else total + m
     return total / n
@@ -139,7 +139,7 @@ def score_cam(net, layer, x, sign, batch: int = 64):
     with torch.no_grad():
         _, a = _capture(net, layer, x)
         masks = normalise(F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False))  # (B, R, H, W)
-        weights = torch.empty(a.shape[:2], dtype=a.dtype)
+        weights = torch.empty(a.shape[:2], dtype=a.dtype, device=a.device)
         for i in range(len(x)):
             for k0 in range(0, a.shape[1], batch):
                 m = masks[i, k0:k0 + batch, None]  # (b, 1, H, W)
@@ -156,7 +156,7 @@ def ablation_cam(net, layer, x, sign, batch: int = 64):
         y, a = _capture(net, layer, x)
         y = s * y
         R = a.shape[1]
-        channel_mask = torch.arange(R).view(1, R, 1, 1)
+        channel_mask = torch.arange(R, device=a.device).view(1, R, 1, 1)
         def signed(out):  # captum stacks perturbations along the batch: repeat the signs to match
             out = out.reshape(-1)
             return s.repeat(len(out) // len(s)) * out
