@@ -1,0 +1,18 @@
+"""svd-gradcam: SVD-Grad-CAM saliency maps for a DenseNet-169 MURA elbow classifier (card: shared/papers/svd-gradcam.md).
+
+The manifest lives in ``config.py``, the method in ``pipeline.py`` (the CAM methods in ``cams.py``).
+"""
+
+from medrun.pipelines import PipelineSpec
+
+SPEC = PipelineSpec(
+    slug="svd-gradcam",
+    title="SVD-Grad-CAM",
+    paper="SVD-Grad-CAM: Singular Value Decomposition filtered Gradient Weighted Class Activation Map (Thota et al.)",
+    card="svd-gradcam",
+    datasets=("mura",),
+    stages=("train", "eval", "predict", "explain"),
+    manifest="medrun.pipelines.svd_gradcam.config:SvdGradCamManifest",
+    impl="medrun.pipelines.svd_gradcam.pipeline:SvdGradCam",
+    parents={"eval": "train", "predict": "train", "explain": "train"},
+)
