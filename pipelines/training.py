@@ -75,13 +75,20 @@ class ResumableLoader(torch.utils.data.DataLoader):
     """A DataLoader with ``state_dict``/``load_state_dict`` (Lightning saves and restores it in checkpoints and then
     resumes mid-epoch) over a :class:`ResumableSampler`."""
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, **kw):
-        super().__init__(dataset, batch_size=batch_size, sampler=ResumableSampler(len(dataset), batch_size, seed), **kw)
+    def __init__(self, dataset, batch_size: int, seed: int = 0, sampler=None, **kw):
+        # Lightning re-creates the loader with a distributed sampler under DDP (then resume is epoch-exact only)
+        self.seed = seed
+        super().__init__(dataset, batch_size=batch_size,
+                         sampler=sampler if sampler is not None else ResumableSampler(len(dataset), batch_size, seed), **kw)
 
     def state_dict(self) -> dict:
+        if not isinstance(self.sampler, ResumableSampler):
+            return {}
         return {"epoch": self.sampler.epoch, "consumed": self.sampler.consumed}
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(self.sampler, ResumableSampler) or not state:
+            return
         self.sampler.epoch, self.sampler.consumed = state["epoch"], state["consumed"]
         if self.sampler.consumed >= len(self):  # saved at the end of an epoch: the next one starts afresh
             self.sampler.epoch, self.sampler.consumed = state["epoch"] + 1, 0
@@ -102,8 +109,8 @@ class ExactResume(Callback):
 
     @staticmethod
     def _sampler(trainer):
-        loader = trainer.train_dataloader
-        return getattr(loader, "sampler", None) if isinstance(loader, ResumableLoader) else None
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        return sampler if isinstance(sampler, ResumableSampler) else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (sampler := self._sampler(trainer)) is not None:
