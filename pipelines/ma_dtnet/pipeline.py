@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -68,6 +69,8 @@ from ..base import Pipeline
 from ..classification import stratified_split, write_csv
 from ..report import learning_curves, markdown_table, paper_md
 from .config import CLS_METRICS, SEG_METRICS, MaDtnetManifest, variant
+
+warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
@@ -369,6 +372,7 @@ class MaDtnet(Pipeline):
         shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in (*SEG_METRICS, *CLS_METRICS) if isinstance(metrics.get(k), float))
         self.ctx.log(f"{split} (fold {self.m.cv.fold}): {shown}")
         run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx, sections=[
+            "## Per class\n\n" + _per_class(rows),
             f"Held-out fold {self.m.cv.fold} of {self.m.cv.folds} ({len(cases)} images); the paper reports the mean ± sd "
             "over five folds (run `medrun cv ma-dtnet` for that protocol).", _PAPER_NOTES]))
         return metrics
@@ -510,6 +514,22 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _per_class(rows: list[dict]) -> str:
+    """Mean Dice / IoU / HD95 and the share classified correctly, per true class."""
+    out = []
+    for cls in CLASSES:
+        sub = [r for r in rows if r["label"] == cls]
+        if not sub:
+            continue
+        cells = [cls, len(sub)]
+        for k in ("dice", "iou", "hd95"):
+            vals = [r[k] for r in sub if k in r and math.isfinite(r[k])]
+            cells.append(float(np.mean(vals)) if vals else None)
+        cells.append(float(np.mean([r["pred"] == cls for r in sub])) if "pred" in sub[0] else None)
+        out.append(cells)
+    return markdown_table(["class", "images", "dice", "iou", "hd95", "classified correctly"], out)
 
 
 def _mean_sd(per_fold: list[dict], keys) -> dict:

@@ -63,13 +63,13 @@ def test_learns_on_fixture_then_eval_predict(cli, runs):
 
 @pytest.mark.slow
 def test_ablate_writes_one_table(cli, runs, tmp_path):
+    from medrun.manifests import manifest_path
+
     manifest = tmp_path / "ablate.yaml"
-    manifest.write_text(
-        "extends: {}\n"
-        "train: {{epochs: 1}}\n"
-        "dataset: {{img_size: 32}}\n"
-        "ablate: {{run: [unet, unet-csma], compare: [unet-csma, unet]}}\n".format(
-            (__import__("medrun").__file__.rsplit("/", 1)[0] + "/manifests/ma-dtnet/busi.fixture.yaml")))
+    manifest.write_text(f"extends: {manifest_path('ma-dtnet', 'busi', fixture=True)}\n"
+                        "train: {epochs: 1}\n"
+                        "dataset: {img_size: 32}\n"
+                        "ablate: {run: [unet, unet-csma], compare: [unet-csma, unet]}\n")
     r = cli("ablate", "ma-dtnet", "--manifest", manifest, "--fixture", "--runs-dir", runs, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
