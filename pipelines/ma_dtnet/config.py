@@ -79,7 +79,7 @@ class Eval(EvalSection):
     split: str = "test"
     metrics: list[str] = Field(default_factory=lambda: SEG_METRICS + CLS_METRICS)
     threshold: float = Field(0.5, gt=0, lt=1)
-    overlays: int = Field(8, ge=0, description="overlay PNGs written (the first N held-out cases)")
+    overlays: int = Field(8, ge=0, description="overlay PNGs written (held-out cases, benign and malignant alternating)")
 
 
 class Predict(Section):

@@ -363,7 +363,7 @@ class MaDtnet(Pipeline):
         run = self.ctx.run
         seg.write_per_case(run, rows)
         if seg_p is not None:
-            for i in range(min(self.m.eval.overlays, len(cases))):
+            for i in _mixed(cases, self.m.eval.overlays):
                 title = f"{cases[i].id}  Dice {rows[i]['dice']:.3f}"
                 if cls_p is not None:
                     title += f"  p(malignant) {cls_p[i]:.2f} ({CLASSES[cases[i].label]})"
@@ -514,6 +514,13 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _mixed(cases: list[Case], n: int) -> list[int]:
+    """Indices of up to n cases, benign and malignant alternating (so the overlays show both classes)."""
+    by = [[i for i, c in enumerate(cases) if c.label == k] for k in (0, 1)]
+    out = [i for pair in zip(*by) for i in pair] + by[0][len(by[1]):] + by[1][len(by[0]):]
+    return out[:n]
 
 
 def _per_class(rows: list[dict]) -> str:
