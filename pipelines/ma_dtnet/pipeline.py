@@ -519,7 +519,7 @@ def _fmt(v) -> str:
 def _mixed(cases: list[Case], n: int) -> list[int]:
     """Indices of up to n cases, benign and malignant alternating (so the overlays show both classes)."""
     by = [[i for i, c in enumerate(cases) if c.label == k] for k in (0, 1)]
-    out = [i for pair in zip(*by) for i in pair] + by[0][len(by[1]):] + by[1][len(by[0]):]
+    out = [i for pair in zip(*by, strict=False) for i in pair] + by[0][len(by[1]):] + by[1][len(by[0]):]
     return out[:n]
 
 

@@ -147,3 +147,16 @@ def test_loss_is_eq_10():
     lit.net.eval()
     _, parts, _, _ = lit.loss(x, y, label)
     assert torch.isclose(parts["seg"], expected_seg, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cv_reports_mean_and_sd_over_folds(cli, runs):
+    r = cli("cv", "ma-dtnet", "--dataset", "udiat", "--fixture", "--runs-dir", runs, "-o", "model.encoder=unet",
+            "-o", "train.epochs=1", "-o", "dataset.img_size=32", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["folds"] == 2 and {"dice", "dice_sd", "auroc", "auroc_sd", "hd95"} <= set(m)
+    run = runs / "ma-dtnet" / f"cv-{r.json()['run_id'][:12]}"
+    assert len((run / "per_fold.csv").read_text().splitlines()) == 3
+    assert len((run / "per_case.csv").read_text().splitlines()) == 25  # every image held out once
+    assert "Mean ± sd over folds" in (run / "paper.md").read_text() and "Table 1" in (run / "paper.md").read_text()
