@@ -160,3 +160,25 @@ def test_cv_reports_mean_and_sd_over_folds(cli, runs):
     assert len((run / "per_fold.csv").read_text().splitlines()) == 3
     assert len((run / "per_case.csv").read_text().splitlines()) == 25  # every image held out once
     assert "Mean ± sd over folds" in (run / "paper.md").read_text() and "Table 1" in (run / "paper.md").read_text()
+
+
+def test_augmentation_keeps_masks_binary_and_is_seeded():
+    from medrun.pipelines.ma_dtnet.pipeline import SegSet
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 32, 32)).astype(np.float32)
+    masks = np.zeros((3, 32, 32), np.uint8)
+    masks[:, 8:20, 10:24] = 1
+    labels = np.array([0, 1, 0])
+
+    def draw(seed):
+        ds = SegSet(images, masks, labels, augment=True, degrees=15, seed=seed)
+        return [ds[i % 3] for i in range(12)]
+
+    a, b = draw(3), draw(3)
+    for (x, y, lab), (x2, y2, _) in zip(a, b, strict=True):
+        assert x.shape == (3, 32, 32) and y.shape == (1, 32, 32) and lab.item() in (0.0, 1.0)
+        assert set(torch.unique(y).tolist()) <= {0.0, 1.0}  # nearest interpolation for the mask
+        assert torch.equal(x, x2) and torch.equal(y, y2)  # same seed, same draws
+    plain = SegSet(images, masks, labels)[0][1]
+    assert any(not torch.equal(y, plain) for _, y, _ in a[::3])  # something was flipped or rotated
