@@ -480,8 +480,8 @@ class MaDtnet(Pipeline):
                             "overrides": json.dumps(a.variants[name], sort_keys=True)})
             self.ctx.log(f"{name}: " + "  ".join(f"{k} {summary[-1][k]:.4f}" for k in _KEYS
                                                  if isinstance(summary[-1].get(k), float) and not math.isnan(summary[-1][k])))
-        seg.write_per_case(self.ctx.run, all_rows)
-        write_csv(self.ctx.run.path / "ablation.csv", summary)
+        seg.write_per_case(self.ctx.run, _same_columns(all_rows))  # seg-only and multi-task rows differ
+        write_csv(self.ctx.run.path / "ablation.csv", _same_columns(summary))
         metrics: dict = {"variants": len(names), "folds": len(folds)}
         for s in summary:
             metrics[f"{s['variant']}/params"] = s["params"]
@@ -514,6 +514,12 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _same_columns(rows: list[dict]) -> list[dict]:
+    """Rows with the union of their keys (first-seen order), missing cells empty, for one CSV."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
 def _mixed(cases: list[Case], n: int) -> list[int]:

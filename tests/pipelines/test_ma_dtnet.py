@@ -69,14 +69,17 @@ def test_ablate_writes_one_table(cli, runs, tmp_path):
     manifest.write_text(f"extends: {manifest_path('ma-dtnet', 'busi', fixture=True)}\n"
                         "train: {epochs: 1}\n"
                         "dataset: {img_size: 32}\n"
-                        "ablate: {run: [unet, unet-csma], compare: [unet-csma, unet]}\n")
+                        "ablate: {run: [unet, unet-csma, es-mtl-csma-ca], compare: [unet-csma, unet]}\n")
     r = cli("ablate", "ma-dtnet", "--manifest", manifest, "--fixture", "--runs-dir", runs, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
-    assert m["variants"] == 2 and m["unet/params"] == 1_815_265 and m["unet-csma/params"] == 1_835_361
+    assert m["variants"] == 3 and m["unet/params"] == 1_815_265 and m["unet-csma/params"] == 1_835_361
+    assert "es-mtl-csma-ca/auroc" in m and "unet/auroc" not in m
     run = runs / "ma-dtnet" / f"ablate-{r.json()['run_id'][:12]}"
     rows = (run / "ablation.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[1].startswith("unet,")
+    assert len(rows) == 4 and rows[1].startswith("unet,")
+    cases = (run / "per_case.csv").read_text().splitlines()
+    assert len(cases) == 1 + 3 * 12 and "prob_malignant" in cases[0]  # seg-only and multi-task rows in one CSV
     paper = (run / "paper.md").read_text()
     assert "unet-csma" in paper and "74.79" in paper and "Wilcoxon" in paper  # BUSI Table 3 UNet Dice
     assert (run / "checkpoints" / "unet-csma-fold1.safetensors").exists()
