@@ -39,7 +39,12 @@ card's Table 3 / 4 figures, and ``ablate.compare`` runs the Wilcoxon signed-rank
 Choices where the card is silent, besides those above: BUSI ``normal`` images are never used (the paper's 647
 images are benign + malignant); ``dataset.classes`` and ``dataset.exclude`` filter cases, and a filter that
 leaves a fold without training cases is a DataError; predictions written by ``predict`` are resized back to each
-image's own size (nearest).
+image's own size (nearest). The card's ``--encoder-weights PATH`` is ``-o model.encoder_weights=PATH`` (the CLI is
+shared, so no pipeline-specific flag). The fixture manifests depart from the card's smoke settings (30 epochs
+instead of 3, batch 4, lr 1e-3, λ 0.5, no classifier dropout, no validation split): with the card's 3 epochs
+nothing is learnt from 12 training images, and with λ 0.8 and dropout 0.5 the classifier stayed at chance.
+The ablation variants' architecture choices (MHSA placement, parameter counts against Table 3) are in
+``models/madtnet.py``.
 """
 
 from __future__ import annotations
@@ -220,6 +225,9 @@ class MaDtnet(Pipeline):
         found = busi.read(self.root) if d.name == "busi" else udiat.read(self.root)
         excluded = set(d.exclude)
         cases = [c for c in found if CLASSES[c.label] in d.classes and c.id not in excluded]
+        unknown = sorted(excluded - {c.id for c in found})
+        if unknown:
+            self.ctx.log(f"warning: dataset.exclude names {len(unknown)} id(s) not in {self.root}: {', '.join(unknown[:3])}")
         k = self.m.cv.folds
         if len(cases) < k:
             raise DataError(f"{self.root}: {len(cases)} of {len(found)} cases are left after filtering "
