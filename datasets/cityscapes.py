@@ -93,7 +93,7 @@ def load(case: Case, label: int = PERSON):
 
 
 def synthetic_scene(rng, h: int = 64, w: int = 128):
-    """An RGB 'street': sky, buildings, road, a car, and 1–3 'persons' (upright dark-red ellipses with a head).
+    """An RGB 'street': sky, buildings, road, a car, and 2–4 'persons' (upright red ellipses with a head).
     Returns (image uint8 H×W×3, labelIds uint8 H×W)."""
     import numpy as np
 
@@ -105,9 +105,9 @@ def synthetic_scene(rng, h: int = 64, w: int = 128):
     cx = rng.uniform(0.1, 0.9) * w
     car = (np.abs(xx - cx) < w * 0.12) & (np.abs(yy - h * 0.72) < h * 0.08)
     lab[car] = 26
-    for _ in range(int(rng.integers(1, 4))):
-        px, py = rng.uniform(0.08, 0.92) * w, rng.uniform(0.55, 0.7) * h
-        ry, rx = h * rng.uniform(0.12, 0.16), w * rng.uniform(0.025, 0.035)
+    for _ in range(int(rng.integers(2, 5))):
+        px, py = rng.uniform(0.08, 0.92) * w, rng.uniform(0.55, 0.65) * h
+        ry, rx = h * rng.uniform(0.18, 0.24), w * rng.uniform(0.04, 0.06)
         body = ((yy - py) / ry) ** 2 + ((xx - px) / rx) ** 2 <= 1
         head = ((yy - (py - ry * 1.15)) / (rx * 0.9)) ** 2 + ((xx - px) / (rx * 0.9)) ** 2 <= 1
         lab[body | head] = PERSON

@@ -197,14 +197,15 @@ def log_scale(r, t: float = 0.1):
 
 # -- a pure-torch LRP-ε reference --------------------------------------------------------------------------------
 def lrp_epsilon_reference(layers: list[nn.Module], x: torch.Tensor, epsilon: float = 1e-9) -> torch.Tensor:
-    """LRP-ε through ``layers`` (Conv2d, Linear, ReLU, MaxPool2d) whose final output is summed per image.
+    """LRP-ε through ``layers`` (Conv2d, Linear, MaxPool2d, a final reduction to one score per image …; ReLU
+    passes relevance through). The output's relevance is the output itself.
 
     R_j = Σ_k a_j w_jk / (z_k + ε·sign(z_k)) · R_k, evaluated per layer with the gradient trick
-    (c = ∂(z·s)/∂a with s = R/(z + ε sign z), R_prev = a·c); ReLU passes relevance through."""
+    (c = ∂(z·s)/∂a with s = R/(z + ε sign z), R_prev = a·c)."""
     acts = [x.detach()]
     for layer in layers:
         acts.append(layer(acts[-1]).detach())
-    rel = acts[-1].clone()  # the output's relevance is the output itself (its sum is the start value)
+    rel = acts[-1].clone()
     for layer, a in zip(reversed(layers), reversed(acts[:-1]), strict=True):
         if isinstance(layer, nn.ReLU):
             continue

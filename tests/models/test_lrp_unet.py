@@ -56,12 +56,12 @@ def test_captum_lrp_matches_pure_torch_reference():
     for eps in (1e-9, 1e-2):
         L.attach_rules(model, eps)
         got = LRP(model).attribute(x.clone().requires_grad_(True), target=0)
-        want = L.lrp_epsilon_reference(layers, x, eps)  # the summed output's relevance is the output
+        want = L.lrp_epsilon_reference([*layers, Sum()], x, eps)
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6), (eps, (got - want).abs().max())
     # LRP-0 without biases conserves relevance exactly
     for conv in (layers[0], layers[2]):
         nn.init.zeros_(conv.bias)
-    r = L.lrp_epsilon_reference(layers, x, 1e-12)
+    r = L.lrp_epsilon_reference([*layers, Sum()], x, 1e-12)
     assert torch.allclose(r.sum(dim=(1, 2, 3)), model(x)[:, 0], rtol=1e-4)
 
 
@@ -111,28 +111,24 @@ def test_addition_module_splits_relevance_proportionally():
     from captum.attr._utils.custom_modules import Addition_Module
 
     class Two(nn.Module):
-        def __init__(self):
+        def __init__(self, fixed: bool):
             super().__init__()
-            self.a, self.b, self.add = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False), Addition_Module()
+            self.a, self.b = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
+            self.add = Addition_Module() if fixed else None
             nn.init.constant_(self.a.weight, 2.0)
             nn.init.constant_(self.b.weight, 3.0)
 
         def forward(self, x):
-            return self.add(self.a(x), self.b(x)).sum(dim=(2, 3))
+            return self.add(self.a(x), self.b(x)) if self.add else self.a(x) + self.b(x)
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.two = Two()
-
-        def forward(self, x):
-            return self.two(x)
-
-    net = Net().eval()
     x = torch.rand(1, 1, 4, 4) + 0.5
-    L.attach_rules(net, 1e-9)
-    r = LRP(net).attribute(x.clone().requires_grad_(True), target=0)
-    assert torch.allclose(r, 5 * x, rtol=1e-4)  # conserved: R = output, not doubled
+    out = {}
+    for fixed in (True, False):
+        net = nn.Sequential(Two(fixed), L.MaskedSum(torch.ones(1, 1, 4, 4))).eval()
+        L.attach_rules(net, 1e-9)
+        out[fixed] = LRP(net).attribute(x.clone().requires_grad_(True), target=0)
+    assert torch.allclose(out[True], 5 * x, rtol=1e-4)  # conserved: Σ R = output
+    assert torch.allclose(out[False], 10 * x, rtol=1e-4)  # plain autograd hands R to both summands: doubled
 
 
 def test_select_object():
