@@ -59,10 +59,11 @@ class LRP(Section):
     dilate_px: int = Field(10, ge=0, description="focus: the object dilated by this many pixels")
     images: int | None = Field(None, ge=1, description="explain the first N validation images (default: all)")
 
-    @field_validator("object")
+    @field_validator("object", mode="before")
     @classmethod
-    def _object(cls, v: str) -> str:
-        if v != "largest" and not (v.isdigit() and int(v) >= 1):
+    def _object(cls, v) -> str:
+        v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if not isinstance(v, str) or (v != "largest" and not (v.isdigit() and int(v) >= 1)):
             raise ValueError("must be 'largest' or a component number ≥ 1")
         return v
 

@@ -64,7 +64,7 @@ def test_learns_and_checks_lrp_on_fixture(trained):
     assert "Fig. 3" in (run / "paper.md").read_text()
     lock = json.loads((run / "data.lock.json").read_text())
     assert len(lock["splits"]["train"]) == 19 and len(lock["splits"]["val"]) == 5  # tail 20 % validates
-    assert lock["splits"]["val"][-1] == "CXR_png/MCUCXR_0024_0.png"
+    assert lock["splits"]["val"][-1] == "CXR_png/MCUCXR_0024_1.png"
 
 
 @pytest.mark.slow
