@@ -11,7 +11,7 @@ from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Secti
 
 
 class Data(DatasetSection):
-    name: Literal["montgomery", "cityscapes"]
+    name: Literal["montgomery", "shenzhen", "cityscapes"]
     label: int = Field(24, description="cityscapes: the foreground labelId (24 = person)")
     resize: tuple[int, int] = Field((623, 512), description="(H, W) every image and mask is resized to first")
     crop: int = Field(512, description="square training crops, sliding-window size, and the LRP input size")
@@ -81,9 +81,9 @@ class UnetLrpManifest(Manifest):
 
 def data_paths(m: UnetLrpManifest) -> dict[str, Path]:
     """The folder to fingerprint, after a cheap layout check (so a wrong folder fails before it is hashed)."""
-    from medrun.datasets import cityscapes, montgomery
+    from medrun.datasets import cityscapes, montgomery, shenzhen
 
     root = Path(m.dataset.root)
     if root.exists():
-        (montgomery if m.dataset.name == "montgomery" else cityscapes).check_layout(root)
+        {"montgomery": montgomery, "shenzhen": shenzhen, "cityscapes": cityscapes}[m.dataset.name].check_layout(root)
     return {m.dataset.name: root}

@@ -1,6 +1,7 @@
 """unet-lrp, the method (card: shared/papers/unet-lrp.md).
 
-Data: Montgomery (``MontgomerySet/``, lung = leftMask OR rightMask) or Cityscapes (train split, mask = labelIds ==
+Data: Montgomery (``MontgomerySet/``, lung = leftMask OR rightMask; the default medical set, as the card says),
+Shenzhen (``ChinaSet_AllFiles/`` with third-party masks in ``mask/``; images without a mask left out) or Cityscapes (train split, mask = labelIds ==
 ``dataset.label``, 24 = person). Each image is scaled to [0, 1] by its own min and max, image and mask resized to
 ``dataset.resize`` (H, W) = (623, 512) (the author code's 512×623 as width × height; Cityscapes manifests use
 (512, 623), landscape), then ``crops_per_image`` = 2 random ``crop``² = 512² crops per image and epoch for training.
@@ -38,7 +39,10 @@ Choices where the card is silent:
   image: ~2e15 against ≤ ~4000; the absolute values depend on image and training, the ratio is what is compared).
 - Images with no predicted object are listed in ``per_case.csv`` with ``object_px`` 0 and left out of the means.
 - ``predict`` writes the binarised masks of the validation split as PNGs under ``predictions/``.
-- Fixture manifests: 96 px crops and features scaled to (8, 16, 32, 64, 128, 8) as the card's smoke run says.
+- Fixture manifests: 96 px crops (Cityscapes 64² of 64×128 scenes) and widths divided by 4 (e.g. (8, 16, 32, 64,
+  128, 8)) as the card's smoke run says; each dataset's smoke run uses another net (Montgomery the residual U-Net,
+  whose fix is checked; Shenzhen U-Net++; Cityscapes U-Net), and the tests run LRP on all 3 nets × 2 norms.
+- The card's generic ``--images/--masks`` folder pair for the private NDT set is not implemented.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import lightning as pl
 import numpy as np
 import torch
 
-from medrun.datasets import cityscapes, montgomery
+from medrun.datasets import cityscapes, montgomery, shenzhen
 from medrun.errors import DataError, UsageError
 from medrun.models import lrp_unet as L
 
@@ -71,10 +75,15 @@ class UnetLrp(Pipeline):
     def cases(self) -> list:
         d = self.m.dataset
         root = self.ctx.data_roots[d.name]
-        cases = montgomery.read(root) if d.name == "montgomery" else cityscapes.read(root, "train")
+        if d.name == "montgomery":
+            cases = montgomery.read(root)
+        elif d.name == "shenzhen":
+            cases = shenzhen.read(root, self.ctx.log)
+        else:
+            cases = cityscapes.read(root, "train")
         if d.limit:
             cases = cases[: d.limit]
-        channels = 1 if d.name == "montgomery" else 3
+        channels = 3 if d.name == "cityscapes" else 1
         if self.m.model.in_channels != channels:
             raise UsageError(f"model.in_channels is {self.m.model.in_channels} but {d.name} images have {channels}",
                              fix=f"-o model.in_channels={channels}")
@@ -95,6 +104,8 @@ class UnetLrp(Pipeline):
         d = self.m.dataset
         if d.name == "montgomery":
             image, mask = montgomery.load(case)
+        elif d.name == "shenzhen":
+            image, mask = shenzhen.load(case)
         else:
             image, mask = cityscapes.load(case, d.label)
         lo, hi = float(image.min()), float(image.max())
