@@ -185,6 +185,38 @@ def relevance(net: nn.Module, x: torch.Tensor, mask: torch.Tensor, epsilon: floa
     return r.detach(), start.detach()
 
 
+def layer_names(net: nn.Module) -> list[str]:
+    """Names of the layers of a ``Segmenter`` one can explain at (``explain.layer``): the MONAI net's leaf layers
+    that carry an LRP rule (convolutions, norms, pools; not the pass-through activations), e.g.
+    ``down_4.convs.conv_1.conv`` (BasicUNet's bottleneck) or ``model.1.submodule.1.conv.unit1.conv``."""
+    inner = net.net if isinstance(net, Segmenter) else net
+    return [k for k, m in inner.named_modules()
+            if k and len(list(m.children())) == 0 and not isinstance(m, _NON_LINEAR)]
+
+
+def layer_relevance(net: nn.Module, x: torch.Tensor, mask: torch.Tensor, layer: str, epsilon: float = 1e-9,
+                    fix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``relevance`` but at the output of the block named ``layer`` (Captum ``LayerLRP``): (N, C_layer, h, w)."""
+    from captum.attr import LayerLRP
+
+    names = layer_names(net)
+    if layer not in names:
+        raise KeyError(layer)
+    net.eval()
+    switched = residual_fix(net, on=fix)
+    try:
+        model = lrp_model(net, mask.to(x.dtype)).eval()
+        attach_rules(model, epsilon)
+        with torch.no_grad():
+            start = model(x)[:, 0]
+        target = (net.net if isinstance(net, Segmenter) else net).get_submodule(layer)
+        r = LayerLRP(model, target).attribute(x.clone().requires_grad_(True), target=0)
+    finally:
+        if fix and switched:
+            residual_fix(net, on=False)
+    return r.detach(), start.detach()
+
+
 def log_scale(r, t: float = 0.1):
     """The paper's signed, thresholded log transform of raw relevance (numpy or torch, elementwise)."""
     if isinstance(r, torch.Tensor):

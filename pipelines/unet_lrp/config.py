@@ -58,6 +58,8 @@ class LRP(Section):
     thresh: float = Field(0.1, gt=0, description="t of the log transform (display)")
     dilate_px: int = Field(10, ge=0, description="focus: the object dilated by this many pixels")
     images: int | None = Field(None, ge=1, description="explain the first N validation images (default: all)")
+    layer: str | None = Field(None, description="explain: relevance at this block's output (Captum LayerLRP) instead "
+                                                "of the input, e.g. down_4 for the U-Net's bottleneck")
 
     @field_validator("object", mode="before")
     @classmethod

@@ -19,7 +19,10 @@ Captum's 1e-9, ``explain.epsilon``); Sigmoid/ReLU/Dropout pass relevance through
 sum of the sigmoid outputs, Sigmoid treated as identity); the residual fix (``explain.residual_fix``) swaps each
 residual ``a + b`` for Captum's ``Addition_Module``. The explained object is one connected component (8-connectivity)
 of the prediction binarised at 0.5: the largest, or the one numbered ``explain.object`` (skimage ``label`` order).
-LRP runs on the centre ``crop``² window of the resized image (the residual U-Net needs sides divisible by 16; 623 is
+With ``explain.layer`` the explain stage
+maps relevance at a block's output instead (Captum ``LayerLRP``; an unknown name lists the valid ones; the map is
+spread over the input pixels it covers for the overlay and focus; lrp-stats and the train check ignore it). LRP runs on
+the centre ``crop``² window of the resized image (the residual U-Net needs sides divisible by 16; 623 is
 not). Display: the signed log transform with t = ``explain.thresh`` = 0.1 applied to raw relevance (never
 normalised first), positive part only (binary use cases), as a Captum ``visualize_image_attr`` blended heat map
 with 5 % outlier clipping, the object outlined.
@@ -236,12 +239,20 @@ class UnetLrp(Pipeline):
                 rows.append({"case": case.id, "object_px": 0})
                 continue
             rmap = r.sum(axis=0)
-            scaled = L.log_scale(rmap, e.thresh).astype(np.float32)
             save_npy(run.path / "maps" / f"{case.id}_relevance.npy", rmap.astype(np.float32))
+            raw = L.relevance_stats(rmap, np.ones_like(rmap, bool), start, 0)
+            if rmap.shape != obj.shape:  # a layer's map: spread each value over the pixels it covers (sum kept)
+                from skimage.transform import resize
+
+                rmap = resize(rmap, obj.shape, order=0, preserve_range=True, anti_aliasing=False) * rmap.size / obj.size
+            scaled = L.log_scale(rmap, e.thresh).astype(np.float32)
             save_npy(run.path / "maps" / f"{case.id}_log.npy", scaled)
+            where = f"at {e.layer}" if e.layer else "at the input"
             relevance_png(x, scaled, obj, run.path / "figures" / f"lrp_{case.id}.png",
-                          f"{case.id}: LRP-ε, log-scaled (t={e.thresh})")
-            rows.append({"case": case.id, **L.relevance_stats(rmap, obj, start, e.dilate_px)})
+                          f"{case.id}: LRP-ε {where}, log-scaled (t={e.thresh})")
+            stats = L.relevance_stats(rmap, obj, start, e.dilate_px)
+            stats.update({k: raw[k] for k in ("max_abs_r", "sum_r", "conservation")})
+            rows.append({"case": case.id, **stats})
         stats = _summary(rows)
         seg.write_per_case(run, rows)
         self.ctx.log(f"explained {stats['n_explained']} of {len(rows)} images; focus {stats['focus']:.3f} "
@@ -274,10 +285,20 @@ class UnetLrp(Pipeline):
         if not obj.any():
             self.ctx.log(f"{case.id}: no object predicted; skipped")
             return x, obj, 0.0, None
-        r, start = L.relevance(net, xt, torch.from_numpy(obj)[None, None], e.epsilon, fix)
+        m = torch.from_numpy(obj)[None, None]
+        if layer := getattr(e, "layer", None):
+            names = L.layer_names(net)
+            if layer not in names:
+                raise UsageError(f"explain.layer '{layer}' is not a layer of this {self.m.model.arch}; valid: "
+                                 + ", ".join(names), fix="-o explain.layer=NAME with one of these, or drop it to "
+                                                         "explain the input")
+            r, start = L.layer_relevance(net, xt, m, layer, e.epsilon, fix)
+        else:
+            r, start = L.relevance(net, xt, m, e.epsilon, fix)
         return x, obj, float(start[0]), r[0].numpy().astype(np.float64)
 
     def _lrp_stats(self, net, cases, arrays, e) -> tuple[dict, list[dict]]:
+        e = e.model_copy(update={"layer": None})  # statistics of the input relevance (explain.layer is explain's)
         has_res = L.residual_fix(net, on=True) > 0
         L.residual_fix(net, on=False)
         rows = []

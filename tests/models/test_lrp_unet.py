@@ -175,3 +175,15 @@ def test_relevance_stats():
     assert s["focus"] == pytest.approx(0.8) and s["area_share"] == pytest.approx(0.04)
     assert s["max_abs_r"] == 5.0 and s["conservation"] == pytest.approx(0.0) and s["object_px"] == 4
     assert L.relevance_stats(r, obj, 2.0, dilate_px=1)["area_share"] == pytest.approx(12 / 100)
+
+
+def test_layer_relevance_at_a_named_layer():
+    net = _small("unet")
+    names = L.layer_names(net)
+    assert "down_4.convs.conv_1.conv" in names and not any(n.endswith(".A") for n in names)  # activations pass through
+    x = torch.rand(1, 1, 32, 32)
+    mask = torch.ones(1, 1, 32, 32)
+    r, start = L.layer_relevance(net, x, mask, "down_4.convs.conv_1.conv")
+    assert r.shape == (1, 8, 2, 2) and torch.isfinite(r).all() and start > 0
+    with pytest.raises(KeyError):
+        L.layer_relevance(net, x, mask, "down_9")

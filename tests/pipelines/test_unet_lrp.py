@@ -26,21 +26,18 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One small train run shared by the tests of this module."""
-    from medrun.cli.main import main
-
-    runs = tmp_path_factory.mktemp("runs")
-    out = tmp_path_factory.mktemp("out") / "train.json"
+    """One small train run shared by the tests of this module: (runs dir, the CLI's JSON result)."""
     import contextlib
     import io
 
+    from medrun.cli.main import main
+
+    runs = tmp_path_factory.mktemp("runs")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["train", *BASE, "--runs-dir", str(runs), "--json"])
     assert code == 0
-    result = json.loads(buf.getvalue())
-    out.write_text(buf.getvalue())
-    return runs, result
+    return runs, json.loads(buf.getvalue())
 
 
 def _run_dir(runs, stage, result):
@@ -100,6 +97,12 @@ def test_explain_and_lrp_stats_on_the_finished_run(trained, cli):
     ev = cli("eval", *BASE, "--runs-dir", runs, "--json")
     assert ev.code == 0 and ev.json()["metrics"]["dice"] == pytest.approx(out["metrics"]["dice"])
 
+    deep = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=model.0.conv.unit1.conv", "--json")
+    assert deep.code == 0, deep.err
+    deep_run = _run_dir(runs, "explain", deep.json())
+    assert np.load(sorted((deep_run / "maps").glob("*_relevance.npy"))[0]).shape == (32, 32)  # after the first stride-2 unit
+    assert deep.json()["metrics"]["n_explained"] == 2
+
     nofix = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.residual_fix=false", "--json")
     assert nofix.code == 0 and nofix.json()["metrics"]["max_abs_r"] > 100 * ex.json()["metrics"]["max_abs_r"]
 
@@ -115,6 +118,9 @@ def test_bad_input_on_the_finished_run(trained, cli):
     assert "Traceback" not in missing.err
     (failed,) = [p for p in (runs / "unet-lrp").glob("explain-*") if json.loads((p / "run.json").read_text())["status"] == "failed"]
     assert not (failed / "MANIFEST.sha256").exists()
+
+    layer = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=down_9")
+    assert layer.code == 2 and "explain.layer 'down_9' is not a layer of this resunet; valid: model.0.conv.unit0.conv" in layer.err
 
     wrong = cli("explain", *BASE, "--runs-dir", runs, "--checkpoint", weights, "-o", "model.arch=unet")
     assert wrong.code == 2 and "do not fit this model" in wrong.err and str(weights) in wrong.err
