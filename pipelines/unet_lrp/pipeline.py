@@ -1,8 +1,8 @@
 """unet-lrp, the method (card: shared/papers/unet-lrp.md).
 
 Data: Montgomery (``MontgomerySet/``, lung = leftMask OR rightMask; the default medical set, as the card says),
-Shenzhen (``ChinaSet_AllFiles/`` with third-party masks in ``mask/``; images without a mask left out) or Cityscapes (train split, mask = labelIds ==
-``dataset.label``, 24 = person). Each image is scaled to [0, 1] by its own min and max, image and mask resized to
+Shenzhen (``ChinaSet_AllFiles/`` with third-party masks in ``mask/``; images without a mask left out) or
+Cityscapes (train split, mask = labelIds == ``dataset.label``, 24 = person). Each image is scaled to [0, 1] by its own min and max, image and mask resized to
 ``dataset.resize`` (H, W) = (623, 512) (the author code's 512×623 as width × height; Cityscapes manifests use
 (512, 623), landscape), then ``crops_per_image`` = 2 random ``crop``² = 512² crops per image and epoch for training.
 The last ``val_fraction`` = 20 % of the sorted cases validate (a tail split, as the code does), with sliding-window
@@ -19,11 +19,10 @@ Captum's 1e-9, ``explain.epsilon``); Sigmoid/ReLU/Dropout pass relevance through
 sum of the sigmoid outputs, Sigmoid treated as identity); the residual fix (``explain.residual_fix``) swaps each
 residual ``a + b`` for Captum's ``Addition_Module``. The explained object is one connected component (8-connectivity)
 of the prediction binarised at 0.5: the largest, or the one numbered ``explain.object`` (skimage ``label`` order).
-With ``explain.layer`` the explain stage
-maps relevance at a block's output instead (Captum ``LayerLRP``; an unknown name lists the valid ones; the map is
-spread over the input pixels it covers for the overlay and focus; lrp-stats and the train check ignore it). LRP runs on
-the centre ``crop``² window of the resized image (the residual U-Net needs sides divisible by 16; 623 is
-not). Display: the signed log transform with t = ``explain.thresh`` = 0.1 applied to raw relevance (never
+With ``explain.layer`` the explain stage maps
+relevance at a layer's output instead (Captum ``LayerLRP``; an unknown name lists the valid ones; the map is spread
+over the input pixels it covers for the overlay and focus; lrp-stats and the train check ignore it). LRP runs on the
+centre ``crop``² window of the resized image (the residual U-Net needs sides divisible by 16; 623 is not). Display: the signed log transform with t = ``explain.thresh`` = 0.1 applied to raw relevance (never
 normalised first), positive part only (binary use cases), as a Captum ``visualize_image_attr`` blended heat map
 with 5 % outlier clipping, the object outlined.
 
@@ -45,6 +44,9 @@ Choices where the card is silent:
 - Fixture manifests: 96 px crops (Cityscapes 64² of 64×128 scenes) and widths divided by 4 (e.g. (8, 16, 32, 64,
   128, 8)) as the card's smoke run says; each dataset's smoke run uses another net (Montgomery the residual U-Net,
   whose fix is checked; Shenzhen U-Net++; Cityscapes U-Net), and the tests run LRP on all 3 nets × 2 norms.
+- Manifests use ``determinism: seeded`` (seeded Python/numpy/torch and loaders, not deterministic kernels).
+- Stage options are manifest keys (``-o model.arch=resunet``, ``-o explain.object=2``, ``-o explain.thresh=0.1``,
+  ``-o explain.residual_fix=false``), since the CLI's stage verbs are shared by every pipeline.
 - The card's generic ``--images/--masks`` folder pair for the private NDT set is not implemented.
 """
 
