@@ -97,6 +97,10 @@ def test_explain_and_lrp_stats_on_the_finished_run(trained, cli):
     ev = cli("eval", *BASE, "--runs-dir", runs, "--json")
     assert ev.code == 0 and ev.json()["metrics"]["dice"] == pytest.approx(out["metrics"]["dice"])
 
+    pr = cli("predict", *BASE, "--runs-dir", runs, "--json")
+    assert pr.code == 0 and pr.json()["metrics"]["n"] == 5
+    assert len(list((_run_dir(runs, "predict", pr.json()) / "predictions").glob("MCUCXR_*.png"))) == 5
+
     deep = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=model.0.conv.unit1.conv", "--json")
     assert deep.code == 0, deep.err
     deep_run = _run_dir(runs, "explain", deep.json())
@@ -166,6 +170,19 @@ def test_wrong_layout_and_channel_mismatch(cli, runs, tmp_path):
     assert r.code == 2 and "-o model.in_channels=3" in r.err
     r = cli("train", "unet-lrp", "--dataset", "montgomery", "--fixture", "--runs-dir", runs, "-o", "dataset.crop=100")
     assert r.code == 2 and "multiple of 16" in r.err
+
+
+def test_every_manifest_validates(cli):
+    from pathlib import Path
+
+    from medrun import manifests
+
+    folder = Path(manifests.__file__).parent / "unet-lrp"
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) == 6
+    for f in files:
+        r = cli("validate", f)
+        assert r.code == 0, (f, r.err)
 
 
 def test_dry_run_builds_the_full_size_net(cli, runs):
