@@ -11,7 +11,7 @@ from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Secti
 
 
 class Data(DatasetSection):
-    name: Literal["montgomery", "shenzhen", "cityscapes"]
+    name: Literal["montgomery", "shenzhen", "cityscapes", "pairs"]
     label: int = Field(24, description="cityscapes: the foreground labelId (24 = person)")
     resize: tuple[int, int] = Field((623, 512), description="(H, W) every image and mask is resized to first")
     crop: int = Field(512, description="square training crops, sliding-window size, and the LRP input size")
@@ -83,9 +83,10 @@ class UnetLrpManifest(Manifest):
 
 def data_paths(m: UnetLrpManifest) -> dict[str, Path]:
     """The folder to fingerprint, after a cheap layout check (so a wrong folder fails before it is hashed)."""
-    from medrun.datasets import cityscapes, montgomery, shenzhen
+    from medrun.datasets import cityscapes, montgomery, pairs, shenzhen
 
     root = Path(m.dataset.root)
     if root.exists():
-        {"montgomery": montgomery, "shenzhen": shenzhen, "cityscapes": cityscapes}[m.dataset.name].check_layout(root)
+        {"montgomery": montgomery, "shenzhen": shenzhen, "cityscapes": cityscapes,
+         "pairs": pairs}[m.dataset.name].check_layout(root)
     return {m.dataset.name: root}

@@ -2,7 +2,8 @@
 
 Data: Montgomery (``MontgomerySet/``, lung = leftMask OR rightMask; the default medical set, as the card says),
 Shenzhen (``ChinaSet_AllFiles/`` with third-party masks in ``mask/``; images without a mask left out) or
-Cityscapes (train split, mask = labelIds == ``dataset.label``, 24 = person). Each image is scaled to [0, 1] by its own min and max, image and mask resized to
+Cityscapes (train split, mask = labelIds == ``dataset.label``, 24 = person), or a folder of image/mask PNG pairs
+(``pairs``: ``images/`` + ``masks/``, the card's generic folder for the private NDT pore slices). Each image is scaled to [0, 1] by its own min and max, image and mask resized to
 ``dataset.resize`` (H, W) = (623, 512) (the author code's 512×623 as width × height; Cityscapes manifests use
 (512, 623), landscape), then ``crops_per_image`` = 2 random ``crop``² = 512² crops per image and epoch for training.
 The last ``val_fraction`` = 20 % of the sorted cases validate (a tail split, as the code does), with sliding-window
@@ -47,7 +48,8 @@ Choices where the card is silent:
 - Manifests use ``determinism: seeded`` (seeded Python/numpy/torch and loaders, not deterministic kernels).
 - Stage options are manifest keys (``-o model.arch=resunet``, ``-o explain.object=2``, ``-o explain.thresh=0.1``,
   ``-o explain.residual_fix=false``), since the CLI's stage verbs are shared by every pipeline.
-- The card's generic ``--images/--masks`` folder pair for the private NDT set is not implemented.
+- The card's generic ``--images/--masks`` folder pair for the private NDT set is the ``pairs`` dataset (one root
+  holding ``images/`` and ``masks/``), since the CLI has no per-pipeline flags.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import lightning as pl
 import numpy as np
 import torch
 
-from medrun.datasets import cityscapes, montgomery, shenzhen
+from medrun.datasets import cityscapes, montgomery, pairs, shenzhen
 from medrun.errors import DataError, UsageError
 from medrun.models import lrp_unet as L
 
@@ -84,11 +86,13 @@ class UnetLrp(Pipeline):
             cases = montgomery.read(root)
         elif d.name == "shenzhen":
             cases = shenzhen.read(root, self.ctx.log)
+        elif d.name == "pairs":
+            cases = pairs.read(root)
         else:
             cases = cityscapes.read(root, "train")
         if d.limit:
             cases = cases[: d.limit]
-        channels = 3 if d.name == "cityscapes" else 1
+        channels = 3 if d.name == "cityscapes" else 1 if d.name != "pairs" else self.m.model.in_channels
         if self.m.model.in_channels != channels:
             raise UsageError(f"model.in_channels is {self.m.model.in_channels} but {d.name} images have {channels}",
                              fix=f"-o model.in_channels={channels}")
@@ -111,6 +115,8 @@ class UnetLrp(Pipeline):
             image, mask = montgomery.load(case)
         elif d.name == "shenzhen":
             image, mask = shenzhen.load(case)
+        elif d.name == "pairs":
+            image, mask = pairs.load(case, self.m.model.in_channels)
         else:
             image, mask = cityscapes.load(case, d.label)
         lo, hi = float(image.min()), float(image.max())

@@ -179,7 +179,7 @@ def test_every_manifest_validates(cli):
 
     folder = Path(manifests.__file__).parent / "unet-lrp"
     files = sorted(folder.glob("*.yaml"))
-    assert len(files) == 6
+    assert len(files) == 8
     for f in files:
         r = cli("validate", f)
         assert r.code == 0, (f, r.err)
