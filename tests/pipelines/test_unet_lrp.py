@@ -1,0 +1,191 @@
+"""unet-lrp: learning on the fixture, explain / lrp-stats / eval on the finished run (parent recorded, weights
+checked), and bad input through the CLI. The full-size architectures and the LRP engine are in
+tests/models/test_lrp_unet.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+# a smaller config than the fixture manifest's smoke run (64² inputs, 6 epochs), still a residual U-Net
+SMALL = ["-o", "dataset.resize=[64, 64]", "-o", "dataset.crop=64", "-o", "train.epochs=6", "-o", "train.lr=0.003",
+         "-o", "train.val_every=2", "-o", "train.lrp_images=2", "-o", "explain.images=2"]
+BASE = ["unet-lrp", "--dataset", "montgomery", "--fixture", *SMALL]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two torch threads on two shared cores spin against each other (10× slower here); one is enough."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small train run shared by the tests of this module: (runs dir, the CLI's JSON result)."""
+    import contextlib
+    import io
+
+    from medrun.cli.main import main
+
+    runs = tmp_path_factory.mktemp("runs")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["train", *BASE, "--runs-dir", str(runs), "--json"])
+    assert code == 0
+    return runs, json.loads(buf.getvalue())
+
+
+def _run_dir(runs, stage, result):
+    return runs / "unet-lrp" / f"{stage}-{result['run_id'][:12]}"
+
+
+@pytest.mark.slow
+def test_learns_and_checks_lrp_on_fixture(trained):
+    """Validation Dice well above an all-lung / no-lung guess (≈ 0.3 / 0); relevance concentrates on the lung;
+    the residual fix lowers max |R| by orders of magnitude."""
+    runs, out = trained
+    m = out["metrics"]
+    assert out["status"] == "complete"
+    assert m["dice"] > 0.75, m
+    assert m["lrp_focus_over_area"] > 1.0 and m["lrp_fix_ratio"] > 100 and m["lrp_residual_units"], m
+    assert m["params_total"] == 408005  # resunet, widths (8, 16, 32, 64, 128)
+    run = _run_dir(runs, "train", out)
+    for f in ("checkpoints/model.safetensors", "per_case.csv", "paper.md", "figures/learning_curves.png",
+              "MANIFEST.sha256", "logs/metrics.csv"):
+        assert (run / f).exists(), f
+    assert "Fig. 3" in (run / "paper.md").read_text()
+    lock = json.loads((run / "data.lock.json").read_text())
+    assert len(lock["splits"]["train"]) == 19 and len(lock["splits"]["val"]) == 5  # tail 20 % validates
+    assert lock["splits"]["val"][-1] == "CXR_png/MCUCXR_0024_1.png"
+
+
+@pytest.mark.slow
+def test_explain_and_lrp_stats_on_the_finished_run(trained, cli):
+    from medrun.artifacts import sha256_file
+
+    runs, out = trained
+    train_dir = _run_dir(runs, "train", out)
+    weights_sha = sha256_file(train_dir / "checkpoints" / "model.safetensors")
+
+    ex = cli("explain", *BASE, "--runs-dir", runs, "--run", out["run_id"][:8], "--json")
+    assert ex.code == 0, ex.err
+    run = _run_dir(runs, "explain", ex.json())
+    info = json.loads((run / "run.json").read_text())
+    assert info["parent"] == out["run_id"] and info["parent_dir"] == str(train_dir)
+    assert info["parent_weights_sha256"] == weights_sha
+    assert ex.json()["run_id"] != out["run_id"]
+    maps = sorted((run / "maps").glob("*_relevance.npy"))
+    assert len(maps) == 2 and len(list((run / "figures").glob("lrp_*.png"))) == 2
+    r = np.load(maps[0])
+    assert r.shape == (64, 64) and np.isfinite(r).all()
+    log = np.load(str(maps[0]).replace("_relevance", "_log"))
+    assert np.array_equal(log == 0, np.abs(r) <= 0.1)  # the log transform zeroes (−t, t)
+    assert ex.json()["metrics"]["n_explained"] == 2 and "focus" in (run / "per_case.csv").read_text()
+    assert "Relevance maps" in (run / "paper.md").read_text()
+
+    st = cli("lrp-stats", *BASE, "--runs-dir", runs, "--json")  # finds the train run by its manifest
+    assert st.code == 0, st.err
+    sm = st.json()["metrics"]
+    assert sm["fix_ratio"] > 100 and sm["focus_over_area"] > 1.0 and sm["n_explained"] == 2
+    assert json.loads((_run_dir(runs, "lrp-stats", st.json()) / "run.json").read_text())["parent"] == out["run_id"]
+
+    ev = cli("eval", *BASE, "--runs-dir", runs, "--json")
+    assert ev.code == 0 and ev.json()["metrics"]["dice"] == pytest.approx(out["metrics"]["dice"])
+
+    pr = cli("predict", *BASE, "--runs-dir", runs, "--json")
+    assert pr.code == 0 and pr.json()["metrics"]["n"] == 5
+    assert len(list((_run_dir(runs, "predict", pr.json()) / "predictions").glob("MCUCXR_*.png"))) == 5
+
+    deep = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=model.0.conv.unit1.conv", "--json")
+    assert deep.code == 0, deep.err
+    deep_run = _run_dir(runs, "explain", deep.json())
+    assert np.load(sorted((deep_run / "maps").glob("*_relevance.npy"))[0]).shape == (32, 32)  # after the first stride-2 unit
+    assert deep.json()["metrics"]["n_explained"] == 2
+
+    nofix = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.residual_fix=false", "--json")
+    assert nofix.code == 0 and nofix.json()["metrics"]["max_abs_r"] > 100 * ex.json()["metrics"]["max_abs_r"]
+
+
+@pytest.mark.slow
+def test_bad_input_on_the_finished_run(trained, cli):
+    runs, out = trained
+    train_dir = _run_dir(runs, "train", out)
+    weights = train_dir / "checkpoints" / "model.safetensors"
+
+    missing = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.object=99")
+    assert missing.code == 2 and "object 99 does not exist" in missing.err and "explain.object" in missing.err
+    assert "Traceback" not in missing.err
+    (failed,) = [p for p in (runs / "unet-lrp").glob("explain-*") if json.loads((p / "run.json").read_text())["status"] == "failed"]
+    assert not (failed / "MANIFEST.sha256").exists()
+
+    layer = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=down_9")
+    assert layer.code == 2 and "explain.layer 'down_9' is not a layer of this resunet; valid: model.0.conv.unit0.conv" in layer.err
+
+    wrong = cli("explain", *BASE, "--runs-dir", runs, "--checkpoint", weights, "-o", "model.arch=unet")
+    assert wrong.code == 2 and "do not fit this model" in wrong.err and str(weights) in wrong.err
+
+    # a tampered parent weights file is refused (last: it spoils the shared run)
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    bad = cli("explain", *BASE, "--runs-dir", runs, "--run", out["run_id"], "--force")
+    assert bad.code == 3 and "does not match its run's MANIFEST.sha256" in bad.err and "Traceback" not in bad.err
+
+
+def test_run_of_another_pipeline_or_incomplete_is_refused(cli, runs, make_run, data):
+    other = make_run(runs, data, pipeline="ad-lite")
+    r = cli("explain", *BASE, "--runs-dir", runs, "--run", other)
+    assert r.code == 2 and "is a ad-lite train run, not a unet-lrp train run" in r.err
+    unfinished = make_run(runs, data, run_id="cd" * 32, pipeline="unet-lrp", status="running")
+    r = cli("lrp-stats", *BASE, "--runs-dir", runs, "--run", unfinished)
+    assert r.code == 2 and "is not complete" in r.err
+    assert not list((runs / "unet-lrp").glob("lrp-stats-*"))
+
+
+def test_no_train_run_says_what_to_do(cli, runs):
+    r = cli("explain", "unet-lrp", "--dataset", "cityscapes", "--fixture", "--runs-dir", runs)
+    assert r.code == 2 and "medrun train unet-lrp --dataset cityscapes --fixture" in r.err
+
+
+def test_unreadable_image_names_the_file(cli, runs, tmp_path):
+    from medrun.datasets import get
+
+    root = get("montgomery").make_fixture(tmp_path / "d", 0)
+    bad = root / "CXR_png" / "MCUCXR_0004_0.png"
+    bad.write_bytes(b"not a png")
+    r = cli("train", "unet-lrp", "--dataset", "montgomery", "--data-dir", root, "--runs-dir", runs, *SMALL)
+    assert r.code == 3 and "MCUCXR_0004_0.png" in r.err and "Traceback" not in r.err
+    (run,) = (runs / "unet-lrp").iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed" and not (run / "MANIFEST.sha256").exists()
+
+
+def test_wrong_layout_and_channel_mismatch(cli, runs, tmp_path):
+    (tmp_path / "x" / "stuff").mkdir(parents=True)
+    r = cli("train", "unet-lrp", "--dataset", "cityscapes", "--data-dir", tmp_path / "x", "--runs-dir", runs)
+    assert r.code == 3 and "does not have the Cityscapes layout" in r.err and not runs.exists()
+    r = cli("train", "unet-lrp", "--dataset", "cityscapes", "--fixture", "--runs-dir", runs, "-o", "model.in_channels=1")
+    assert r.code == 2 and "-o model.in_channels=3" in r.err
+    r = cli("train", "unet-lrp", "--dataset", "montgomery", "--fixture", "--runs-dir", runs, "-o", "dataset.crop=100")
+    assert r.code == 2 and "multiple of 16" in r.err
+
+
+def test_every_manifest_validates(cli):
+    from pathlib import Path
+
+    from medrun import manifests
+
+    folder = Path(manifests.__file__).parent / "unet-lrp"
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) == 8
+    for f in files:
+        r = cli("validate", f)
+        assert r.code == 0, (f, r.err)
+
+
+def test_dry_run_builds_the_full_size_net(cli, runs):
+    r = cli("train", "unet-lrp", "--dataset", "montgomery", "--fixture", "--runs-dir", runs, "-o", "model.width_div=1",
+            "-o", "model.arch=unet", "--dry-run", "--json")
+    assert r.code == 0 and r.json()["params_total"] == 7_782_849
