@@ -86,12 +86,8 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open problem (docs/architecture.md, Rerun): CPU weights can differ in the last "
-                   "bits depending on what the process did before training; issue 4 item 2 is not resolved")
 def test_rerun_of_fixture_train_run_is_identical(cli, trained):
-    """Original and rerun each train in their own process, as two `medrun` commands do. (Two trainings inside one
-    interpreter with 2 intra-op threads are not bitwise identical to each other on CPU: the second differs in the
-    last bits while its losses agree to 4 decimals; see docs/architecture.md, "Rerun".)"""
+    """A strict CPU rerun gives bitwise-identical weights and metrics (docs/architecture.md, "Rerun")."""
     import json
 
     runs, run = trained
