@@ -18,6 +18,7 @@ class Data(DatasetSection):
     hu_window: tuple[float, float] | None = Field((-1000.0, 1000.0), description="CT window: clip HU to [lo, hi] "
                                                   "before the per-volume z-score (null: no clipping)")
     crops_per_volume: int = Field(2, ge=1, description="class-balanced random crops per volume and epoch")
+    flip_prob: float = Field(0.5, ge=0, le=1, description="random flip probability on each axis (paper: RandomFlip)")
 
     @field_validator("classes")
     @classmethod

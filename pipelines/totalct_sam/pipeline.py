@@ -19,7 +19,9 @@ and every class, `crops_per_volume` = 2 per volume), flips on each axis with p =
 
 Training: Adam, constant lr (`train.lr` 5e-7 for SAM-Med3D modules, `train.lr_new` for the new modules, default
 the same), batch 2, 20 epochs, seed 0. Loss: DiceCE (softmax, one-hot, C + 1 classes) on the prompt-free class
-logits. With probability `train.prompt_prob` = 0.5 a step also trains the prompted path: per volume one class
+logits, the Dice part over the whole batch (`batch=True`: a per-crop Dice of a class absent from a crop would
+push every small class towards never being predicted; on the fixture this made the difference between learning
+only the liver and learning all four organs). With probability `train.prompt_prob` = 0.5 a step also trains the prompted path: per volume one class
 present in the crop, 1–`max_clicks` (5) clicks, the first a random voxel of that class, the others random voxels
 of the error region of the same step's prompt-free prediction for that class (positive on false negatives,
 negative on false positives; SAM-Med3D's click simulation, without its iterative re-prediction), and Dice + BCE
@@ -116,7 +118,7 @@ def train_transforms(d, classes: list[str], size: int, seed: int):
         RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=(size,) * 3,
                                 num_classes=num_classes, num_samples=d.crops_per_volume,
                                 indices_key="label_cls_indices", warn=False),
-        *[RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)],
+        *[RandFlipd(keys=["image", "label"], prob=d.flip_prob, spatial_axis=a) for a in range(3)],
     ])
     tf.set_random_state(seed=seed)
     return tf
@@ -158,7 +160,7 @@ def lit_module(net: TotalCTSAM, t):
         def __init__(self):
             super().__init__()
             self.net = net
-            self.semantic_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+            self.semantic_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
             self.binary_dice = DiceLoss(sigmoid=True)
 
         def configure_optimizers(self):
