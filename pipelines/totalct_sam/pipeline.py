@@ -403,14 +403,16 @@ class TotalCTSam(Pipeline):
         per_class = "## Per class (Table 2)\n\n" + markdown_table(
             ["class", "cases", "Dice %", "IoU %", "paper TotalCT-SAM Dice / IoU", "paper SAM-Med3D Dice / IoU"], rows)
         mem = self.m.model.memory
+        paper_rows = [("TotalCT-SAM", "83.43", "71.57", "82.33", "14.18 M", "5.45"),
+                      ("without memory (Table 3)", "80.66", "67.59", "79.89", "13.88 M", "6.33"),
+                      ("SAM-Med3D", "80.94", "67.98", "/", "12.18 M", "6.22"),
+                      ("UNETR", "77.22", "62.89", "70.23", "94.86 M", "13.22"),
+                      ("nnU-Net", "75.45", "60.58", "81.81", "29.07 M", "11.56"),
+                      ("TransUNet", "72.38", "56.72", "73.55", "97.08 M", "28.66")]
+        ours = [f"**this run** ({'with' if mem else 'without'} memory)", f"{100 * metrics['dice']:.2f}",
+                f"{100 * metrics['iou']:.2f}", f"{100 * metrics['accuracy']:.2f}", "—", f"{metrics['secs_per_case']:.2f}"]
         table1 = "## Table 1 and the Table 3 ablation (the paper's numbers, %)\n\n" + markdown_table(
-            ["model", "Dice", "IoU", "Acc", "params (paper)", "time s"],
-            [["TotalCT-SAM", 83.43, 71.57, 82.33, "14.18 M", 5.45], ["without memory (Table 3)", 80.66, 67.59, 79.89,
-             "13.88 M", 6.33], ["SAM-Med3D", 80.94, 67.98, "/", "12.18 M", 6.22], ["UNETR", 77.22, 62.89, 70.23,
-             "94.86 M", 13.22], ["nnU-Net", 75.45, 60.58, 81.81, "29.07 M", 11.56],
-             ["TransUNet", 72.38, 56.72, 73.55, "97.08 M", 28.66],
-             [f"**this run** ({'with' if mem else 'without'} memory)", f"{100 * metrics['dice']:.2f}",
-              f"{100 * metrics['iou']:.2f}", f"{100 * metrics['accuracy']:.2f}", "—", metrics["secs_per_case"]]])
+            ["model", "Dice", "IoU", "Acc", "params (paper)", "time s / case"], [list(r) for r in paper_rows] + [ours])
         notes = (
             "## Notes on the comparison\n\n"
             "- Metrics: per case and per foreground class present in the ground truth, averaged over classes, then "

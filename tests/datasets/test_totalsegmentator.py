@@ -6,7 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medrun.datasets import get, totalsegmentator as ts
+from medrun.datasets import get
+from medrun.datasets import totalsegmentator as ts
 from medrun.errors import DataError, UsageError
 
 
