@@ -46,7 +46,17 @@ Choices where the card is silent or the CLI has no such flag: the card's `--no-m
 `--sammed3d-checkpoint` and `--point` are manifest keys (`-o model.memory=false`, `-o train.lr_new=…`,
 `-o model.sammed3d_checkpoint=…`, `-o predict.point=[x,y,z]`), since stage flags are shared by every pipeline;
 `make-fixture` is `medrun fixture totalsegmentator --out DIR`. No validation loop runs during training (the
-paper evaluates the last epoch); the memory is saved with the weights (persistent buffers).
+paper evaluates the last epoch); the memory is saved with the weights (persistent buffers). A batch of
+`train.batch_size` crops is `batch_size / crops_per_volume` volumes (2 / 2 = one volume per step). The gate bias
+starts at −5 (g ≈ 0.007); the memory block's own choices are in `models/memorizing.py`. Dry runs (`--dry-run`)
+build the model with 104 classes (v1) unless `dataset.classes` is given, since the dataset is read only when a
+stage runs. Label volumes are uint8 below 255 classes, int16 otherwise.
+
+Fixture smoke (`totalsegmentator.fixture.yaml`, the card's smoke model): random init, so lr 1e-3 for every
+module; 80 epochs × 5 steps = 400 steps; CT window [−200, 300] HU (the fixture has only soft-tissue organs; the
+real manifest keeps [−1000, 1000] for lungs and bones); flips as in the paper. The flips remove the left/right
+position cue (liver vs spleen at 60 vs 45 HU), which makes the fixture harder; the ≤ 60 s learning check in the
+tests turns them off (`dataset.flip_prob=0`) to learn faster in 120 steps.
 """
 
 from __future__ import annotations

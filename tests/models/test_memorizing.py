@@ -12,6 +12,16 @@ from medrun.models.memorizing import KNNMemory, MemorizingBlock, TotalCTSAM
 from medrun.models.sam import count_params
 from medrun.models.sam3d import Sam3dConfig, build_sam3d_vit_b_ori
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """On the shared 2-core machine one intra-op thread is several times faster than two contending ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SMALL = Sam3dConfig(img_size=32, patch_size=8, embed_dim=96, depth=2, num_heads=4, window_size=4,
                     global_attn_indexes=(1,), prompt_dim=96, decoder_depth=1, decoder_mlp_dim=192,
                     iou_head_hidden_dim=64, num_classes=4)
