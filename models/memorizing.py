@@ -26,8 +26,9 @@ Choices where the card is silent (also in the pipeline's docstring):
 * Retrieval is by unnormalised dot product (the same scores the attention uses), in query chunks so that a
   16,384-entry memory does not need a (B·heads·N·M) score tensor at once. Gradients flow to the queries
   through the retrieved keys' scores; the memory itself is constant.
-* Multi-GPU: each rank keeps its own memory (no all-gather); that is what the card's "kept across iterations"
-  asks for on one device and a documented limitation under DDP.
+* Multi-GPU: there is no all-gather of keys. Under DDP (Lightning's default `broadcast_buffers=True`) the
+  buffers are broadcast from rank 0 before each forward, so every rank works with rank 0's memory and the other
+  ranks' writes are overwritten; on one device the memory is exactly the card's "kept across iterations".
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ starts at −5 (g ≈ 0.007); the memory block's own choices are in `models/memo
 build the model with 104 classes (v1) unless `dataset.classes` is given, since the dataset is read only when a
 stage runs. Label volumes are uint8 below 255 classes, int16 otherwise.
 
+Known limitation: `sliding_window_inference` accumulates the (C+1)-channel float32 logits of the whole volume
+(105 × voxels × 4 bytes: ≈15 GB for a 300 × 300 × 400 scan), so whole-body CTs with 104 classes need that much
+RAM (or GPU memory) in eval and predict; a streaming argmax is not implemented.
+
 Fixture smoke (`totalsegmentator.fixture.yaml`, the card's smoke model): random init, so lr 1e-3 for every
 module; 80 epochs × 5 steps = 400 steps; CT window [−200, 300] HU (the fixture has only soft-tissue organs; the
 real manifest keeps [−1000, 1000] for lungs and bones); flips as in the paper. The flips remove the left/right
