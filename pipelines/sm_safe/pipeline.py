@@ -110,8 +110,16 @@ class Prep:
 
         self.task, self.spacing, self.ct_stats = task, tuple(float(s) for s in spacing), ct_stats
         self.T = T
+        self._spatial: dict = {}
 
     def spatial(self, keys):
+        """Orientation, spacing and foreground crop; one instance per key set (``Invertd`` needs the same objects)."""
+        key = tuple(keys)
+        if key not in self._spatial:
+            self._spatial[key] = self._make_spatial(list(keys))
+        return self._spatial[key]
+
+    def _make_spatial(self, keys):
         T = self.T
         modes = ("bilinear", "nearest")[: len(keys)]
         return T.Compose([
@@ -371,7 +379,7 @@ class SmSafe(Pipeline):
                              "label": task.labels.get(c, str(c)), **r})
             if figures is not None and k < m.eval.overlays:
                 z = int(np.argmax((gt > 0).sum(axis=(0, 1)))) if gt.any() else gt.shape[2] // 2
-                seg.overlay_png(it.image[0, :, :, z].numpy().T, (gt[:, :, z] > 0).T, (pred[:, :, z] > 0).T,
+                seg.overlay_png(it.image[:, :, :, z].mean(0).numpy().T, (gt[:, :, z] > 0).T, (pred[:, :, z] > 0).T,
                                 self.ctx.run.path / "figures" / f"overlay_{figures}{task.name}_{it.id}.png",
                                 title=f"{task.name} {it.id} z={z}: truth green, prediction red")
         return rows
@@ -384,8 +392,9 @@ class SmSafe(Pipeline):
             splits[task.name] = {"train": [c.id for c in train], "test": [c.id for c in test]}
             self.ctx.log(f"{task.name}: fold {m.dataset.fold} of {m.dataset.folds}: train {len(train)} · test {len(test)}")
             prep = self.prep(task, train, m)
-            net = self._fit(task, self._load(prep, train, m), f"{tag_prefix}{task.name}", m)
-            rows += self._score(net, task, self._load(prep, test, m), m, figures=figures)
+            train_items, test_items = self._load(prep, train, m), self._load(prep, test, m)  # all checked first
+            net = self._fit(task, train_items, f"{tag_prefix}{task.name}", m)
+            rows += self._score(net, task, test_items, m, figures=figures)
         return rows, splits
 
     # -- reports ----------------------------------------------------------------------------------------------
@@ -477,7 +486,9 @@ class SmSafe(Pipeline):
                 counts = np.bincount(lab.ravel(), minlength=task.num_classes)
                 rows.append({"task": task.name, "case": c.id, "image": str(c.image),
                              "prediction": str(path.relative_to(self.ctx.run.path)),
-                             **{f"voxels_{task.labels.get(k, k)}": int(counts[k]) for k in range(1, task.num_classes)}})
+                             "foreground_voxels": int(counts[1:].sum()),
+                             "voxels_per_label": " ".join(f"{task.labels.get(k, k)}={int(counts[k])}"
+                                                          for k in range(1, task.num_classes))})
             self.ctx.log(f"{task.name}: {len(cases)} label maps in {out_dir}")
         write_csv(self.ctx.run.path / "per_case.csv", rows)
         return {"n": len(rows)}
@@ -511,9 +522,9 @@ class SmSafe(Pipeline):
                 for c in range(task.num_classes):
                     inside = gt == c
                     if inside.any():
-                        rows.append({"task": task.name, "case": it.id, "label": task.labels.get(c, str(c)),
-                                     **{f"w_{name}": float(w[i][inside].mean()) for i, name in
-                                        sorted(task.modalities.items())}})
+                        rows += [{"task": task.name, "case": it.id, "label": task.labels.get(c, str(c)),
+                                  "modality": name, "mean_weight": float(w[i][inside].mean())}
+                                 for i, name in sorted(task.modalities.items())]
         write_csv(self.ctx.run.path / "per_case.csv", rows)
         table = _mean_weights(rows)
         self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, {}, self.ctx, title="SM-SAFE AMF weight maps",
@@ -645,8 +656,9 @@ def _mean_weights(rows: list[dict]) -> str:
     body = []
     for task, label in keys:
         sel = [r for r in rows if r["task"] == task and r["label"] == label]
-        ws = sorted({k for r in sel for k in r if k.startswith("w_")})
-        body.append([task, label, ", ".join(f"{w[2:]} {np.mean([r[w] for r in sel]):.3f}" for w in ws)])
+        mods = list(dict.fromkeys(r["modality"] for r in sel))
+        body.append([task, label, ", ".join(
+            f"{m} {np.mean([r['mean_weight'] for r in sel if r['modality'] == m]):.3f}" for m in mods)])
     return markdown_table(["task", "label", "mean weight per modality"], body)
 
 
