@@ -51,6 +51,16 @@ Choices where the card is silent (ours):
 - The checkpoint for resuming is per task (``checkpoints/<task>/last.ckpt``); a task whose weights are already
   written is not trained again when an interrupted multi-task run resumes.
 - ``model.amf_levels 2`` ("hierarchical" fusion) is not wired into the U-Net: ``models.fusion.SMSAFE`` fuses once.
+- ``model.modalities`` / ``model.num_classes`` (default 4 / 4, BrainTumour) only size the model when no task is at
+  hand (``--dry-run``, ``show``); a run sizes each task's model from its dataset.json. ``params_total`` in a train
+  run's metrics is the first task's model.
+- Weights: ``checkpoints/<task>.safetensors`` (train), ``fold<k>_<task>`` (cv), ``<variant>_<task>`` (ablate).
+- The test images (imagesTs) are header-checked with the training cases, so a wrong channel count anywhere in the
+  task stops a run before training.
+- ``determinism: seeded`` in the manifests (``strict`` is not exercised for the 3D kernels). MONAI's random
+  transforms carry their own generator, seeded from ``seed`` (and per DataLoader worker).
+- The fixture manifest (the card's smoke run) uses 8 stem/fusion channels instead of 32 and 3 × 20 steps; on a
+  shared 2-core CPU, small 3D convolutions run many times faster with one OpenMP thread (``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -204,7 +214,7 @@ class Patches(torch.utils.data.Dataset):
 
         keys = ["image", "label"]
         rot = [T.RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1))] if patch[0] == patch[1] else []
-        self.items, self.length = items, length
+        self.items, self.length, self.seed = items, length, seed
         self.transform = T.Compose([
             T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=tuple(patch), pos=pos_neg[0],
                                      neg=pos_neg[1], num_samples=1, allow_smaller=False),
@@ -216,11 +226,18 @@ class Patches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def reseed(self, worker_id: int) -> None:
+        self.transform.set_random_state(seed=self.seed + 7919 * (worker_id + 1))
+
     def __getitem__(self, i: int) -> dict:
         item = self.items[i % len(self.items)]
         out = self.transform({"image": item.image, "label": item.label})
         out = out[0] if isinstance(out, list) else out
         return {"image": torch.as_tensor(out["image"]).float(), "label": torch.as_tensor(out["label"]).long()}
+
+
+def _worker_init(worker_id: int) -> None:  # each DataLoader worker draws its own patches
+    torch.utils.data.get_worker_info().dataset.reseed(worker_id)
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -269,9 +286,17 @@ class SmSafe(Pipeline):
 
     # -- data -------------------------------------------------------------------------------------------------
     def tasks(self, m=None) -> list[msd.Task]:
+        """The selected tasks with their filtered training cases, headers checked (read once per dataset section)."""
         m = m or self.m
+        key = m.dataset.model_dump_json()
+        cache = self.__dict__.setdefault("_tasks", {})
+        if key not in cache:
+            cache[key] = self._read_tasks(m)
+        return cache[key]
+
+    def _read_tasks(self, m) -> list[msd.Task]:
         out = []
-        for name, root in self.ctx.data_roots.items():
+        for root in self.ctx.data_roots.values():
             task = msd.read_task(root)
             cases = [c for c in task.training if c.id not in set(m.dataset.exclude)]
             if m.dataset.max_cases:
@@ -339,7 +364,7 @@ class SmSafe(Pipeline):
         data = Patches(items, t.steps_per_epoch * t.batch_size * t.accumulate, t.patch_size, t.pos_neg, m.seed)
         loader = torch.utils.data.DataLoader(data, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers,
                                              generator=torch.Generator().manual_seed(m.seed),
-                                             persistent_workers=t.num_workers > 0)
+                                             persistent_workers=t.num_workers > 0, worker_init_fn=_worker_init)
         ck_dir = run.path / "checkpoints" / tag
         ckpt = training.ModelCheckpoint(dirpath=ck_dir, filename="last", save_top_k=1, monitor=None,
                                         enable_version_counter=False)
