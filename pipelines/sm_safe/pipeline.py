@@ -435,6 +435,14 @@ class SmSafe(Pipeline):
             task_table(per_task), class_table(rows), _NOTES]))
         return metrics
 
+    def _task_net(self, task: msd.Task) -> SMSAFE:
+        """A task's trained model: ``checkpoints/<task>.safetensors`` of the train run, or ``--checkpoint``."""
+        if self.ctx.checkpoint is not None and len(self.ctx.data_roots) > 1:
+            raise UsageError(f"--checkpoint holds one task's weights but {len(self.ctx.data_roots)} tasks are selected",
+                             fix="select that task with -o dataset.tasks=[TaskXX_Name]")
+        return self.trained_model(self.build_model(len(task.modalities), task.num_classes),
+                                  weights=f"{task.name}.safetensors")
+
     # -- stages -----------------------------------------------------------------------------------------------
     def train(self) -> dict:
         rows, splits = self._train_tasks(self.m)
@@ -449,8 +457,7 @@ class SmSafe(Pipeline):
         for task in self.tasks():
             train, test = self.split(task, self.m.dataset.fold)
             splits[task.name] = {"train": [c.id for c in train], "test": [c.id for c in test]}
-            net = self.trained_model(self.build_model(len(task.modalities), task.num_classes),
-                                     weights=f"{task.name}.safetensors")
+            net = self._task_net(task)
             prep = self.prep(task, train)
             rows += self._score(net, task, self._load(prep, test, self.m), self.m)
         self._record_splits(splits)
@@ -475,8 +482,7 @@ class SmSafe(Pipeline):
 
         rows = []
         for task in self.tasks():
-            net = self.trained_model(self.build_model(len(task.modalities), task.num_classes),
-                                     weights=f"{task.name}.safetensors")
+            net = self._task_net(task)
             train, _ = self.split(task, self.m.dataset.fold)
             prep = self.prep(task, train)
             cases = task.test
@@ -528,8 +534,7 @@ class SmSafe(Pipeline):
                              fix="use a train run of variant sm-safe or amf-net")
         rows = []
         for task in self.tasks():
-            net = self.trained_model(self.build_model(len(task.modalities), task.num_classes),
-                                     weights=f"{task.name}.safetensors").eval()
+            net = self._task_net(task).eval()
             train, test = self.split(task, self.m.dataset.fold)
             prep = self.prep(task, train)
             out_dir = self.ctx.run.path / "fuse_maps" / task.name

@@ -76,6 +76,18 @@ def test_eval_uses_the_train_run(cli, trained):
     assert json.loads((ev / "run.json").read_text())["parent"] == json.loads((run / "run.json").read_text())["id"]
 
 
+def test_eval_with_one_tasks_checkpoint(cli, trained):
+    runs, run = trained
+    ck = run / "checkpoints" / "Task91_SynthCT.safetensors"
+    r = cli("eval", "sm-safe", "--dataset", "msd", "--fixture", "--runs-dir", runs, "--json", *TINY,
+            "--checkpoint", ck, "-o", "dataset.tasks=[Task91_SynthCT]")
+    assert r.code == 0, r.err
+    train_metrics = json.loads((run / "metrics.json").read_text())
+    assert r.json()["metrics"]["dice"] == train_metrics["tasks"]["Task91_SynthCT"]["dice"]
+    both = cli("eval", "sm-safe", "--dataset", "msd", "--fixture", "--runs-dir", runs, *TINY, "--checkpoint", ck)
+    assert both.code == 2 and "dataset.tasks=[TaskXX_Name]" in both.err and "Traceback" not in both.err
+
+
 def test_summarize_prints_mean_sd_across_the_two_tasks(cli, trained):
     runs, run = trained
     r = cli("summarize", "sm-safe", "--dataset", "msd", "--fixture", "--runs-dir", runs, "--json", *TINY)
