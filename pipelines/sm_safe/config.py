@@ -41,6 +41,13 @@ class Model(Section):
     num_res_units: int = Field(2, ge=0)
     ase_layers: int = Field(3, ge=1, le=3, description="ASE layers at 1/4, 1/8, 1/16 of the patch")
     concat_raw: bool = Field(False, description="also feed the raw images to the U-Net ('spatial cues')")
+    amf_levels: Literal[1, 2] = Field(1, description="2: also fuse after a stride-2 stage, added at U-Net level 2")
+
+    @model_validator(mode="after")
+    def _levels_need_amf(self):
+        if self.amf_levels == 2 and self.variant == "unet":
+            raise ValueError("amf_levels 2 needs AMF: use variant sm-safe or amf-net")
+        return self
 
     @field_validator("unet_channels")
     @classmethod

@@ -50,7 +50,9 @@ Choices where the card is silent (ours):
 - No validation during training (the paper has no validation protocol); the held-out fold is scored once at the end.
 - The checkpoint for resuming is per task (``checkpoints/<task>/last.ckpt``); a task whose weights are already
   written is not trained again when an interrupted multi-task run resumes.
-- ``model.amf_levels 2`` ("hierarchical" fusion) is not wired into the U-Net: ``models.fusion.SMSAFE`` fuses once.
+- ``model.amf_levels: 2`` (the card's ``--amf-levels 2``, the abstract's "hierarchical" fusion) uses
+  ``models.fusion_hierarchical.SMSAFEHierarchical``: a second AMF after a stride-2 stage per modality, projected by
+  a 1×1×1 convolution (ours) and added at the U-Net's second level. It is a fourth ablation variant.
 - ``model.modalities`` / ``model.num_classes`` (default 4 / 4, BrainTumour) only size the model when no task is at
   hand (``--dry-run``, ``show``); a run sizes each task's model from its dataset.json. ``params_total`` in a train
   run's metrics is the first task's model.
@@ -77,6 +79,7 @@ import torch
 from medrun.datasets import msd
 from medrun.errors import DataError, UsageError
 from medrun.models.fusion import SMSAFE
+from medrun.models.fusion_hierarchical import SMSAFEHierarchical
 
 from .. import segmentation as seg
 from .. import training
@@ -105,6 +108,10 @@ class Item:
 
 
 def build_net(mm, modalities: int, num_classes: int) -> SMSAFE:
+    if mm.amf_levels == 2:
+        return SMSAFEHierarchical(modalities, num_classes, 3, mm.fusion_channels, tuple(mm.unet_channels),
+                                  num_res_units=mm.num_res_units, ase_layers=mm.ase_layers,
+                                  use_ase=mm.variant == "sm-safe", concat_raw=mm.concat_raw)
     use_amf = mm.variant != "unet"
     return SMSAFE(modalities, num_classes, spatial_dims=3, fusion_channels=mm.fusion_channels,
                   unet_channels=tuple(mm.unet_channels), num_res_units=mm.num_res_units, ase_layers=mm.ase_layers,

@@ -132,12 +132,12 @@ def test_ablate_writes_one_table(cli, runs):
     run = runs / "sm-safe" / f"ablate-{r.json()['run_id'][:12]}"
     rows = _rows(run / "ablation.csv")
     assert [(row["variant"], row["model"]) for row in rows] == [("unet", "unet"), ("amf-net", "amf-net"),
-                                                                 ("sm-safe", "sm-safe")]
-    assert int(rows[0]["params"]) < int(rows[1]["params"]) < int(rows[2]["params"])
+                                                                 ("sm-safe", "sm-safe"), ("sm-safe-hierarchical", "sm-safe")]
+    assert int(rows[0]["params"]) < int(rows[1]["params"]) < int(rows[2]["params"]) < int(rows[3]["params"])
     paper = (run / "paper.md").read_text()
     assert "Table 1" in paper and "0.78 ± 0.12" in paper and "ordering" in paper
     assert (run / "checkpoints" / "amf-net_Task90_SynthMulti.safetensors").exists()
-    assert {row["variant"] for row in _rows(run / "per_case.csv")} == {"unet", "amf-net", "sm-safe"}
+    assert {row["variant"] for row in _rows(run / "per_case.csv")} == {"unet", "amf-net", "sm-safe", "sm-safe-hierarchical"}
 
 
 def test_ablate_variant_with_unknown_key_is_a_manifest_error(cli, runs):
