@@ -8,6 +8,7 @@
 - ``selective_scan``: selective scan (sequential, chunked, mamba_ssm on CUDA), Mamba block, CMU-Net MambaLayer.
 - ``morphology``: learnable erosion / dilation, MA-DTNet's SMA and C-SMA.
 - ``fusion``: SM-SAFE's modality stems, adaptive fusion (AMF), attentive structural encoder (ASE), SM-SAFE model.
+- ``fusion_hierarchical``: SM-SAFE with a second AMF at half resolution added at U-Net level 2 (``--amf-levels 2``).
 
 This package imports only torch and MONAI, never other medrun folders.
 """
