@@ -20,6 +20,13 @@ EXTRA_HELP = {
     "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
     "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
     "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and success rates.",
+    "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+    "repeat": "Train once per split seed the card's protocol names; writes each repeat and mean ± variance.",
+    "complexity": "Count parameters and multiply-accumulates of the card's models beside the paper's table.",
+    "fuse-maps": "Write a finished train run's per-modality fusion weight maps (NIfTI) and their means per label.",
+    "summarize": "Summarise a finished multi-task train run: mean ± sd across its tasks.",
+    "lrp-stats": "Relevance statistics of a finished train run (max |R|, conservation, relevance inside the object).",
+    "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground truth.",
 }
 
 EXAMPLES = {
