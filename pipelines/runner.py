@@ -287,12 +287,12 @@ def identity_manifest(mdict: dict) -> dict:
 
 
 def train_key(mdict: dict, spec) -> str:
-    """What identifies 'the same training': the manifest without where data lies, hardware, or the sections of
-    stages that only consume a finished run (``eval``, ``predict``, ``explain`` …), so a train run is found again
-    by an eval or explain with other settings for that stage. A stage that both consumes and is consumed (a
-    ``train`` on top of a ``pretrain``) keeps its section."""
-    leaves = [s for s in spec.parents if s not in spec.parents.values()]  # consumers that no stage consumes
-    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *leaves, "trainer.devices", "trainer.num_nodes",
+    """What identifies 'the same training': the manifest without where data lies, hardware, or the sections named
+    after stages whose runs no other stage consumes (``eval``, ``predict``, ``explain``, ``cv``, ``ablate`` …), so a
+    train run is found again by an eval or explain with other settings for those stages. A stage whose runs are
+    consumed (``train``, or a ``pretrain`` under it) keeps its section."""
+    others = [s.replace("-", "_") for s in spec.stages if s not in spec.parents.values()]  # stages no stage consumes
+    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *others, "trainer.devices", "trainer.num_nodes",
                                          "trainer.strategy", "trainer.accelerator")))
 
 
