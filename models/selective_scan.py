@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -148,6 +149,29 @@ def selective_scan_chunked(
     return (y, state) if return_last_state else y
 
 
+def _ssd_group(delta, B, u, C, A, state, T: int):
+    """One group of G chunks of ``selective_scan_ssd``: (y (batch, E, G*T), state at its end)."""
+    batch, channels, span = u.shape
+    n, G = A.shape[1], span // T
+    dt = delta.reshape(batch, channels, 1, G, T)
+    decay = dt * A[None, :, :, None, None]  # a_t: (batch, E, N, G, T)
+    inputs = dt * B.reshape(batch, 1, n, G, T) * u.reshape(batch, channels, 1, G, T)
+    cum = decay.cumsum(-1)  # (batch, E, N, G, T), <= 0
+    if float(cum[..., -1].detach().min()) > -_LOG_SPACE_LIMIT:
+        # states from a zero start, in log space: h_t = exp(S_t) * sum_{s<=t} exp(-S_s) x_s. exp(-S_s) <=
+        # exp(limit) cannot overflow, and each term's rounding error stays below eps * |x_s|
+        intra = torch.exp(cum) * (torch.exp(-cum) * inputs).cumsum(-1)
+    else:  # strong decays: the segment-sum kernel (T x T per chunk), exact at any decay
+        intra = (torch.exp(segment_sum(decay)) @ inputs[..., None]).squeeze(-1)
+    # state at the start of each chunk: chunk totals scanned by a segment sum over the chunks
+    starts = torch.cat([state[..., None], intra[..., -1]], dim=-1)  # (batch, E, N, G + 1)
+    totals = F.pad(cum[..., -1], (1, 0))  # (batch, E, N, G + 1), totals[c] = decay of chunk c - 1
+    carried = (torch.exp(segment_sum(totals)) @ starts[..., None]).squeeze(-1)  # (batch, E, N, G + 1)
+    states = intra + torch.exp(cum) * carried[..., :G, None]
+    y = (states * C.reshape(batch, 1, n, G, T)).sum(2).reshape(batch, channels, G * T)
+    return y, carried[..., G]
+
+
 def selective_scan_ssd(
     u,
     delta,
@@ -188,28 +212,20 @@ def selective_scan_ssd(
     per_chunk = batch * channels * n  # a group of G chunks holds (G + 1)^2 hand-over and G * T state elements per row
     group = max(1, min(n_chunks, int(((T / 2) ** 2 + max_elements / per_chunk) ** 0.5 - T / 2)))
     state = u.new_zeros(batch, channels, n)
+    # Each group runs under activation checkpointing when gradients are needed: only its inputs are kept and its
+    # (batch, E, N, G, T) intermediates are recomputed in the backward pass, so memory stays O(batch E L + one
+    # group) instead of O(batch E N L) (at 256² that is gigabytes per layer).
+    saving = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     ys = []
     for g0 in range(0, n_chunks, group):
         g1 = min(g0 + group, n_chunks)
         sl = slice(g0 * T, g1 * T)
-        G = g1 - g0
-        dt = delta[:, :, sl].reshape(batch, channels, 1, G, T)
-        decay = dt * A[None, :, :, None, None]  # a_t: (batch, E, N, G, T)
-        inputs = dt * B[:, None, :, sl].reshape(batch, 1, n, G, T) * u[:, :, sl].reshape(batch, channels, 1, G, T)
-        cum = decay.cumsum(-1)  # (batch, E, N, G, T), <= 0
-        if float(cum[..., -1].detach().min()) > -_LOG_SPACE_LIMIT:
-            # states from a zero start, in log space: h_t = exp(S_t) * sum_{s<=t} exp(-S_s) x_s. exp(-S_s) <=
-            # exp(limit) cannot overflow, and each term's rounding error stays below eps * |x_s|
-            intra = torch.exp(cum) * (torch.exp(-cum) * inputs).cumsum(-1)
-        else:  # strong decays: the segment-sum kernel (T x T per chunk), exact at any decay
-            intra = (torch.exp(segment_sum(decay)) @ inputs[..., None]).squeeze(-1)
-        # state at the start of each chunk: chunk totals scanned by a segment sum over the chunks
-        starts = torch.cat([state[..., None], intra[..., -1]], dim=-1)  # (batch, E, N, G + 1)
-        totals = F.pad(cum[..., -1], (1, 0))  # (batch, E, N, G + 1), totals[c] = decay of chunk c - 1
-        carried = (torch.exp(segment_sum(totals)) @ starts[..., None]).squeeze(-1)  # (batch, E, N, G + 1)
-        states = intra + torch.exp(cum) * carried[..., :G, None]
-        ys.append((states * C[:, None, :, sl].reshape(batch, 1, n, G, T)).sum(2).reshape(batch, channels, G * T))
-        state = carried[..., G]
+        args = (delta[:, :, sl], B[:, :, sl], u[:, :, sl], C[:, :, sl], A, state, T)
+        if saving:
+            y_g, state = torch.utils.checkpoint.checkpoint(_ssd_group, *args, use_reentrant=False)
+        else:
+            y_g, state = _ssd_group(*args)
+        ys.append(y_g)
     y = torch.cat(ys, dim=-1)[..., :length]
     y = _finish(y, u[..., :length], D, z[..., :length] if z is not None else None, out_dtype)
     return (y, state) if return_last_state else y

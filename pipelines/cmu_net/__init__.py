@@ -8,7 +8,7 @@ from medrun.pipelines import PipelineSpec
 SPEC = PipelineSpec(
     slug="cmu-net",
     title="CMU-Net",
-    paper="Attention Seekers: U-Net with Mamba (CMU-Net) for sub-cellular segmentation of fluorescence microscopy",
+    paper="Sinha & Sekh, Attention Seekers U-Net with Mamba for Sub-cellular Segmentation (CMU-Net)",
     card="cmu-net",
     datasets=("sekh-mito", "luo-er", "luo-mito"),
     stages=("train", "eval", "predict", "morphology", "ablation"),

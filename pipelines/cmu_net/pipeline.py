@@ -198,14 +198,15 @@ def predict_mask(net, image: np.ndarray, patch: int, overlap: float = 0.5) -> np
     from monai.inferers import sliding_window_inference
 
     net.eval()
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    device = next(net.parameters()).device  # wherever the Trainer left the network
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
 
     def forward(t):
         out = net(t)
         return out[0] if isinstance(out, (list, tuple)) else out
 
     logits = sliding_window_inference(x, (patch, patch), 4, forward, overlap=overlap, mode="gaussian")
-    return logits[0].argmax(0).numpy().astype(np.uint8)
+    return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict:
