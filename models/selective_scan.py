@@ -157,11 +157,13 @@ def _ssd_group(delta, B, u, C, A, state, T: int):
     decay = dt * A[None, :, :, None, None]  # a_t: (batch, E, N, G, T)
     inputs = dt * B.reshape(batch, 1, n, G, T) * u.reshape(batch, channels, 1, G, T)
     cum = decay.cumsum(-1)  # (batch, E, N, G, T), <= 0
-    if float(cum[..., -1].detach().min()) > -_LOG_SPACE_LIMIT:
+    if T == 1:  # one step per chunk: from a zero start the state is the input itself
+        intra = inputs
+    elif float(cum[..., -1].detach().min()) >= -_LOG_SPACE_LIMIT:
         # states from a zero start, in log space: h_t = exp(S_t) * sum_{s<=t} exp(-S_s) x_s. exp(-S_s) <=
         # exp(limit) cannot overflow, and each term's rounding error stays below eps * |x_s|
         intra = torch.exp(cum) * (torch.exp(-cum) * inputs).cumsum(-1)
-    else:  # strong decays: the segment-sum kernel (T x T per chunk), exact at any decay
+    else:  # cannot happen with the chunk length chosen above; kept as the exact (T x T per chunk) fallback
         intra = (torch.exp(segment_sum(decay)) @ inputs[..., None]).squeeze(-1)
     # state at the start of each chunk: chunk totals scanned by a segment sum over the chunks
     starts = torch.cat([state[..., None], intra[..., -1]], dim=-1)  # (batch, E, N, G + 1)
@@ -190,8 +192,8 @@ def selective_scan_ssd(
 
     Added for cmu-net (its CPU training cost). Inside a chunk the states from a zero start are computed in log
     space, ``h_t = exp(S_t) * cumsum_s(exp(-S_s) x_s)`` with ``S_t`` the chunk's cumulative decay, which is
-    safe while the chunk's total decay stays above -60 (``exp(60)`` is far from float32 overflow); a group whose
-    decay is stronger uses the segment-sum kernel of ``selective_scan_chunked`` instead. Rather than a Python loop
+    safe while the chunk's total decay stays above -60 (``exp(60)`` is far from float32 overflow); the chunk length
+    is shortened below ``chunk_size`` when the strongest per-step decay ``max(delta * |A|)`` requires it. Rather than a Python loop
     over chunks, all chunks of a group are done in one go and the states handed from chunk to chunk come from a
     segment sum over the chunks' total decays. Groups of chunks
     (sized so the (…, T, T) kernel stays under ``max_elements``) carry the last state to the next group. Far fewer,
@@ -204,7 +206,10 @@ def selective_scan_ssd(
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, channels, length = u.shape
     n = A.shape[1]
-    T = chunk_size
+    # The log-space states need a chunk's total decay above -_LOG_SPACE_LIMIT: shorten the chunks when the
+    # strongest per-step decay max(delta * |A|) would exceed it (S4D's A reaches -N, so d_state 16 often does)
+    strongest = float((delta.detach().amax(dim=(0, 2)) * (-A.detach()).amax(dim=1)).max()) if length else 0.0
+    T = max(1, min(chunk_size, int(_LOG_SPACE_LIMIT / strongest))) if strongest > 0 else chunk_size
     pad = (-length) % T
     if pad:
         u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))

@@ -19,7 +19,9 @@ weight decay 3e-5, lr 0.01 annealed by a per-iteration cosine to 1e-5; gradient 
 Network: ``models/cmunet.py`` (5 stages 32–512, each 2 × conv-IN-LeakyReLU → MambaLayer → CBAM, max-pool,
 transposed-conv decoder, deep-supervision heads). ``model.name`` picks the ablation variant (``unet``, ``umamba``
 = U-Net + Mamba, ``unet-cbam``, ``cmunet``) on one code path, or a MONAI baseline (``segresnet``, ``unetr``,
-``swinunetr``, 2D, one output, no deep supervision).
+``swinunetr``, 2D, one output, no deep supervision). The selective scan defaults to ``scan: ssd`` with T = 64
+(``models/selective_scan.py``: every chunk at once, activation checkpointing per group of chunks), the fastest
+pure-PyTorch scan on a CPU; on a CUDA machine with ``mamba_ssm`` installed, ``-o model.scan=auto`` uses its kernel.
 
 Evaluation: sliding-window inference (MONAI, roi = the training patch, Gaussian weighting, overlap 0.5; an image
 smaller than the patch is padded), argmax. Per image: F1 = Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) of the
@@ -35,6 +37,10 @@ generator's drawn counts (``fixture_truth.json``) are checked: ``morph_truth_exa
 Ablation (Table 5) is a manifest list, not a code fork: the ``ablation`` stage trains ``ablation.variants`` one
 after another with the manifest's settings (only ``model.name`` changes), evaluates each on the test split and
 writes one table (``ablation.csv``, ``paper.md`` beside the paper's rows from ``ablation.expect``).
+
+Fixture smoke run (the card's settings: channels 8–64, d_state 4, batch 4, 200 iterations, lr 0.01 cosine): flips
+only, no rotation or elastic deformation, so that 200 steps learn. The tests' learning check trains 40 iterations
+with lr 0.1 and momentum 0.9 instead of 0.99 (nnU-Net's momentum needs ~60 steps before the loss moves).
 
 Choices where the card is silent: no validation loop (the card's protocol evaluates the final model on the test
 split; the train stage's ``metrics.json`` therefore holds test metrics); no foreground oversampling in the patch
