@@ -51,7 +51,7 @@ def _step_time(net, loss_fn) -> tuple[float, int]:
 
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
-    load = ", load average %.1f at start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
     return (f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, no GPU used")
 

@@ -279,7 +279,8 @@ def _draw_object(rng, kind: str, size: int):
     import numpy as np
     from skimage.draw import disk, line
     from skimage.measure import label
-    from skimage.morphology import dilation, disk as disk_fp
+    from skimage.morphology import dilation
+    from skimage.morphology import disk as disk_fp
 
     lo, hi = MORPH_BINS[kind]
     for _ in range(200):

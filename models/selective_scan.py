@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 try:  # optional CUDA fast path; any failure (missing package, no compiled extension) means "not available"

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from medrun.models.attention import CBAM
 from medrun.models.cmunet import CMUNet, deep_supervision_weights
 from medrun.models.selective_scan import MambaLayer, selective_scan_sequential, selective_scan_ssd
-from medrun.models.attention import CBAM
 
 
 def n_params(m):
