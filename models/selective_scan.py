@@ -16,6 +16,9 @@ optionally followed by ``y * silu(z)``. Three implementations share one signatur
   batched matmul per chunk, and the last state is carried to the next chunk. The segment sum is built from a masked
   cumulative sum of the a's themselves, never as a difference of two long prefix sums, so strong decays neither
   overflow ``exp`` nor lose precision by cancellation.
+- ``selective_scan_ssd`` (added for cmu-net): every chunk at once, states inside a chunk in log space, the
+  hand-over between chunks by a segment sum over the chunk totals; few large operations, the fastest on a CPU
+  for CMU-Net's small channel counts (``scan="ssd"``).
 - ``mamba_ssm``'s kernel, used by ``selective_scan`` when that package imports and the tensors are on CUDA.
   The import is guarded: on machines without it (or without CUDA) the chunked scan is used.
 
@@ -34,6 +37,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 try:  # optional CUDA fast path; any failure (missing package, no compiled extension) means "not available"
@@ -48,8 +52,10 @@ __all__ = [
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",
+    "selective_scan_ssd",
 ]
 
+_LOG_SPACE_LIMIT = 60.0  # exp(60) ~ 1e26: far from float32's overflow at exp(88)
 DEFAULT_CHUNK = 8  # cmu-net.md suggests 64; on the 2-core CPU 8 is fastest (docs/performance.md)
 
 
@@ -143,6 +149,93 @@ def selective_scan_chunked(
     return (y, state) if return_last_state else y
 
 
+def _ssd_group(delta, B, u, C, A, state, T: int):
+    """One group of G chunks of ``selective_scan_ssd``: (y (batch, E, G*T), state at its end)."""
+    batch, channels, span = u.shape
+    n, G = A.shape[1], span // T
+    dt = delta.reshape(batch, channels, 1, G, T)
+    decay = dt * A[None, :, :, None, None]  # a_t: (batch, E, N, G, T)
+    inputs = dt * B.reshape(batch, 1, n, G, T) * u.reshape(batch, channels, 1, G, T)
+    cum = decay.cumsum(-1)  # (batch, E, N, G, T), <= 0
+    if T == 1:  # one step per chunk: from a zero start the state is the input itself
+        intra = inputs
+    elif float(cum[..., -1].detach().min()) >= -_LOG_SPACE_LIMIT:
+        # states from a zero start, in log space: h_t = exp(S_t) * sum_{s<=t} exp(-S_s) x_s. exp(-S_s) <=
+        # exp(limit) cannot overflow, and each term's rounding error stays below eps * |x_s|
+        intra = torch.exp(cum) * (torch.exp(-cum) * inputs).cumsum(-1)
+    else:  # cannot happen with the chunk length chosen above; kept as the exact (T x T per chunk) fallback
+        intra = (torch.exp(segment_sum(decay)) @ inputs[..., None]).squeeze(-1)
+    # state at the start of each chunk: chunk totals scanned by a segment sum over the chunks
+    starts = torch.cat([state[..., None], intra[..., -1]], dim=-1)  # (batch, E, N, G + 1)
+    totals = F.pad(cum[..., -1], (1, 0))  # (batch, E, N, G + 1), totals[c] = decay of chunk c - 1
+    carried = (torch.exp(segment_sum(totals)) @ starts[..., None]).squeeze(-1)  # (batch, E, N, G + 1)
+    states = intra + torch.exp(cum) * carried[..., :G, None]
+    y = (states * C.reshape(batch, 1, n, G, T)).sum(2).reshape(batch, channels, G * T)
+    return y, carried[..., G]
+
+
+def selective_scan_ssd(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    chunk_size: int = 64,
+    max_elements: int = 2**25,
+):
+    """Chunked scan with every chunk of a group computed at once (Mamba-2's "SSD" block decomposition).
+
+    Added for cmu-net (its CPU training cost). Inside a chunk the states from a zero start are computed in log
+    space, ``h_t = exp(S_t) * cumsum_s(exp(-S_s) x_s)`` with ``S_t`` the chunk's cumulative decay, which is
+    safe while the chunk's total decay stays above -60 (``exp(60)`` is far from float32 overflow); the chunk length
+    is shortened below ``chunk_size`` when the strongest per-step decay ``max(delta * |A|)`` requires it. Rather than a Python loop
+    over chunks, all chunks of a group are done in one go and the states handed from chunk to chunk come from a
+    segment sum over the chunks' total decays. Groups of chunks
+    (sized so the (…, T, T) kernel stays under ``max_elements``) carry the last state to the next group. Far fewer,
+    larger operations: on a CPU this is what makes small channel counts fast. The sequence is padded to a multiple
+    of T with delta = 0 (decay 1, no input), which leaves the states unchanged.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_dtype = u.dtype
+    u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    batch, channels, length = u.shape
+    n = A.shape[1]
+    # The log-space states need a chunk's total decay above -_LOG_SPACE_LIMIT: shorten the chunks when the
+    # strongest per-step decay max(delta * |A|) would exceed it (S4D's A reaches -N, so d_state 16 often does)
+    strongest = float((delta.detach().amax(dim=(0, 2)) * (-A.detach()).amax(dim=1)).max()) if length else 0.0
+    T = max(1, min(chunk_size, int(_LOG_SPACE_LIMIT / strongest))) if strongest > 0 else chunk_size
+    pad = (-length) % T
+    if pad:
+        u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))
+    n_chunks = (length + pad) // T
+    per_chunk = batch * channels * n  # a group of G chunks holds (G + 1)^2 hand-over and G * T state elements per row
+    group = max(1, min(n_chunks, int(((T / 2) ** 2 + max_elements / per_chunk) ** 0.5 - T / 2)))
+    state = u.new_zeros(batch, channels, n)
+    # Each group runs under activation checkpointing when gradients are needed: only its inputs are kept and its
+    # (batch, E, N, G, T) intermediates are recomputed in the backward pass, so memory stays O(batch E L + one
+    # group) instead of O(batch E N L) (at 256² that is gigabytes per layer).
+    saving = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+    ys = []
+    for g0 in range(0, n_chunks, group):
+        g1 = min(g0 + group, n_chunks)
+        sl = slice(g0 * T, g1 * T)
+        args = (delta[:, :, sl], B[:, :, sl], u[:, :, sl], C[:, :, sl], A, state, T)
+        if saving:
+            y_g, state = torch.utils.checkpoint.checkpoint(_ssd_group, *args, use_reentrant=False)
+        else:
+            y_g, state = _ssd_group(*args)
+        ys.append(y_g)
+    y = torch.cat(ys, dim=-1)[..., :length]
+    y = _finish(y, u[..., :length], D, z[..., :length] if z is not None else None, out_dtype)
+    return (y, state) if return_last_state else y
+
+
 def selective_scan(
     u,
     delta,
@@ -170,6 +263,7 @@ _SCANS = {
     "auto": selective_scan,
     "chunked": selective_scan_chunked,
     "sequential": selective_scan_sequential,
+    "ssd": selective_scan_ssd,
 }
 
 
@@ -181,7 +275,7 @@ class Mamba(nn.Module):
     y * SiLU(z) -> out_proj (no bias). dt_proj's bias is set so that softplus(bias) is log-uniform in
     [dt_min, dt_max].
 
-    ``scan`` picks the implementation: "auto" (mamba_ssm on CUDA, else chunked), "chunked" or "sequential".
+    ``scan`` picks the implementation: "auto" (mamba_ssm on CUDA, else chunked), "chunked", "ssd" or "sequential".
     """
 
     def __init__(

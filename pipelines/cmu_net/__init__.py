@@ -1,0 +1,18 @@
+"""cmu-net: CMU-Net, a U-Net with Mamba and CBAM for sub-cellular segmentation (card: shared/papers/cmu-net.md).
+
+The manifest lives in ``config.py``, the method in ``pipeline.py``.
+"""
+
+from medrun.pipelines import PipelineSpec
+
+SPEC = PipelineSpec(
+    slug="cmu-net",
+    title="CMU-Net",
+    paper="Sinha & Sekh, Attention Seekers U-Net with Mamba for Sub-cellular Segmentation (CMU-Net)",
+    card="cmu-net",
+    datasets=("sekh-mito", "luo-er", "luo-mito"),
+    stages=("train", "eval", "predict", "morphology", "ablation"),
+    manifest="medrun.pipelines.cmu_net.config:CmuNetManifest",
+    impl="medrun.pipelines.cmu_net.pipeline:CmuNet",
+    parents={"eval": "train", "predict": "train", "morphology": "train"},
+)
