@@ -80,7 +80,7 @@ class CmuNetManifest(Manifest):
     eval: Eval = Field(default_factory=Eval)
     morphology: Morphology = Field(default_factory=Morphology)
     predict: Predict = Field(default_factory=Predict)
-    ablation: Ablation = Field(default_factory=Ablation)
+    ablate: Ablation = Field(default_factory=Ablation)
 
     @model_validator(mode="after")
     def _patch_fits(self):
@@ -90,11 +90,11 @@ class CmuNetManifest(Manifest):
                              f"({len(self.model.channels) - 1} poolings)")
         return self
 
-    @field_validator("ablation")
+    @field_validator("ablate")
     @classmethod
     def _unique(cls, v: Ablation) -> Ablation:
         if len(set(v.variants)) != len(v.variants):
-            raise ValueError("ablation.variants lists a model twice")
+            raise ValueError("ablate.variants lists a model twice")
         return v
 
 

@@ -34,9 +34,9 @@ counts as network); count and total area per class. The train stage reports it f
 ``morphology`` stage does it for any split of a finished train run and draws a bar chart. On the fixture the
 generator's drawn counts (``fixture_truth.json``) are checked: ``morph_truth_exact`` is 1 when every case matches.
 
-Ablation (Table 5) is a manifest list, not a code fork: the ``ablation`` stage trains ``ablation.variants`` one
+Ablation (Table 5) is a manifest list, not a code fork: the ``ablate`` stage trains ``ablate.variants`` one
 after another with the manifest's settings (only ``model.name`` changes), evaluates each on the test split and
-writes one table (``ablation.csv``, ``paper.md`` beside the paper's rows from ``ablation.expect``).
+writes one table (``ablation.csv``, ``paper.md`` beside the paper's rows from ``ablate.expect``).
 
 Fixture smoke run (the card's settings: channels 8–64, d_state 4, batch 4, 200 iterations, lr 0.01 cosine): flips
 only, no rotation or elastic deformation, so that 200 steps learn. The tests' learning check trains 40 iterations
@@ -427,11 +427,11 @@ class CmuNet(Pipeline):
         return metrics
 
     # -- ablation (Table 5) ---------------------------------------------------------------------------------
-    def ablation(self) -> dict:
+    def ablate(self) -> dict:
         splits, meta = self.splits()
         train, test = self.load(splits["train"], meta), self.load(splits["test"], meta)
-        table, all_rows, metrics = [], [], {"variants": list(self.m.ablation.variants)}
-        for v in self.m.ablation.variants:
+        table, all_rows, metrics = [], [], {"variants": list(self.m.ablate.variants)}
+        for v in self.m.ablate.variants:
             section = self.m.model.model_copy(update={"name": v})
             self.ctx.log(f"ablation: {v} (train {len(train)} · test {len(test)})")
             training.apply_determinism(self.m.determinism, self.m.seed)  # every variant starts from the same seed
@@ -441,7 +441,7 @@ class CmuNet(Pipeline):
             s = seg.summarise(rows, METRIC_NAMES)
             morph = self._morph_totals(rows)
             all_rows += [{"variant": v, **r} for r in rows]
-            exp = self.m.ablation.expect.get(v, {})
+            exp = self.m.ablate.expect.get(v, {})
             table.append({"variant": v, "f1": s["f1"], "iou": s["iou"], "miou": s["miou"],
                           "paper_f1": exp.get("f1"), "paper_iou": exp.get("iou"),
                           "params": training.count_params(net)["params_total"], **fit_info,

@@ -52,12 +52,12 @@ def test_learns_on_fixture_then_eval_morphology_predict(cli, runs):
 
 
 def test_ablation_is_one_manifest_list(cli, runs):
-    r = cli("ablation", "cmu-net", "--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
-            "-o", "train.iters_per_epoch=2", "-o", "train.batch_size=2", "-o", "ablation.variants=[unet,cmunet]", "--json")
+    r = cli("ablate", "cmu-net", "--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "train.iters_per_epoch=2", "-o", "train.batch_size=2", "-o", "ablate.variants=[unet,cmunet]", "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
     assert m["variants"] == ["unet", "cmunet"] and {"unet.f1", "cmunet.f1", "cmunet.miou"} <= set(m)
-    run = runs / "cmu-net" / f"ablation-{r.json()['run_id'][:12]}"
+    run = runs / "cmu-net" / f"ablate-{r.json()['run_id'][:12]}"
     table = (run / "ablation.csv").read_text().splitlines()
     assert len(table) == 3 and table[1].startswith("unet,") and table[2].startswith("cmunet,")
     paper = (run / "paper.md").read_text()
