@@ -23,6 +23,7 @@ app = typer.Typer(
     "  medrun train ad-lite --dataset oasis --data-dir ~/kaggle/imagesoasis/Data -o train.epochs=3",
     no_args_is_help=True,
     add_completion=False,
+    suggest_commands=False,  # click already suggests a close command name; typer would add it a second time
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

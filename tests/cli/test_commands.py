@@ -59,7 +59,8 @@ def test_doctor(cli):
 
 
 def test_unknown_command_is_usage_error(cli):
-    assert cli("trian", "ad-lite").code == 2
+    r = cli("trian", "ad-lite")
+    assert r.code == 2 and r.err.count("Did you mean 'train'?") == 1
 
 
 def test_unknown_pipeline_and_dataset_suggest(cli, runs):
