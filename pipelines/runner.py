@@ -141,6 +141,9 @@ def fixture_root(name: str, seed: int = 0, log=print) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        for old in target.parent.glob(f"{name}-seed{seed}-*"):  # earlier versions of this dataset's module
+            if old != target and (old / ".medrun-fixture.json").exists():
+                shutil.rmtree(old, ignore_errors=True)
     rel = json.loads(marker.read_text())["root"]
     return target / rel
 
