@@ -27,6 +27,13 @@ EXTRA_HELP = {
     "summarize": "Summarise a finished multi-task train run: mean ± sd across its tasks.",
     "lrp-stats": "Relevance statistics of a finished train run (max |R|, conservation, relevance inside the object).",
     "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground truth.",
+    "topo": "Compute each subject's persistence diagrams and Wasserstein features once (cached; resumes where it stopped).",
+    "analyze": "Group statistics and figures of a finished topo run's features (persistence diagrams, distances).",
+    "grid": "Train every combination of the settings the manifest's grid lists; one summary table.",
+    "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
+    "impute": "Fill a finished train run's missing visits: reconstructed volumes as NIfTI, imputed biomarkers as CSV.",
+    "transfer": "Attack every target model with every source model's adversarial images: the source x target table.",
+    "sweep-lambda": "Attack once per value of the adversarial weight the manifest lists; one table and a plot.",
 }
 
 EXAMPLES = {
