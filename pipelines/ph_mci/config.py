@@ -1,0 +1,137 @@
+"""ph-mci's typed manifest (pydantic only) and the data folder it reads.
+
+The persistence settings live in a section named ``ph`` (not ``topo``): the runner leaves the sections named after
+stages out of the key that finds a train run for eval, and these settings decide what was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+
+CLASSES = ("HC", "MCI", "EMCI", "LMCI")
+NETWORKS = ("CB", "CO", "DMN", "FP", "OP", "SM")  # Dosenbach-2010 networks (ROI counts in datasets.adni_rsfmri)
+Net = Literal["CB", "CO", "DMN", "FP", "OP", "SM"]
+Cls = Literal["HC", "MCI", "EMCI", "LMCI"]
+
+
+class Data(DatasetSection):
+    name: Literal["adni-rsfmri"]
+    classes: list[Cls] | None = Field(None, description="class folders topo and analyze read (default: every one present)")
+    networks: list[Net] = Field(list(NETWORKS), min_length=1, description="networks topo computes")
+
+
+class Ph(Section):
+    window: int = Field(3, ge=2, description="sliding-window length M+1 (M = 2, τ = 1): points in R^window")
+    sw_drop_last: bool = Field(True, description="T−window windows as the authors' code (False: all T−window+1)")
+    max_dim: int = Field(2, ge=0, le=2, description="highest homology dimension (Rips, Z/2)")
+    order: float = Field(1.0, ge=1, description="Wasserstein order q (L∞ ground metric, infinite bars dropped)")
+    workers: int = Field(1, ge=1, description="processes computing subjects in parallel (joblib)")
+
+
+def _pair(v: list[str]) -> list[str]:
+    if len(v) != 2 or v[0] == v[1]:
+        raise ValueError("a comparison is two different classes, e.g. [HC, MCI]")
+    return v
+
+
+class Task(Section):
+    classes: list[Cls] = Field(["HC", "MCI"], description="the comparison: [negative, positive] class")
+    network: Net = "CO"
+    dim: int = Field(0, ge=0, le=2, description="homology dimension of the PR matrix")
+    subsample: dict[str, dict[Cls, int]] = Field(
+        default_factory=dict, description="per comparison ('HC-MCI'), a cap per class: HC vs MCI used 50 of the HC")
+    subsample_seed: int = 0
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v):
+        return _pair(v)
+
+
+class Model(Section):
+    head: Literal["paper", "code"] = Field("paper", description="paper: FC128-64-32 + ReLU/dropout; code: FC128 → 2")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class Train(TrainSection):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = 64
+    lr: float = 0.001
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = Field(6, description="torch.random_split generator seed (the code's torch.manual_seed(6))")
+
+
+class Eval(EvalSection):
+    split: Literal["test", "train"] = "test"
+
+
+class Predict(Section):
+    input: str | None = Field(None, description="folder of <subject>.csv files of task.network (default: the test split)")
+
+
+class CV(Section):
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+
+
+class Repeat(Section):
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="each is the split seed and the model seed of one run")
+
+
+class Grid(Section):
+    comparisons: list[list[Cls]] = Field([["HC", "MCI"], ["HC", "EMCI"], ["HC", "LMCI"], ["EMCI", "LMCI"]])
+    networks: list[Net] = Field(list(NETWORKS))
+    dims: list[int] = Field([0, 1, 2])
+
+    @field_validator("comparisons")
+    @classmethod
+    def _pairs(cls, v):
+        return [_pair(c) for c in v]
+
+
+class Analyze(Section):
+    alpha: float = Field(0.01, gt=0, lt=1, description="Wilcoxon rank-sum significance, no correction (paper)")
+    comparisons: list[list[Cls]] = Field([["HC", "EMCI"], ["HC", "LMCI"]])
+    ps_rois: list[int] = Field([1], description="1-based ROIs of task.network whose PS matrix (subject × subject) is "
+                                                 "computed; [] for none (costly: N² distances per ROI)")
+
+    @field_validator("comparisons")
+    @classmethod
+    def _pairs(cls, v):
+        return [_pair(c) for c in v]
+
+
+class PhMciManifest(Manifest):
+    pipeline: Literal["ph-mci"] = "ph-mci"
+    dataset: Data
+    ph: Ph = Field(default_factory=Ph)
+    task: Task = Field(default_factory=Task)
+    model: Model = Field(default_factory=Model)
+    train: Train = Field(default_factory=Train)
+    eval: Eval = Field(default_factory=Eval)
+    predict: Predict = Field(default_factory=Predict)
+    cv: CV = Field(default_factory=CV)
+    repeat: Repeat = Field(default_factory=Repeat)
+    grid: Grid = Field(default_factory=Grid)
+    analyze: Analyze = Field(default_factory=Analyze)
+
+    @model_validator(mode="after")
+    def _dims(self):
+        for d in [self.task.dim, *self.grid.dims]:
+            if d > self.ph.max_dim:
+                raise ValueError(f"homology dimension {d} is above ph.max_dim {self.ph.max_dim}")
+        return self
+
+
+def data_paths(m: PhMciManifest) -> dict[str, Path]:
+    from medrun.datasets import adni_rsfmri
+
+    root = Path(m.dataset.root)
+    if root.exists():
+        adni_rsfmri.check_layout(root, m.dataset.classes)
+    return {"data": root}
