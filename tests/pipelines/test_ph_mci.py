@@ -249,3 +249,19 @@ def test_every_manifest_validates():
         res = manifests.load_file(manifests.manifest_path("ph-mci", "adni-rsfmri", fixture=fixture))
         m = manifests.validate(res, spec.manifest_cls())
         assert m.task.classes == ["HC", "MCI"]
+
+
+def test_grid_and_cv_write_their_tables(cli, runs, small):
+    common = ("ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "--json",
+              "-o", "task.network=CB", "-o", "train.epochs=2", "-o", "ph.workers=1")
+    g = cli("grid", *common, "-o", "grid.networks=[CB]", "-o", "grid.comparisons=[[HC, MCI]]", "-o", "grid.dims=[0, 1]")
+    assert g.code == 0, g.err
+    assert g.json()["metrics"]["cells"] == 2
+    run = Path(g.json()["run_dir"])
+    text = (run / "paper.md").read_text()
+    assert "| HC-MCI | CB | 0 |" in text and "0.8500" in text and "0.7500" in text  # Table 1's CB cells for H0, H1
+    assert len((run / "per_cell.csv").read_text().splitlines()) == 3
+    c = cli("cv", *common, "-o", "cv.folds=2")
+    assert c.code == 0, c.err
+    assert c.json()["metrics"]["folds"] == 2 and "accuracy_mean" in c.json()["metrics"]
+    assert len((Path(c.json()["run_dir"]) / "per_fold.csv").read_text().splitlines()) == 3
