@@ -35,7 +35,7 @@ class Ph(Section):
 
 def _pair(v: list[str]) -> list[str]:
     if len(v) != 2 or v[0] == v[1]:
-        raise ValueError("a comparison is two different classes, e.g. [HC, MCI]")
+        raise ValueError("a comparison is two different classes, e.g. HC and MCI")
     return v
 
 
@@ -77,6 +77,8 @@ class Predict(Section):
 class CV(Section):
     folds: int = Field(5, ge=2)
     seed: int = 0
+    folds_file: str | None = Field(None, description="CSV with columns subject,fold fixing the folds (e.g. a published "
+                                                     "split); otherwise stratified k-fold seeded cv.seed")
 
 
 class Repeat(Section):

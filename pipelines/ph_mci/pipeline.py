@@ -332,7 +332,7 @@ class PhMci(Pipeline):
         comps = [c for c in a.comparisons if all(x in present for x in c)]
         if not comps:
             raise UsageError(f"none of analyze.comparisons has both class folders under {self.root()} (present: "
-                             f"{', '.join(present)})", fix=f"-o 'analyze.comparisons=[[{present[0]}, {present[-1]}]]'")
+                             f"{', '.join(present)})", fix=f"list pairs of present classes in analyze.comparisons, e.g. {present[0]} with {present[-1]}")
         nets = list(self.m.dataset.networks)
         classes = sorted({c for comp in comps for c in comp}, key=CLASSES.index)
         series = ds.list_series(self.root(), classes, nets)
@@ -399,19 +399,23 @@ class PhMci(Pipeline):
 
         tk, c = self.m.task, self.m.cv
         s = self.samples(tk.classes, tk.network, tk.dim)
-        folds = StratifiedKFold(c.folds, shuffle=True, random_state=c.seed).split(np.zeros(len(s.y)), s.y)
+        if c.folds_file:
+            folds = read_folds(Path(c.folds_file), s.ids)
+        else:
+            folds = list(StratifiedKFold(c.folds, shuffle=True, random_state=c.seed).split(np.zeros(len(s.y)), s.y))
+        self._record_splits({f"fold{i + 1}": [s.ids[j] for j in te] for i, (_, te) in enumerate(folds)})
         per_fold = []
         for i, (tr, te) in enumerate(folds):
             L.seed_everything(self.m.seed, workers=True, verbose=False)
-            self.ctx.log(f"fold {i + 1}/{c.folds}: train {len(tr)} · test {len(te)}")
+            self.ctx.log(f"fold {i + 1}/{len(folds)}: train {len(tr)} · test {len(te)}")
             net, hist, secs = self._fit(self.build_model(), s.x[tr], s.y[tr], s.x[te], s.y[te], self.m.seed, False)
             m, _ = evaluate(net, s.x[te], s.y[te], [s.ids[j] for j in te], s.classes)
             per_fold.append({"fold": i + 1, "accuracy": m["accuracy"], "auroc": m["auroc"], **_peak(hist), "n": len(te)})
         clf.write_csv(self.ctx.run.path / "per_fold.csv", per_fold)
-        metrics = {"folds": c.folds, **_mean_sd(per_fold, ("accuracy", "accuracy_peak", "auroc"))}
+        metrics = {"folds": len(folds), **_mean_sd(per_fold, ("accuracy", "accuracy_peak", "auroc"))}
         table = markdown_table(["fold", "accuracy (last)", "accuracy (peak)", "AUROC", "n"],
                                [[f["fold"], f["accuracy"], f["accuracy_peak"], f["auroc"], f["n"]] for f in per_fold])
-        self._paper_md(metrics, s, title=f"PH-MCI, {c.folds}-fold stratified CV",
+        self._paper_md(metrics, s, title=f"PH-MCI, {len(folds)}-fold CV",
                        extra=[f"## Folds\n\nLast-epoch accuracy is the honest estimate; no fold's test part picks its "
                               f"epoch.\n\n{table}"])
         return metrics
@@ -515,6 +519,36 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, ids: list[str], classes: list[st
     rows = [{"subject": i, "true": classes[t], "pred": classes[p], **{f"prob_{c}": round(float(probs[j, q]), 6)
              for q, c in enumerate(classes)}} for j, (i, t, p) in enumerate(zip(ids, y, pred, strict=True))]
     return metrics, rows
+
+
+def read_folds(path: Path, ids: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs from a ``subject,fold`` CSV. A subject listed in two folds, or one of the data's
+    subjects missing from the file, is an error naming the file and the subject."""
+    import csv
+
+    if not path.is_file():
+        raise DataError(f"cv.folds_file not found: {path}", fix="a CSV with a header subject,fold")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"subject", "fold"} <= set(rows[0]):
+        raise DataError(f"{path} needs the columns subject and fold", fix="a CSV with a header subject,fold")
+    fold_of: dict[str, str] = {}
+    for r in rows:
+        sub, fold = r["subject"].strip().split("/")[-1], r["fold"].strip()
+        if sub in fold_of and fold_of[sub] != fold:
+            raise DataError(f"{path}: subject {sub} is in two folds, {fold_of[sub]} and {fold}",
+                            fix="list each subject in one fold only")
+        fold_of[sub] = fold
+    subjects = [i.split("/")[-1] for i in ids]
+    missing = [x for x in subjects if x not in fold_of]
+    if missing:
+        raise DataError(f"{path} has no fold for subject {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""),
+                        fix="give every subject of the comparison a fold")
+    labels = np.array([fold_of[x] for x in subjects])
+    names = sorted(set(labels), key=lambda v: (len(v), v))
+    if len(names) < 2:
+        raise DataError(f"{path} defines {len(names)} fold(s) for these subjects", fix="at least two folds")
+    return [(np.flatnonzero(labels != n), np.flatnonzero(labels == n)) for n in names]
 
 
 def _peak(history: list[float]) -> dict:

@@ -265,3 +265,19 @@ def test_grid_and_cv_write_their_tables(cli, runs, small):
     assert c.code == 0, c.err
     assert c.json()["metrics"]["folds"] == 2 and "accuracy_mean" in c.json()["metrics"]
     assert len((Path(c.json()["run_dir"]) / "per_fold.csv").read_text().splitlines()) == 3
+
+
+def test_subject_in_two_folds_via_cli(cli, runs, small, tmp_path):
+    from medrun.datasets import adni_rsfmri as ds
+
+    subjects = [s.subject for s in ds.list_series(small, ["HC", "MCI"], ["CB"])]
+    folds = tmp_path / "folds.csv"
+    folds.write_text("subject,fold\n" + "".join(f"{s},{i % 2 + 1}\n" for i, s in enumerate(subjects))
+                     + f"{subjects[0]},2\n")
+    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "-o", "task.network=CB",
+            "-o", f"cv.folds_file={folds}", "-o", "ph.workers=1")
+    assert r.code == 3 and f"subject {subjects[0]} is in two folds, 1 and 2" in r.err and "Traceback" not in r.err
+    folds.write_text("subject,fold\n" + "".join(f"{s},{i % 2 + 1}\n" for i, s in enumerate(subjects[1:])))
+    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "-o", "task.network=CB",
+            "-o", f"cv.folds_file={folds}", "-o", "ph.workers=1")
+    assert r.code == 3 and f"no fold for subject {subjects[0]}" in r.err
