@@ -1,0 +1,20 @@
+"""asd-transformer: attention transformer on ABIDE functional connectivity for autism (card:
+shared/papers/asd-transformer.md).
+
+The manifest lives in ``config.py``, the method in ``pipeline.py``, the feature steps (ComBat, local efficiency)
+in ``features.py``.
+"""
+
+from medrun.pipelines import PipelineSpec
+
+SPEC = PipelineSpec(
+    slug="asd-transformer",
+    title="ASD attention transformer",
+    paper="An Attention Transformer-Based Method for the Modelling of Functional Connectivity and the Diagnosis of "
+          "Autism Spectrum Disorder (ICPR 2024)",
+    card="asd-transformer",
+    datasets=("abide", "abide-pcp"),
+    stages=("train", "eval", "predict", "ablate"),
+    manifest="medrun.pipelines.asd_transformer.config:AsdTransformerManifest",
+    impl="medrun.pipelines.asd_transformer.pipeline:AsdTransformerPipeline",
+)

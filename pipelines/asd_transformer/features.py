@@ -1,0 +1,178 @@
+"""The card's feature steps before the network: ComBat across sites on the upper-triangle FC features, nodal local
+efficiency, row weighting and community reordering. NumPy only (neuroCombat and networkx where named)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+# -- ComBat ------------------------------------------------------------------------------------------------------
+def upper(corr: np.ndarray) -> np.ndarray:
+    """(N, R, R) → (N, R(R−1)/2) strict upper triangle."""
+    iu = np.triu_indices(corr.shape[1], 1)
+    return corr[:, iu[0], iu[1]]
+
+
+def symmetric(features: np.ndarray, r: int) -> np.ndarray:
+    """(N, R(R−1)/2) → (N, R, R) symmetric with diagonal 1."""
+    iu = np.triu_indices(r, 1)
+    out = np.zeros((len(features), r, r), dtype=features.dtype)
+    out[:, iu[0], iu[1]] = features
+    out = out + out.transpose(0, 2, 1)
+    out[:, np.arange(r), np.arange(r)] = 1.0
+    return out
+
+
+def combat(features: np.ndarray, sites: list[str], fit: np.ndarray | None = None, eb: bool = True) -> np.ndarray:
+    """ComBat (Johnson 2007 / Fortin 2017, parametric empirical Bayes) through neuroCombat 0.2.12, batch = site and
+    no biological covariates. ``fit``: a boolean mask of the subjects to learn from (default: all, the paper's
+    transductive, label-free use); the others are adjusted with those estimates (:func:`combat_apply`).
+    Features that are constant within the fitted set are passed through unchanged."""
+    import pandas as pd
+    from neuroCombat import neuroCombat
+
+    x = np.asarray(features, dtype=np.float64)
+    sites = np.asarray(sites).astype(str)
+    fit = np.ones(len(x), bool) if fit is None else np.asarray(fit, bool)
+    varying = x[fit].std(0) > 1e-12
+    out = x.copy()
+    dat = x[fit][:, varying].T  # features × subjects
+    res = neuroCombat(dat=dat, covars=pd.DataFrame({"site": sites[fit]}), batch_col="site", eb=eb)
+    out[np.ix_(fit, varying)] = res["data"].T
+    if (~fit).any():
+        unseen = sorted(set(sites[~fit]) - set(sites[fit]))
+        if unseen:
+            from medrun.errors import UsageError
+
+            raise UsageError(f"--combat-fit train: site(s) {', '.join(unseen)} have no subject in the train split",
+                             fix="use preprocess.combat_fit=all, or a split that covers every site")
+        out[np.ix_(~fit, varying)] = combat_apply(x[~fit][:, varying], sites[~fit], res["estimates"])
+    return out
+
+
+def combat_apply(x: np.ndarray, sites: np.ndarray, est: dict) -> np.ndarray:
+    """Adjust new subjects (N, M) with neuroCombat's estimates: standardise with the fitted grand mean and pooled
+    variance, remove the site's γ* and δ*, map back. The formula of ``neuroCombatFromTraining``, which in 0.2.12 is
+    marked "in development" and fails under NumPy 2 (``int()`` of a 1-element array)."""
+    levels = [str(b) for b in est["batches"]]
+    wh = np.array([levels.index(str(s)) for s in sites])
+    mean = est["stand.mean"][:, 0] + est["mod.mean"].mean(axis=1)
+    sd = np.sqrt(est["var.pooled"][:, 0])
+    z = (x - mean) / sd
+    z = (z - est["gamma.star"][wh]) / np.sqrt(est["delta.star"][wh])
+    return z * sd + mean
+
+
+def combat_closed_form(features: np.ndarray, sites: list[str]) -> np.ndarray:
+    """ComBat without empirical Bayes (``eb=False``), written out: standardise each feature by the site-size-weighted
+    grand mean and the pooled within-site sd, remove each site's mean (γ̂) and scale (δ̂, sample sd), and map back.
+    The reference the test holds neuroCombat to."""
+    x = np.asarray(features, dtype=np.float64)
+    sites = np.asarray(sites).astype(str)
+    names = sorted(set(sites))
+    n = len(x)
+    means = {s: x[sites == s].mean(0) for s in names}
+    grand = sum((sites == s).sum() / n * means[s] for s in names)
+    resid = np.concatenate([x[sites == s] - means[s] for s in names])
+    sd = np.sqrt((resid ** 2).sum(0) / n)
+    z = (x - grand) / sd
+    out = np.empty_like(x)
+    for s in names:
+        zs = z[sites == s]
+        gamma, delta = zs.mean(0), zs.std(0, ddof=1)
+        out[sites == s] = (zs - gamma) / delta * sd + grand
+    return out
+
+
+def site_variance(features: np.ndarray, sites: list[str]) -> float:
+    """Between-site variance of the per-site feature means, averaged over features."""
+    sites = np.asarray(sites).astype(str)
+    means = np.stack([features[sites == s].mean(0) for s in sorted(set(sites))])
+    return float(means.var(0).mean())
+
+
+# -- local efficiency --------------------------------------------------------------------------------------------
+def density_graph(corr: np.ndarray, density: float) -> np.ndarray:
+    """Binary undirected graph keeping the strongest positive correlations: round(density · R(R−1)/2) edges (fewer
+    if there are not that many positive ones). (R, R) → bool (R, R), no self-loops."""
+    r = corr.shape[0]
+    iu = np.triu_indices(r, 1)
+    w = corr[iu]
+    k = int(round(density * len(w)))
+    keep = np.zeros(len(w), bool)
+    if k > 0:
+        top = np.argsort(-w, kind="stable")[:k]
+        keep[top[w[top] > 0]] = True
+    a = np.zeros((r, r), bool)
+    a[iu[0][keep], iu[1][keep]] = True
+    return a | a.T
+
+
+def local_efficiency(adj: np.ndarray) -> np.ndarray:
+    """Nodal local efficiency of a binary undirected graph (Latora & Marchiori): for each node v, the global
+    efficiency of the subgraph induced by its neighbours, 1/(k(k−1)) Σ_{i≠j} 1/d_ij with d_ij the shortest path
+    inside that subgraph; 0 when k < 2. All nodes at once: the neighbour subgraphs are padded to the largest degree
+    and breadth-first search runs as batched boolean matrix products. Equals
+    ``networkx.global_efficiency(G.subgraph(G[v]))`` for every v (tested)."""
+    adj = np.asarray(adj, bool)
+    r = adj.shape[0]
+    deg = adj.sum(1)
+    kmax = int(deg.max()) if r else 0
+    if kmax < 2:
+        return np.zeros(r)
+    idx = np.zeros((r, kmax), dtype=np.int64)
+    valid = np.zeros((r, kmax), bool)
+    for v in range(r):
+        nb = np.flatnonzero(adj[v])
+        idx[v, : len(nb)] = nb
+        valid[v, : len(nb)] = True
+    pair = valid[:, :, None] & valid[:, None, :]
+    sub = adj[idx[:, :, None], idx[:, None, :]] & pair  # (R, k, k) neighbour subgraphs
+    subf = sub.astype(np.float32)
+    eye = np.eye(kmax, dtype=bool)[None]
+    visited = eye & pair
+    frontier = visited.copy()
+    inv = np.zeros((r, kmax, kmax))
+    step = 0
+    while frontier.any():
+        step += 1
+        frontier = (np.matmul(frontier.astype(np.float32), subf) > 0) & ~visited
+        inv[frontier] = 1.0 / step
+        visited |= frontier
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = inv.sum((1, 2)) / (deg * (deg - 1))
+    return np.where(deg >= 2, e, 0.0)
+
+
+def nodal_efficiency(corr: np.ndarray, density: float = 0.2) -> np.ndarray:
+    """(N, R, R) FC → (N, R) local efficiency of each subject's density graph."""
+    return np.stack([local_efficiency(density_graph(c, density)) for c in corr])
+
+
+# -- the whole preprocessing -------------------------------------------------------------------------------------
+def community_order(communities: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """ROI permutation grouping communities 0..K−1 (stable within a community) and the block sizes."""
+    order = np.argsort(communities, kind="stable")
+    return order, tuple(int(c) for c in np.bincount(communities))
+
+
+def prepare(corr: np.ndarray, sites: list[str], communities: np.ndarray, *, use_combat: bool = True,
+            use_nle: bool = True, density: float = 0.2, fit: np.ndarray | None = None) -> dict:
+    """FC → ComBat → local-efficiency row weighting → community reordering. Returns the node features (N, R, R)
+    float32, the block sizes, and the checks (site variance before/after ComBat, mean local efficiency)."""
+    r = corr.shape[1]
+    feats = upper(corr.astype(np.float64))
+    info: dict = {"site_var_before": site_variance(feats, sites)}
+    if use_combat:
+        feats = combat(feats, sites, fit)
+        info["site_var_after"] = site_variance(feats, sites)
+        info["combat_site_var_fall"] = 1.0 - info["site_var_after"] / info["site_var_before"] \
+            if info["site_var_before"] > 0 else 0.0
+    x = symmetric(feats, r)
+    if use_nle:
+        eff = nodal_efficiency(x, density)
+        x = eff[:, :, None] * x
+        info["local_efficiency_mean"] = float(eff.mean())
+    order, blocks = community_order(communities)
+    x = x[:, order][:, :, order]
+    return {"x": x.astype(np.float32), "blocks": blocks, "order": order, "info": info}

@@ -1,0 +1,211 @@
+"""asd-transformer: ComBat against its closed form, local efficiency against networkx, learning on the fixture with
+the card's smoke run, eval/predict/ablate, and bad input through the CLI."""
+
+import json
+import shutil
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from medrun.pipelines.asd_transformer import features as feat
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A model this small runs fastest on one thread, and the CI machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _site_data(seed=0, n_per=(30, 25, 35), m=60):
+    rng = np.random.default_rng(seed)
+    sites = np.repeat(["a", "b", "c"], n_per)
+    truth = rng.standard_normal((len(sites), m))
+    add = {"a": 0.5, "b": -1.0, "c": 0.2}
+    mul = {"a": 1.0, "b": 2.0, "c": 0.5}
+    y = 1.0 + np.array([add[s] for s in sites])[:, None] + np.array([mul[s] for s in sites])[:, None] * truth
+    return y, sites, truth
+
+
+def test_combat_matches_closed_form_on_synthetic_site_effects():
+    """neuroCombat (eb=False) equals the written-out location/scale adjustment; with EB the site effects go."""
+    import contextlib
+    import io
+
+    y, sites, truth = _site_data()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ours = feat.combat(y, sites, eb=False)
+        eb = feat.combat(y, sites)
+    ref = feat.combat_closed_form(y, sites)
+    assert np.abs(ours - ref).max() < 1e-10
+    for s in "abc":  # every site: the same mean and sd per feature afterwards
+        assert np.allclose(ref[sites == s].mean(0), ref.mean(0), atol=1e-10)
+        assert np.allclose(ref[sites == s].std(0, ddof=1), ref[sites == "a"].std(0, ddof=1), atol=1e-10)
+    # the closed form recovers the site-free data up to one affine map per feature
+    z = (truth - truth.mean(0)) / truth.std(0)
+    assert np.corrcoef(ref[:, 0], z[:, 0])[0, 1] > 0.95
+    fall = 1 - feat.site_variance(eb, sites) / feat.site_variance(y, sites)
+    assert fall > 0.95
+
+
+def test_combat_fit_on_train_applies_to_the_rest():
+    import contextlib
+    import io
+
+    y, sites, _ = _site_data(1)
+    fit = np.zeros(len(y), bool)
+    fit[::2] = True
+    with contextlib.redirect_stdout(io.StringIO()):
+        both = feat.combat(y, sites, fit)
+        alone = feat.combat(y[fit], sites[fit])
+    assert np.allclose(both[fit], alone)  # the fitted part is ComBat on it alone
+    assert 1 - feat.site_variance(both[~fit], sites[~fit]) / feat.site_variance(y[~fit], sites[~fit]) > 0.8
+
+
+def test_local_efficiency_matches_networkx():
+    for seed, p in enumerate((0.1, 0.2, 0.35, 0.6)):
+        g = nx.gnp_random_graph(35, p, seed=seed)
+        a = nx.to_numpy_array(g, nodelist=range(35)) > 0
+        ours = feat.local_efficiency(a)
+        ref = np.array([nx.global_efficiency(g.subgraph(g[v])) for v in range(35)])
+        assert np.abs(ours - ref).max() < 1e-12
+        assert abs(ours.mean() - nx.local_efficiency(g)) < 1e-12
+
+
+def test_local_efficiency_hand_made_graph():
+    # a triangle 0-1-2 with a tail 2-3 and a path 3-4-5: E(2) = 1/3 (neighbours 0,1,3: only 0-1 linked),
+    # E(0) = E(1) = 1, E(3): neighbours 2, 4 unlinked → 0; E(4): neighbours 3, 5 unlinked → 0; degree-1 nodes → 0
+    g = nx.Graph([(0, 1), (1, 2), (0, 2), (2, 3), (3, 4), (4, 5)])
+    a = nx.to_numpy_array(g, nodelist=range(6)) > 0
+    assert np.allclose(feat.local_efficiency(a), [1, 1, 1 / 3, 0, 0, 0])
+    # a 4-cycle around a hub: the hub's neighbours form a path of distances 1,1,1 and 2 → (4·1 + 2·½) / 6 … per pair
+    h = nx.wheel_graph(5)
+    ref = nx.global_efficiency(h.subgraph(h[0]))
+    assert abs(feat.local_efficiency(nx.to_numpy_array(h) > 0)[0] - ref) < 1e-12
+
+
+def test_density_graph_keeps_strongest_positive_edges():
+    rng = np.random.default_rng(0)
+    c = np.corrcoef(rng.standard_normal((20, 50)))
+    a = feat.density_graph(c, 0.2)
+    assert (a == a.T).all() and not a.diagonal().any()
+    assert a.sum() // 2 == round(0.2 * 190)
+    assert c[a].min() >= c[np.triu_indices(20, 1)][~a[np.triu_indices(20, 1)]].max()
+    neg = -np.abs(c)
+    np.fill_diagonal(neg, 1)
+    assert not feat.density_graph(neg, 0.2).any()  # only positive correlations become edges
+
+
+def test_prepare_reorders_by_community_and_scales_rows():
+    rng = np.random.default_rng(0)
+    corr = np.stack([np.corrcoef(rng.standard_normal((6, 40))) for _ in range(4)]).astype(np.float32)
+    comm = np.array([1, 0, 1, 0, 2, 0])
+    out = feat.prepare(corr, ["s"] * 4, comm, use_combat=False, use_nle=True, density=0.5)
+    assert out["blocks"] == (3, 2, 1) and out["order"].tolist() == [1, 3, 5, 0, 2, 4]
+    eff = feat.nodal_efficiency(corr, 0.5)
+    expect = (eff[:, :, None] * corr)[:, out["order"]][:, :, out["order"]]
+    assert np.allclose(out["x"], expect, atol=1e-6)
+
+
+def test_dry_run_counts_the_fixture_model(cli, runs):
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["params_total"] == 49_466  # d 40, 8 heads, FFN 64, blocks from roi_communities.csv
+
+
+@pytest.mark.slow
+def test_learns_on_fixture_then_eval_predict(cli, runs):
+    """The card's smoke run: 2 runs of the protocol, mean test AUROC ≥ 0.75 (chance 0.5); ComBat fall ≥ 0.8."""
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    m = out["metrics"]
+    assert m["runs"] == 2 and m["auroc"] >= 0.75 and m["accuracy"] > 0.6, m
+    assert m["combat_site_var_fall"] >= 0.8 and m["params_total"] == 49_466
+    run = runs / "asd-transformer" / f"train-{out['run_id'][:12]}"
+    for f in ("paper.md", "per_case.csv", "per_run.csv", "checkpoints/model.safetensors", "checkpoints/run2.safetensors",
+              "figures/attention_maps.png", "figures/roc.png", "figures/learning_curves.png", "logs/run1/metrics.csv",
+              "MANIFEST.sha256"):
+        assert (run / f).exists(), f
+    paper = (run / "paper.md").read_text()
+    assert "Table 1" in paper and "73.4 ± 1.8" in paper and "Com-TF" in paper
+    lock = json.loads((run / "data.lock.json").read_text())["splits"]
+    assert lock["run1/train"] == lock["run2/train"] and lock["run1/test"] != lock["run2/test"]  # fixed train set
+    assert {len(lock[f"run1/{k}"]) for k in ("train", "val", "test")} == {42, 6, 12}
+
+    ev = cli("eval", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "--json")
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["auroc"] == pytest.approx(m["auroc"]) and ev.json()["metrics"]["runs"] == 2
+
+    pred = cli("predict", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "--json")
+    assert pred.code == 0 and pred.json()["metrics"]["n"] == 60
+
+
+def test_ablate_runs_every_variant(cli, runs):
+    """Table 2's variants through the protocol (a short configuration: the all-off Com-TF reduction runs)."""
+    r = cli("ablate", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "-o", "train.epochs=2",
+            "-o", "protocol.runs=1", "-o", "ablate.variants=[proposed,com-tf,literal-concat]", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["variants"] == ["proposed", "com-tf", "literal-concat"]
+    assert all(0 <= m[f"{v}.auroc"] <= 1 for v in m["variants"])
+    run = runs / "asd-transformer" / f"ablate-{r.json()['run_id'][:12]}"
+    paper = (run / "paper.md").read_text()
+    assert "Table 2" in paper and "77.76 ± 4.4" in paper and "79.97 ± 2.6" in paper
+
+
+def _fixture_copy(tmp_path, name="abide"):
+    from medrun.datasets import get
+
+    return get(name).make_fixture(tmp_path / "data", 0)
+
+
+def _not_complete(runs):
+    for rj in runs.glob("asd-transformer/*/run.json"):
+        assert json.loads(rj.read_text())["status"] != "complete"
+        assert not (rj.parent / "MANIFEST.sha256").exists()
+
+
+def test_mismatched_array_lengths_exit_3(cli, runs, tmp_path):
+    root = _fixture_copy(tmp_path)
+    raw = np.load(root / "abide.npy", allow_pickle=True).item()
+    raw["site"] = raw["site"][:50]
+    np.save(root / "abide.npy", raw, allow_pickle=True)
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--data-dir", root, "--runs-dir", runs)
+    assert r.code == 3, r.err
+    assert "abide.npy" in r.err and "site 50" in r.err and "corr 60" in r.err and "Traceback" not in r.err
+    _not_complete(runs)
+
+
+def test_subject_in_two_folds_exit_3(cli, runs, tmp_path):
+    root = _fixture_copy(tmp_path, "abide-pcp")
+    ids = [line.split(",")[4] for line in (root / "Phenotypic_V1_0b_preprocessed1.csv").read_text().splitlines()[1:-1]]
+    rows = [f"{s},{'train' if i < 42 else 'val' if i < 48 else 'test'}" for i, s in enumerate(ids)]
+    rows.append(f"{ids[3]},test")
+    (root / "splits.csv").write_text("subject,split\n" + "\n".join(rows) + "\n")
+    r = cli("train", "asd-transformer", "--dataset", "abide-pcp", "--data-dir", root, "--runs-dir", runs,
+            "-o", "dataset.splits=splits.csv", "-o", "train.epochs=1")
+    assert r.code == 3, r.err
+    assert f"subject {ids[3]} is in two folds (train and test)" in r.err and "splits.csv" in r.err
+    assert "Traceback" not in r.err
+    _not_complete(runs)
+
+
+def test_wrong_folder_fails_before_anything_is_written(cli, runs, tmp_path):
+    (tmp_path / "x").mkdir()
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--data-dir", tmp_path / "x", "--runs-dir", runs)
+    assert r.code == 3 and "missing abide.npy" in r.err
+    assert not runs.exists()
+
+
+def test_weighted_local_efficiency_needs_bctpy(cli, runs, tmp_path):
+    root = _fixture_copy(tmp_path)
+    shutil.rmtree(root.parent / "unused", ignore_errors=True)
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--data-dir", root, "--runs-dir", runs,
+            "-o", "preprocess.le_mode=weighted")
+    assert r.code == 4 and "bctpy" in r.err
+    _not_complete(runs)
