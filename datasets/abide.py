@@ -4,7 +4,8 @@
 
     <root>/
         abide.npy              np.save of a dict: timeseires (N×R×T), corr (N×R×R Pearson), pcorr (N×R×R),
-                               label (N, 1 = ASD, 0 = control), site (N, site names); optional subject (N ids)
+                               label (N, 0/1: which value is ASD depends on the script that wrote the file;
+                               default 1, see ``asd_label``), site (N, site names); optional subject (N ids)
         roi_communities.csv    roi,community (R rows, community 0..K−1; Com-TF's 8 Yeo-based groups for CC200)
 
 ``abide-pcp`` — the Preprocessed Connectomes Project download (CPAC, Craddock-200)::
@@ -154,8 +155,10 @@ def read_communities(path: Path, n_rois: int):
     return comm
 
 
-def read_npy(root: Path) -> Connectivity:
-    """The BNT/Com-TF ``abide.npy`` dictionary and ``roi_communities.csv``; every array must have N entries."""
+def read_npy(root: Path, asd_label: int = 1) -> Connectivity:
+    """The BNT/Com-TF ``abide.npy`` dictionary and ``roi_communities.csv``; every array must have N entries.
+    ``asd_label``: the value of ``label`` that means ASD (default 1; scripts that store DX_GROUP − 1, as BrainGB's,
+    have ASD = 0: check the file's counts, ABIDE I has 516 ASD and 493 controls). Returned labels: 1 = ASD."""
     import numpy as np
 
     root = Path(root)
@@ -183,7 +186,8 @@ def read_npy(root: Path) -> Connectivity:
     subject = [str(s) for s in arrays["subject"]] if "subject" in arrays else [f"{i:04d}" for i in range(n)]
     _unique_subjects(subject, path)
     comm = read_communities(root / COMMUNITIES, corr.shape[1])
-    return Connectivity(np.nan_to_num(corr.astype(np.float32)), label.astype(np.int64),
+    asd = (label == asd_label).astype(np.int64)
+    return Connectivity(np.nan_to_num(corr.astype(np.float32)), asd,
                         [str(s).strip() for s in arrays["site"]], subject, comm, str(path))
 
 
@@ -267,8 +271,8 @@ def read_pcp(root: Path) -> Connectivity:
                         extra={"files_without_phenotype": sorted(set(files) - {r.FILE_ID for r in rows})})
 
 
-def read(name: str, root: Path) -> Connectivity:
-    return read_npy(root) if name == "abide" else read_pcp(root)
+def read(name: str, root: Path, asd_label: int = 1) -> Connectivity:
+    return read_npy(root, asd_label) if name == "abide" else read_pcp(root)
 
 
 def read_splits(path: Path, subjects: list[str]) -> dict[str, list[str]]:

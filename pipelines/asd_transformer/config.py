@@ -14,6 +14,8 @@ class Data(DatasetSection):
     name: Literal["abide", "abide-pcp"]
     splits: str | None = Field(None, description="optional CSV subject,split (train/val/test) fixing the split "
                                                  "instead of the protocol's random ones (relative to root or absolute)")
+    asd_label: Literal[0, 1] = Field(1, description="abide.npy: the label value meaning ASD (default 1; files "
+                                                     "storing DX_GROUP − 1, as BrainGB's scripts write, have 0)")
     split_seed: int = Field(0, description="seed of the fixed stratified 70 % train split")
     train_fraction: float = Field(0.7, gt=0, lt=1)
     val_fraction: float = Field(1 / 3, gt=0, lt=1, description="share of the non-train subjects that go to val (7:1:2)")

@@ -150,7 +150,7 @@ class AsdTransformerPipeline(Pipeline):
     def data(self) -> abide.Connectivity:
         if self._data is None:
             d = self.m.dataset
-            self._data = abide.read(d.name, self.ctx.data_roots[d.name])
+            self._data = abide.read(d.name, self.ctx.data_roots[d.name], d.asd_label)
             n_asd = int(self._data.label.sum())
             self.ctx.log(f"{d.name}: {len(self._data)} subjects ({n_asd} ASD, {len(self._data) - n_asd} control), "
                          f"{self._data.corr.shape[1]} ROIs, {len(set(self._data.site))} sites, "
@@ -202,20 +202,56 @@ class AsdTransformerPipeline(Pipeline):
         self.ctx.run.write_json("data.lock.json", info)
 
     def features(self, combat: bool, nle: bool, fit: np.ndarray | None = None) -> dict:
-        pp, data = self.m.preprocess, self.data()
+        pp = self.m.preprocess
         if pp.le_mode == "weighted":
             raise EnvError("preprocess.le_mode weighted needs bctpy (efficiency_wei), which is not installed",
                            fix="pip install bctpy, or use -o preprocess.le_mode=binary")
         key = (combat, nle, None if fit is None else fit.tobytes())
         cache = self.__dict__.setdefault("_features", {})
         if key not in cache:
-            t0 = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):  # neuroCombat prints its progress to stdout
-                cache[key] = feat.prepare(data.corr, data.site, data.communities, use_combat=combat, use_nle=nle,
-                                          density=pp.le_density, fit=fit)
-            self.ctx.log(f"features (ComBat {'on' if combat else 'off'}, local efficiency {'on' if nle else 'off'}) "
-                         f"in {time.perf_counter() - t0:.1f} s")
+            cache[key] = self._cached_features(combat, nle, fit)
         return cache[key]
+
+    def _cached_features(self, combat: bool, nle: bool, fit: np.ndarray | None) -> dict:
+        """``features.prepare`` through an .npz cache under ``$MEDRUN_CACHE/asd-transformer/`` keyed by the data
+        fingerprint, the settings, the train mask and the code of ``features.py`` (local efficiency of 1009 subjects
+        takes about a minute; every stage and variant needs it)."""
+        import hashlib
+        import json
+        import os
+
+        from ..runner import cache_dir
+
+        pp, data = self.m.preprocess, self.data()
+        h = hashlib.sha256(json.dumps([self.ctx.run.info().get("data_sha256"), self.m.dataset.name,
+                                       self.m.dataset.asd_label, combat, nle, pp.le_density]).encode())
+        h.update(b"" if fit is None else np.packbits(fit).tobytes())
+        h.update(Path(feat.__file__).read_bytes())
+        path = cache_dir() / "asd-transformer" / f"features-{h.hexdigest()[:32]}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    out = {"x": z["x"], "blocks": tuple(int(b) for b in z["blocks"]), "order": z["order"],
+                           "info": json.loads(str(z["info"]))}
+                self.ctx.log(f"features (ComBat {'on' if combat else 'off'}, local efficiency {'on' if nle else 'off'}) "
+                             f"from the cache {path.name}")
+                return out
+            except Exception:  # noqa: BLE001 (a damaged cache entry is recomputed)
+                path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # neuroCombat prints its progress to stdout
+            out = feat.prepare(data.corr, data.site, data.communities, use_combat=combat, use_nle=nle,
+                               density=pp.le_density, fit=fit)
+        self.ctx.log(f"features (ComBat {'on' if combat else 'off'}, local efficiency {'on' if nle else 'off'}) "
+                     f"in {time.perf_counter() - t0:.1f} s")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, x=out["x"], blocks=np.array(out["blocks"]), order=out["order"], info=json.dumps(out["info"]))
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache only costs time
+            pass
+        return out
 
     def _features_for(self, split: dict, combat: bool, nle: bool) -> dict:
         fit = None

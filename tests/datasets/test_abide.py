@@ -27,6 +27,11 @@ def test_npy_fixture_is_bnt_dictionary(roots):
     assert np.allclose(c.corr, c.corr.transpose(0, 2, 1)) and np.allclose(c.corr[:, range(40), range(40)], 1)
 
 
+def test_asd_label_convention(roots):
+    a, b = abide.read_npy(roots[0]), abide.read_npy(roots[0], asd_label=0)
+    assert (a.label == 1 - b.label).all()
+
+
 def test_pcp_fixture_matches_npy(roots):
     npy, pcp = roots
     assert (pcp / "rois_cc200" / "Pitt_0050000_rois_cc200.1D").read_text().startswith("#0001\t#0002")
