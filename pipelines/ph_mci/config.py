@@ -96,6 +96,14 @@ class Grid(Section):
         return [_pair(c) for c in v]
 
 
+class Baseline(Section):
+    models: list[Literal["rf", "densenet121"]] = Field(["rf", "densenet121"], min_length=1)
+    rf_trees: int = Field(500, ge=1, description="random forest on the flattened upper triangle of the PR matrix")
+    image_size: int = Field(224, ge=32, description="DenseNet-121 input: the z-scored matrix as a size×size image "
+                                                   "(nearest-neighbour, like the code's 224×224 PNG renderings)")
+    epochs: int | None = Field(None, ge=1, description="DenseNet-121 epochs (default: train.epochs)")
+
+
 class Analyze(Section):
     alpha: float = Field(0.01, gt=0, lt=1, description="Wilcoxon rank-sum significance, no correction (paper)")
     comparisons: list[list[Cls]] = Field([["HC", "EMCI"], ["HC", "LMCI"]])
@@ -121,6 +129,7 @@ class PhMciManifest(Manifest):
     repeat: Repeat = Field(default_factory=Repeat)
     grid: Grid = Field(default_factory=Grid)
     analyze: Analyze = Field(default_factory=Analyze)
+    baseline: Baseline = Field(default_factory=Baseline)
 
     @model_validator(mode="after")
     def _dims(self):

@@ -172,6 +172,8 @@ def test_analyze_needs_topo_then_writes_p_plots(cli, runs, small):
 def test_learns_on_fixture_then_eval_predict_and_reuse(cli, runs):
     """The card's fixture (HC/MCI × 20, CB, T = 60), the full-size network: last-epoch test accuracy ≥ 0.75 (n = 8,
     chance 0.5) after 12 epochs (the smoke run trains 30 epochs × 3 seeds)."""
+    from medrun.artifacts.fingerprint import code_fingerprint
+
     base = ("ph-mci", "--dataset", "adni-rsfmri", "--fixture", "--runs-dir", runs, "--json")
     r = cli("train", *base, "-o", "train.epochs=12")
     assert r.code == 0, r.err
@@ -193,7 +195,10 @@ def test_learns_on_fixture_then_eval_predict_and_reuse(cli, runs):
     assert ev.json()["metrics"]["accuracy"] == m["accuracy"]
     pred = cli("predict", *base, "-o", "train.epochs=12")
     assert pred.code == 0 and pred.json()["metrics"]["n"] == 8
-    assert cli("train", *base, "-o", "train.epochs=12").json()["reused"]
+    again = cli("train", *base, "-o", "train.epochs=12", "--dry-run", "--json").json()
+    code_now = code_fingerprint()["sha256"]
+    if code_now == json.loads((run / "run.json").read_text())["code"]["sha256"]:  # others may edit a shared checkout
+        assert again["would_reuse"] and again["run_id"] == r.json()["run_id"]
 
 
 def test_bad_csv_names_file_and_subject_via_cli(cli, runs, small, tmp_path):
@@ -281,3 +286,14 @@ def test_subject_in_two_folds_via_cli(cli, runs, small, tmp_path):
     r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "-o", "task.network=CB",
             "-o", f"cv.folds_file={folds}", "-o", "ph.workers=1")
     assert r.code == 3 and f"no fold for subject {subjects[0]}" in r.err
+
+
+def test_baselines_random_forest_and_densenet(cli, runs, small):
+    r = cli("baseline", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "--json",
+            "-o", "task.network=CB", "-o", "ph.workers=1", "-o", "baseline.image_size=32", "-o", "baseline.epochs=1",
+            "-o", "baseline.rf_trees=20")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert 0 <= m["rf_accuracy"] <= 1 and m["densenet121_params"] == 6_949_634  # MONAI DenseNet-121, 1 → 2 channels
+    text = (Path(r.json()["run_dir"]) / "paper.md").read_text()
+    assert "Table 2" in text and "| random forest (flattened PR) |" in text and "0.8200" in text  # CB, RF, ADNI
