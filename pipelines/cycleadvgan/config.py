@@ -1,0 +1,117 @@
+"""cycleadvgan's typed manifest (pydantic only) and the data folder it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+
+Arch = Literal["resnet50", "densenet121", "inception_v3", "vit_s", "resnet18", "small_cnn"]
+Method = Literal["cycleadvgan", "fgsm", "pgd", "noise"]
+
+
+class Data(DatasetSection):
+    name: Literal["isic2020", "chestxray"]
+    img_size: int = Field(224, ge=16, description="square Resize for everything (the card: 224); divisible by 4")
+    test_fraction_folds: int = Field(5, ge=2, description="isic2020: the test part is 1/k of the patients "
+                                                          "(StratifiedGroupKFold by patient_id, stratified by target)")
+    split_seed: int = 0
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified part of train that picks the best epoch (AUC)")
+
+
+class Model(Section):
+    arch: Arch = Field("resnet50", description="target classifier F; resnet18/small_cnn are CPU stand-ins, vit_s the "
+                                               "MONAI ViT-S stand-in for MedViT-S; inception_v3 needs torchvision")
+    hidden: int = Field(512, ge=1, description="the card's two-FC head: Linear(feat→hidden) → ReLU → Dropout → Linear(→2)")
+    dropout: float = Field(0.5, ge=0, lt=1)
+    weights: str | None = Field(None, description="state dict (.pth/.pt/.safetensors) of the backbone (ImageNet); "
+                                                  "none: random init with a warning")
+
+
+class Train(TrainSection):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = 32
+    lr: float = Field(1e-5, gt=0, description="Adam (the paper)")
+    augment: bool = Field(True, description="RandomResizedCrop + horizontal flip on training batches (the card)")
+
+
+class Eval(EvalSection):
+    split: Literal["test", "val", "train"] = "test"
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auroc"])
+
+
+class Predict(Section):
+    input: str | None = Field(None, description="folder of images to classify (default: the eval split)")
+
+
+class Attack(Section):
+    """CycleAdvGAN (the card's defaults: CycleGAN's recipe) and the baselines on the same test images."""
+
+    lam: float = Field(0.7, ge=0, le=1, description="λ: L = (1 − λ)[L_GM + L_GB + L_cyc] + λ·L_adv")
+    lambda_cyc: float = Field(1.0, ge=0, description="cycle weight inside the bracket (the paper: none, so 1.0)")
+    lambda_idt: float = Field(0.0, ge=0, description="identity loss weight inside the bracket (CycleGAN's; off)")
+    adv_loss: Literal["margin", "ce-flip"] = Field("margin", description="margin: AdvGAN max(Z_y − max_j≠y Z_j, −κ); "
+                                                                          "ce-flip: CE(F(x_fake), 1 − y)")
+    kappa: float = Field(0.0, ge=0)
+    recon_cls: bool = Field(False, description="also keep the reconstruction classified correctly (text, not Eq.)")
+    gan_loss: Literal["bce", "lsgan"] = "bce"
+    ngf: int = Field(64, ge=4)
+    ndf: int = Field(64, ge=4)
+    n_blocks: int | None = Field(None, ge=1, description="residual blocks; none: 9 from 256 px, else 6")
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    batch_size: int = Field(1, ge=1)
+    epochs: int = Field(100, ge=1, description="epochs at constant lr")
+    decay_epochs: int = Field(100, ge=0, description="then epochs of linear decay to 0")
+    pool_size: int = Field(50, ge=0)
+    methods: list[Method] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd", "noise"],
+                                  description="noise: uniform noise with CycleAdvGAN's per-image L2 norm")
+    fgsm_eps: float = Field(0.03, gt=0)
+    pgd_eps: float = Field(0.03, gt=0)
+    pgd_alpha: float = Field(0.01, gt=0)
+    pgd_steps: int = Field(10, ge=1)
+    pgd_random_start: bool = True
+    batch_eval: int = Field(32, ge=1, description="images per attack/evaluation batch")
+    overlays: int = Field(6, ge=0, description="images drawn in figures/")
+
+
+class Transfer(Section):
+    models: list[Arch] = Field(default_factory=lambda: ["resnet50", "densenet121", "vit_s"],
+                               description="sources and targets; the parent run's arch is reused, the others are "
+                                           "trained here with the train section")
+    methods: list[Literal["cycleadvgan", "fgsm", "pgd"]] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd"])
+
+
+class SweepLambda(Section):
+    lambdas: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    methods: list[Method] = Field(default_factory=lambda: ["cycleadvgan"], description="attack.methods of each run")
+
+
+class CycleAdvGanManifest(Manifest):
+    pipeline: Literal["cycleadvgan"] = "cycleadvgan"
+    dataset: Data
+    model: Model = Field(default_factory=Model)
+    train: Train = Field(default_factory=Train)
+    eval: Eval = Field(default_factory=Eval)
+    predict: Predict = Field(default_factory=Predict)
+    attack: Attack = Field(default_factory=Attack)
+    transfer: Transfer = Field(default_factory=Transfer)
+    sweep_lambda: SweepLambda = Field(default_factory=SweepLambda)
+
+
+def data_paths(m: CycleAdvGanManifest) -> dict[str, Path]:
+    """The dataset folder, after a cheap layout check (a wrong folder fails before it is hashed)."""
+    root = Path(m.dataset.root)
+    if root.exists():
+        if m.dataset.name == "isic2020":
+            from medrun.datasets import isic2020
+
+            isic2020.layout(root)
+        else:
+            from medrun.datasets import chestxray
+
+            chestxray.check_layout(root)
+    return {m.dataset.name: root}
