@@ -1,0 +1,184 @@
+"""epilepsy-mtl end to end on the fixture: learning, eval/predict/explain on the train run, the cv and
+leave-one-patient-out protocols, the paper's metrics against sklearn, and the bad inputs of the issue."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+FX = ("--dataset", "ncnp-ecog", "--fixture")
+# the learning check: the fixture manifest (lr 0.005, momentum 0.9, L1 0.004) on the train stage's hold-out, 30 epochs
+FAST = ("-o", "train.epochs=30", "-o", "eval.repairings=3")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import contextlib
+    import io
+
+    from medrun.cli.main import main
+
+    runs = tmp_path_factory.mktemp("epi-runs")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["train", "epilepsy-mtl", *FX, *FAST, "--runs-dir", str(runs), "--json"])
+    assert code == 0, buf.getvalue()
+    return runs, json.loads(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    from medrun.datasets import get
+
+    return get("ncnp-ecog").make_fixture(tmp_path_factory.mktemp("epi-data"), 0)
+
+
+def test_pairing_is_seeded_and_covers_every_image():
+    from medrun.pipelines.epilepsy_mtl.pipeline import pair_indices
+
+    a, b = pair_indices(7, 3, seed=123)
+    assert len(a) == len(b) == 7 and sorted(a) == list(range(7)) and set(b) == {0, 1, 2}
+    assert np.array_equal(pair_indices(7, 3, 123)[1], b) and not np.array_equal(pair_indices(7, 3, 124)[0], a)
+
+
+def test_task_metrics_against_sklearn():
+    from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+
+    from medrun.pipelines.epilepsy_mtl.pipeline import task_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.3 * y + rng.uniform(0, 0.7, 200), 0, 1)
+    m = task_metrics(y, p)
+    tn, fp, fn, tp = confusion_matrix(y, p >= 0.5).ravel()
+    assert m["accuracy"] == pytest.approx((tp + tn) / 200)
+    assert m["sensitivity"] == pytest.approx(tp / (tp + fn)) and m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5)) and m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["majority"] == pytest.approx(max(y.mean(), 1 - y.mean()))
+
+
+@pytest.mark.slow
+def test_learns_on_fixture_then_eval_predict(cli, trained):
+    """Both tasks clearly above the majority class on the held-out 60 + 60 images (majority 0.72 / 0.62)."""
+    runs, out = trained
+    m = out["metrics"]
+    assert m["accuracy_hfo"] >= 0.85 and m["accuracy_ied"] >= 0.8, m
+    assert m["over_majority_hfo"] >= 0.1 and m["over_majority_ied"] >= 0.1, m
+    assert m["params_keras"] == 1_068_208 and m["n_hfo"] == m["n_ied"] == 60 and m["size_mib"] > 4
+    assert 0 <= m["repair_acc_sd_hfo"] < 0.1 and m["infer_ms_600"] > 0
+    run = runs / "epilepsy-mtl" / f"train-{out['run_id'][:12]}"
+    for f in ("checkpoints/model.safetensors", "per_case.csv", "paper.md", "figures/learning_curves.png",
+              "figures/confusion_hfo.png", "figures/confusion_ied.png", "MANIFEST.sha256"):
+        assert (run / f).exists(), f
+    lock = json.loads((run / "data.lock.json").read_text())
+    assert {k: len(v) for k, v in lock["splits"].items()} == {"train_hfo": 240, "train_ied": 240, "test_hfo": 60, "test_ied": 60}
+    paper = (run / "paper.md").read_text()
+    assert "Table 1" in paper and "0.9099" in paper and "Table 3" in paper and "VGG19" in paper
+
+    ev = cli("eval", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "--json")
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["accuracy_ied"] == m["accuracy_ied"]  # same weights, same pairing
+    info = json.loads((runs / "epilepsy-mtl" / f"eval-{ev.json()['run_id'][:12]}" / "run.json").read_text())
+    assert info["parent"] == out["run_id"]
+    pred = cli("predict", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "--json")
+    assert pred.code == 0 and pred.json()["metrics"]["n_hfo"] == 60
+    one = cli("predict", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "-o", "predict.hfo=/tmp")
+    assert one.code == 2 and "predict.ied" in one.err
+
+
+@pytest.mark.slow
+def test_explain_on_parent_run(cli, trained):
+    runs, out = trained
+    r = cli("explain", "epilepsy-mtl", *FX, "--runs-dir", runs, "--run", out["run_id"][:10], "-o", "explain.overlays=1",
+            "-o", "explain.ig_steps=8", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["n_pairs"] == 60
+    for head in ("hfo", "ied"):
+        for method in ("saliency", "integrated_gradients"):
+            assert 0 < m[f"cross_share_{method}_{head}"] < 1
+    run = runs / "epilepsy-mtl" / f"explain-{r.json()['run_id'][:12]}"
+    info = json.loads((run / "run.json").read_text())
+    assert info["parent"] == out["run_id"] and info["parent_weights_sha256"]
+    maps = np.load(run / "maps" / "saliency_hfo.npy")
+    assert maps.shape == (60, 2, 28, 28) and maps.min() >= 0
+    assert len(list((run / "figures").glob("saliency_*.png"))) == 2
+    rows = (run / "per_case.csv").read_text().splitlines()
+    assert len(rows) == 61 and "saliency_hfo_cross_share" in rows[0]
+
+    # two independent networks (n_stitch 0): nothing crosses from one task's image to the other's head
+    ind = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "model.n_stitch=0", "-o", "train.epochs=1",
+              "-o", "eval.repairings=0", "--json")
+    assert ind.code == 0, ind.err
+    r0 = cli("explain", "epilepsy-mtl", *FX, "--runs-dir", runs, "--run", ind.json()["run_id"], "-o", "model.n_stitch=0",
+             "-o", "explain.overlays=0",
+             "-o", "explain.ig_steps=4", "--json")
+    assert r0.code == 0, r0.err
+    assert all(r0.json()["metrics"][f"cross_share_{k}_{t}"] == 0 for k in ("saliency", "integrated_gradients")
+               for t in ("hfo", "ied"))
+
+
+@pytest.mark.slow
+def test_leave_one_patient_out_protocol(cli, runs):
+    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.protocol=lopo", "-o", "train.epochs=1",
+            "-o", "eval.repairings=0", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["protocol"] == "lopo" and m["folds"] == 5 and m["n_hfo"] == 60
+    run = runs / "epilepsy-mtl" / f"cv-{r.json()['run_id'][:12]}"
+    folds = (run / "per_fold.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in folds[1:]] == ["pt01", "pt02", "pt03", "pt04", "pt05"]
+    lock = json.loads((run / "data.lock.json").read_text())["splits"]
+    assert all(f.split("/")[1] == "pt03" for f in lock["fold3_test_hfo"] + lock["fold3_test_ied"])
+    assert "leave-one-patient-out" in (run / "paper.md").read_text() and "0.7803" in (run / "paper.md").read_text()
+    assert len(list((run / "checkpoints").glob("fold*.safetensors"))) == 5
+
+
+def _failed_run(runs, stage):
+    (run,) = (runs / "epilepsy-mtl").glob(f"{stage}-*")
+    assert not (run / "MANIFEST.sha256").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_image_of_wrong_size_is_named(cli, runs, fixture_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(fixture_root, data)
+    bad = sorted((data / "hfo" / "pt02" / "HFO").iterdir())[4]
+    from PIL import Image
+
+    Image.new("RGB", (224, 224), "blue").save(bad)
+    r = cli("train", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", data, "--runs-dir", runs)
+    assert r.code == 3, r.err
+    assert str(bad) in r.err and "224×224" in r.err and "227×227" in r.err and "Traceback" not in r.err
+    _failed_run(runs, "train")
+
+
+def test_subject_in_two_folds_is_named(cli, runs, tmp_path):
+    folds = tmp_path / "folds.csv"
+    folds.write_text("patient,fold\npt01,1\npt02,1\npt03,2\npt04,2\npt05,3\npt03,3\n")
+    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.protocol=lopo", "-o", f"cv.fold_file={folds}")
+    assert r.code == 3, r.err
+    assert "patient pt03 is in two folds (2 and 3)" in r.err and str(folds) in r.err and "Traceback" not in r.err
+    _failed_run(runs, "cv")
+
+
+def test_patient_with_one_task_only_cannot_be_left_out(cli, runs, fixture_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(fixture_root, data)
+    shutil.rmtree(data / "ied" / "pt05")
+    (data / "labels.csv").unlink()
+    r = cli("cv", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", data, "--runs-dir", runs, "-o", "cv.protocol=lopo")
+    assert r.code == 3 and "patient pt05 has hfo images but no ied images" in r.err and "Traceback" not in r.err
+
+
+def test_wrong_layout_fails_before_anything_is_written(cli, runs, tmp_path):
+    (tmp_path / "x" / "images").mkdir(parents=True)
+    r = cli("train", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "x", "--runs-dir", runs)
+    assert r.code == 3 and "missing hfo/, ied/" in r.err and not runs.exists()
+
+
+def test_dry_run_builds_the_full_model(cli, runs):
+    r = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["params_total"] == 1_068_112  # torch's count; Keras' (BN moving stats too) is 1,068,208
