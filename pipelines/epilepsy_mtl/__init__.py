@@ -13,7 +13,7 @@ SPEC = PipelineSpec(
           "(Broti et al., ICPR 2024)",
     card="epilepsy-mtl",
     datasets=("ncnp-ecog",),
-    stages=("train", "eval", "predict", "cv", "explain"),
+    stages=("train", "eval", "predict", "cv", "ablate", "explain"),
     manifest="medrun.pipelines.epilepsy_mtl.config:EpilepsyMtlManifest",
     impl="medrun.pipelines.epilepsy_mtl.pipeline:EpilepsyMtl",
     parents={"eval": "train", "predict": "train", "explain": "train"},

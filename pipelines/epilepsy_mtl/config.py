@@ -54,6 +54,11 @@ class CV(Section):
                                                     "(default: one fold per patient)")
 
 
+class Ablate(Section):
+    n_stitch: list[Literal[0, 1, 2]] = Field(default_factory=lambda: [0, 1, 2],
+                                             description="Fig. 5: the cv protocol once per number of stitch units")
+
+
 class Explain(Section):
     split: Literal["test", "train"] = "test"
     methods: list[Literal["saliency", "integrated_gradients"]] = Field(
@@ -75,6 +80,7 @@ class EpilepsyMtlManifest(Manifest):
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
     cv: CV = Field(default_factory=CV)
+    ablate: Ablate = Field(default_factory=Ablate)
     explain: Explain = Field(default_factory=Explain)
     predict: Predict = Field(default_factory=Predict)
 

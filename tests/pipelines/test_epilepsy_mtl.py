@@ -135,6 +135,21 @@ def test_leave_one_patient_out_protocol(cli, runs):
     assert len(list((run / "checkpoints").glob("fold*.safetensors"))) == 5
 
 
+@pytest.mark.slow
+def test_ablate_stitch_units(cli, runs):
+    r = cli("ablate", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.folds=2", "-o", "ablate.n_stitch=[0,2]",
+            "-o", "train.epochs=1", "-o", "eval.repairings=0", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["variants"] == ["n0", "n2"] and m["folds"] == 2
+    assert m["gain_accuracy_hfo"] == pytest.approx(m["n2.accuracy_hfo"] - m["n0.accuracy_hfo"])
+    run = runs / "epilepsy-mtl" / f"ablate-{r.json()['run_id'][:12]}"
+    paper = (run / "paper.md").read_text()
+    assert "Fig. 5" in paper and "11.86" in paper and "| 0 |" in paper
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "fold1_n0.safetensors", "fold1_n2.safetensors", "fold2_n0.safetensors", "fold2_n2.safetensors"]
+
+
 def _failed_run(runs, stage):
     (run,) = (runs / "epilepsy-mtl").glob(f"{stage}-*")
     assert not (run / "MANIFEST.sha256").exists()
