@@ -1,0 +1,83 @@
+"""ad-progression's typed manifest (pydantic only) and the data folders it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+
+VISITS = ("bl", "m12", "m24", "m36", "m48", "m60")
+
+
+class Data(DatasetSection):
+    name: Literal["adnimerge"]
+    adnimerge: str = Field("ADNIMERGE.csv", description="the ADNIMERGE table (absolute, or relative to root)")
+    images: str = Field("images", description="folder of {PTID}_{VISCODE}_{MRI|PET}.nii.gz (absolute, or relative to root)")
+    ignore_viscodes: bool = Field(False, description="drop rows with VISCODEs other than bl/m<months> instead of failing")
+    visits: list[str] = Field(default_factory=lambda: list(VISITS), description="kept VISCODEs, in order (T = len)")
+    volume: tuple[int, int, int] = Field((128, 160, 128), description="volume size the model sees (after the crop)")
+    crop: tuple[int, int, int] | None = Field((128, 160, 128), description="centre crop of the MNI152 volumes first")
+
+    @field_validator("visits")
+    @classmethod
+    def _visits(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or v[0] != "bl":
+            raise ValueError("needs at least two visits, starting with 'bl'")
+        return v
+
+
+class Model(Section):
+    latent: int = Field(64, ge=2)
+    hidden: int = Field(128, ge=2)
+    use_images: bool = Field(True, description="False: the biomarker-only RNN (the same model without the AMVAE)")
+    dx_input: Literal["none", "baseline"] = Field(
+        "none", description="none: DX is never an input (Table 1); baseline: the baseline DX is fed (Table 3)")
+
+
+class Train(TrainSection):
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 0.0002
+    beta: float = Field(1.0, ge=0, description="KL weight of the ELBO")
+    beta_warmup_epochs: int = Field(10, ge=0, description="β rises linearly from 0 over these epochs")
+    cosine: bool = Field(True, description="cosine annealing of the lr over the epochs")
+    folds: int = Field(5, ge=2, description="subject-level folds; train/eval use fold `fold` as the test set")
+    fold: int = Field(0, ge=0)
+    split_seed: int = 0
+
+
+class CV(Section):
+    folds_file: str | None = Field(None, description="CSV PTID,fold (0-based) to use instead of computed folds")
+    baseline: bool = Field(False, description="also run the biomarker-only model on every fold; paired t-test")
+
+
+class Impute(Section):
+    split: Literal["all", "test", "train"] = "all"
+
+
+class AdProgressionManifest(Manifest):
+    pipeline: Literal["ad-progression"] = "ad-progression"
+    dataset: Data
+    model: Model = Field(default_factory=Model)
+    train: Train = Field(default_factory=Train)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    cv: CV = Field(default_factory=CV)
+    impute: Impute = Field(default_factory=Impute)
+
+
+def data_paths(m: AdProgressionManifest) -> dict[str, Path]:
+    """The data folder (ADNIMERGE.csv + images/), and the images folder if it lies elsewhere. The table's header
+    is checked first, so a wrong folder or file fails before anything is hashed or written."""
+    from medrun.datasets import adnimerge
+
+    root = Path(m.dataset.root)
+    if root.exists():
+        adnimerge.check_layout(root, m.dataset.adnimerge)
+    paths = {"adnimerge": root}
+    images = Path(m.dataset.images)
+    if images.is_absolute() and not images.resolve().is_relative_to(root.resolve()):
+        paths["images"] = images
+    return paths
