@@ -86,6 +86,9 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, n
 
     a, b = torch.utils.data.random_split(range(n), [1 - test_fraction, test_fraction],
                                          generator=torch.Generator().manual_seed(seed))
+    if not len(a) or not len(b):
+        raise DataError(f"{n} subjects give an empty train or test part at train.test_fraction {test_fraction}",
+                        fix="add subjects or change train.test_fraction")
     return np.array(sorted(a.indices), dtype=int), np.array(sorted(b.indices), dtype=int)
 
 
