@@ -14,7 +14,7 @@ SPEC = PipelineSpec(
           "Autism Spectrum Disorder (ICPR 2024)",
     card="asd-transformer",
     datasets=("abide", "abide-pcp"),
-    stages=("train", "eval", "predict", "ablate"),
+    stages=("train", "eval", "predict", "ablate", "prepare"),
     manifest="medrun.pipelines.asd_transformer.config:AsdTransformerManifest",
     impl="medrun.pipelines.asd_transformer.pipeline:AsdTransformerPipeline",
 )

@@ -34,6 +34,14 @@ def combat(features: np.ndarray, sites: list[str], fit: np.ndarray | None = None
     x = np.asarray(features, dtype=np.float64)
     sites = np.asarray(sites).astype(str)
     fit = np.ones(len(x), bool) if fit is None else np.asarray(fit, bool)
+    names, counts = np.unique(sites[fit], return_counts=True)
+    if (counts < 2).any():
+        from medrun.errors import DataError
+
+        lone = names[counts < 2][0]
+        raise DataError(f"ComBat: site {lone} has {counts[counts < 2][0]} subject(s) in the set it is fitted on; it "
+                        "needs at least 2 per site to estimate a site variance",
+                        fix="drop that site's subjects, use preprocess.combat_fit=all, or preprocess.combat=false")
     varying = x[fit].std(0) > 1e-12
     out = x.copy()
     dat = x[fit][:, varying].T  # features × subjects
@@ -171,7 +179,8 @@ def community_order(communities: np.ndarray) -> tuple[np.ndarray, tuple[int, ...
 def prepare(corr: np.ndarray, sites: list[str], communities: np.ndarray, *, use_combat: bool = True,
             use_nle: bool = True, density: float = 0.2, fit: np.ndarray | None = None) -> dict:
     """FC → ComBat → local-efficiency row weighting → community reordering. Returns the node features (N, R, R)
-    float32, the block sizes, and the checks (site variance before/after ComBat, mean local efficiency)."""
+    float32, the block sizes, the ROI order, each subject's local efficiencies (N, R; atlas order; ones without
+    Nle) and the checks (site variance before/after ComBat, mean local efficiency)."""
     r = corr.shape[1]
     feats = upper(corr.astype(np.float64))
     info: dict = {"site_var_before": site_variance(feats, sites)}
@@ -181,10 +190,12 @@ def prepare(corr: np.ndarray, sites: list[str], communities: np.ndarray, *, use_
         info["combat_site_var_fall"] = 1.0 - info["site_var_after"] / info["site_var_before"] \
             if info["site_var_before"] > 0 else 0.0
     x = symmetric(feats, r)
+    eff = np.ones((len(x), r))
     if use_nle:
         eff = nodal_efficiency(x, density)
         x = eff[:, :, None] * x
         info["local_efficiency_mean"] = float(eff.mean())
     order, blocks = community_order(communities)
     x = x[:, order][:, :, order]
-    return {"x": x.astype(np.float32), "blocks": blocks, "order": order, "info": info}
+    return {"x": x.astype(np.float32), "blocks": blocks, "order": order, "info": info,
+            "efficiency": eff.astype(np.float32)}

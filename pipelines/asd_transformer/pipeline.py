@@ -28,7 +28,9 @@ validation loss) gives the test metrics: AUROC on softmax P(ASD), accuracy (argm
 
 Stages: ``train`` (the protocol; weights ``run<i>.safetensors``, ``model.safetensors`` = run 1), ``eval`` (the
 train run's weights on the same splits, or ``--checkpoint`` weights on every run's split), ``predict`` (run 1's
-model on ``predict.split``), ``ablate`` (``ablate.variants`` through the same protocol, beside Table 2).
+model on ``predict.split``), ``ablate`` (``ablate.variants`` through the same protocol, beside Table 2), ``prepare``
+(the card's verb: the features written as ``features.npz`` with the ComBat check and a per-site figure). Every
+stage reuses features from an .npz cache under ``$MEDRUN_CACHE/asd-transformer/`` keyed by data and settings.
 
 Choices where the card is silent or offers options:
 - The community score is the local layer's attention paid to the prompt token (the card's step 7); the attention
@@ -232,7 +234,7 @@ class AsdTransformerPipeline(Pipeline):
             try:
                 with np.load(path, allow_pickle=False) as z:
                     out = {"x": z["x"], "blocks": tuple(int(b) for b in z["blocks"]), "order": z["order"],
-                           "info": json.loads(str(z["info"]))}
+                           "info": json.loads(str(z["info"])), "efficiency": z["efficiency"]}
                 self.ctx.log(f"features (ComBat {'on' if combat else 'off'}, local efficiency {'on' if nle else 'off'}) "
                              f"from the cache {path.name}")
                 return out
@@ -247,7 +249,8 @@ class AsdTransformerPipeline(Pipeline):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, x=out["x"], blocks=np.array(out["blocks"]), order=out["order"], info=json.dumps(out["info"]))
+            np.savez(tmp, x=out["x"], blocks=np.array(out["blocks"]), order=out["order"], info=json.dumps(out["info"]),
+                     efficiency=out["efficiency"])
             os.replace(tmp, path)
         except OSError:  # a read-only cache only costs time
             pass
@@ -341,6 +344,62 @@ class AsdTransformerPipeline(Pipeline):
     def _checks(self, prepared: dict) -> dict:
         info = prepared["info"]
         return {k: float(v) for k, v in info.items()}
+
+    def prepare(self) -> dict:
+        """The card's ``prepare`` verb: FC → ComBat → local efficiency → community order, written into the run
+        (``features.npz``: node features, ROI order, block sizes, local efficiencies, subjects, sites, labels) with
+        the ComBat check, per-subject mean local efficiency and a figure of the per-site FC means before/after."""
+        import io as _io
+
+        pp, data = self.m.preprocess, self.data()
+        fit = None
+        if pp.combat and pp.combat_fit == "train":
+            fit = np.zeros(len(data), bool)
+            fit[self.splits()[0]["train"]] = True
+        prepared = self.features(pp.combat, pp.nle, fit)
+        buf = _io.BytesIO()
+        np.savez_compressed(buf, x=prepared["x"], order=prepared["order"], blocks=np.array(prepared["blocks"]),
+                            efficiency=prepared["efficiency"], subject=np.array(data.subject), site=np.array(data.site),
+                            label=data.label)
+        from medrun.artifacts import atomic_write
+
+        atomic_write(self.ctx.run.path / "features.npz", buf.getvalue())
+        eff = prepared["efficiency"]
+        write_csv(self.ctx.run.path / "per_case.csv", [
+            {"subject": s, "site": site, "asd": int(y), "local_efficiency_mean": round(float(e.mean()), 6)}
+            for s, site, y, e in zip(data.subject, data.site, data.label, eff, strict=True)])
+        self._site_figure(self.features(True, False, fit)["x"] if pp.combat else None)
+        metrics = {"subjects": len(data), "rois": int(data.corr.shape[1]), "sites": len(set(data.site)),
+                   **self._checks(prepared)}
+        self.ctx.log("prepared: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in metrics.items()))
+        return metrics
+
+    def _site_figure(self, harmonised: np.ndarray | None) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        data = self.data()
+        sites = np.array(data.site)
+        names = sorted(set(data.site))
+        before = feat.upper(data.corr.astype(np.float64)).mean(1)
+        # the mean off-diagonal FC does not depend on the ROI order, so the community-ordered matrices will do
+        after = before if harmonised is None else feat.upper(harmonised.astype(np.float64)).mean(1)
+        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2), 4))
+        pos = np.arange(len(names))
+        ax.bar(pos - 0.2, [before[sites == s].mean() for s in names], 0.4, label="before ComBat")
+        ax.bar(pos + 0.2, [after[sites == s].mean() for s in names], 0.4, label="after ComBat")
+        ax.set_xticks(pos, names, rotation=45, ha="right")
+        ax.set_ylabel("mean FC (upper triangle)")
+        ax.set_title("per-site mean connectivity")
+        ax.legend()
+        fig.tight_layout()
+        out = self.ctx.run.path / "figures" / "combat_sites.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
 
     def eval(self) -> dict:
         pp, mm, data = self.m.preprocess, self.m.model, self.data()

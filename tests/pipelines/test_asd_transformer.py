@@ -66,6 +66,14 @@ def test_combat_fit_on_train_applies_to_the_rest():
     assert 1 - feat.site_variance(both[~fit], sites[~fit]) / feat.site_variance(y[~fit], sites[~fit]) > 0.8
 
 
+def test_combat_refuses_a_site_with_one_subject():
+    from medrun.errors import DataError
+
+    y, sites, _ = _site_data(2, n_per=(10, 1, 10))
+    with pytest.raises(DataError, match="site b has 1 subject"):
+        feat.combat(y, sites)
+
+
 def test_local_efficiency_matches_networkx():
     for seed, p in enumerate((0.1, 0.2, 0.35, 0.6)):
         g = nx.gnp_random_graph(35, p, seed=seed)
@@ -156,6 +164,20 @@ def test_ablate_runs_every_variant(cli, runs):
     run = runs / "asd-transformer" / f"ablate-{r.json()['run_id'][:12]}"
     paper = (run / "paper.md").read_text()
     assert "Table 2" in paper and "77.76 ± 4.4" in paper and "79.97 ± 2.6" in paper
+
+
+def test_prepare_writes_features_and_checks(cli, runs):
+    r = cli("prepare", "asd-transformer", "--dataset", "abide-pcp", "--fixture", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["subjects"] == 60 and m["rois"] == 40 and m["sites"] == 3 and m["combat_site_var_fall"] > 0.9
+    assert 0 < m["local_efficiency_mean"] < 1
+    run = runs / "asd-transformer" / f"prepare-{r.json()['run_id'][:12]}"
+    with np.load(run / "features.npz", allow_pickle=False) as z:
+        assert z["x"].shape == (60, 40, 40) and z["blocks"].tolist() == [8, 6, 4, 4, 4, 2, 4, 8]
+        assert z["efficiency"].shape == (60, 40) and z["subject"][0] == "Pitt_0050000"
+        assert np.allclose(z["x"].mean(), 0, atol=1) and z["label"].sum() == 30
+    assert (run / "figures" / "combat_sites.png").exists() and (run / "MANIFEST.sha256").exists()
 
 
 def _fixture_copy(tmp_path, name="abide"):
