@@ -46,10 +46,20 @@ class EncoderLayer(nn.Module):
         self.dropout, self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``key_padding_mask`` (B, L), True = padding: padded tokens are not attended to, and the feed-forward part
+        runs on the real tokens only (padded rows of the output are zeros)."""
         a, w = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=True, average_attn_weights=True)
-        x = self.norm1(x + self.dropout1(a))
-        x = self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
-        return x, w
+        x = x + self.dropout1(a)
+        if key_padding_mask is None:
+            return self._ffn(x), w
+        keep = ~key_padding_mask
+        out = x.new_zeros(x.shape)
+        out[keep] = self._ffn(x[keep])
+        return out, w
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x)
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
 class OCRead(nn.Module):
