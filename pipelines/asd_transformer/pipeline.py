@@ -298,6 +298,11 @@ class AsdTransformerPipeline(Pipeline):
 
     def _protocol(self, combat: bool, nle: bool, interaction: str, tag: str, save: bool = True):
         """Train + select + test every run; returns (summary, per-run rows, per-case rows, last test context)."""
+        from ..runner import world_size
+
+        if world_size(self.m.trainer.model_dump()) > 1:
+            raise UsageError("asd-transformer trains on one device: the best-validation-AUROC epoch is chosen "
+                             "in-process over the whole validation split", fix="use --devices 1 (a run is minutes)")
         data = self.data()
         runs = self.splits()
         per_run, rows, attention = [], [], None

@@ -1,6 +1,7 @@
 """asd-transformer: ComBat against its closed form, local efficiency against networkx, learning on the fixture with
 the card's smoke run, eval/predict/ablate, and bad input through the CLI."""
 
+import csv
 import json
 import shutil
 
@@ -151,6 +152,31 @@ def test_learns_on_fixture_then_eval_predict(cli, runs):
 
     pred = cli("predict", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "--json")
     assert pred.code == 0 and pred.json()["metrics"]["n"] == 60
+
+    ck = cli("eval", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs,
+             "--checkpoint", run / "checkpoints" / "run1.safetensors", "--json")
+    assert ck.code == 0, ck.err
+    assert ck.json()["metrics"]["runs"] == 2
+    ck_run = runs / "asd-transformer" / f"eval-{ck.json()['run_id'][:12]}"
+    ours = {r["run"]: float(r["auroc"]) for r in csv.DictReader((ck_run / "per_run.csv").open())}
+    trained = {r["run"]: float(r["auroc"]) for r in csv.DictReader((run / "per_run.csv").open())}
+    assert ours["1"] == pytest.approx(trained["1"])  # run 1's weights on run 1's test split
+
+
+def test_resplit_and_train_only_combat_run(cli, runs):
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "protocol.scheme=resplit", "-o", "preprocess.combat_fit=train", "--json")
+    assert r.code == 0, r.err
+    run = runs / "asd-transformer" / f"train-{r.json()['run_id'][:12]}"
+    lock = json.loads((run / "data.lock.json").read_text())["splits"]
+    assert lock["run1/train"] != lock["run2/train"]  # the whole split re-drawn
+    assert r.json()["metrics"]["combat_site_var_fall"] > 0.5
+
+
+def test_more_than_one_device_is_refused(cli, runs):
+    r = cli("train", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "trainer.devices=2", "-o", "trainer.accelerator=cpu")
+    assert r.code == 2 and "one device" in r.err
 
 
 def test_ablate_runs_every_variant(cli, runs):
