@@ -260,10 +260,14 @@ def read_pcp(root: Path) -> Connectivity:
         elif ts.shape[1] != n_rois:
             raise DataError(f"{path} has {ts.shape[1]} ROI columns, others have {n_rois}",
                             fix="all files must come from the same atlas (rois_cc200)")
-        if int(r.DX_GROUP) not in (1, 2):
-            raise DataError(f"{csv}: subject {r.FILE_ID} has DX_GROUP {r.DX_GROUP}", fix="1 = autism, 2 = control")
+        try:
+            dx = int(float(r.DX_GROUP))
+        except (TypeError, ValueError):
+            dx = None
+        if dx not in (1, 2):
+            raise DataError(f"{csv}: subject {r.FILE_ID} has DX_GROUP {r.DX_GROUP!r}", fix="1 = autism, 2 = control")
         corrs.append(pearson(ts).astype(np.float32))
-        labels.append(1 if int(r.DX_GROUP) == 1 else 0)
+        labels.append(1 if dx == 1 else 0)
         sites.append(str(r.SITE_ID))
         subjects.append(str(r.FILE_ID))
     comm = read_communities(root / COMMUNITIES, n_rois)

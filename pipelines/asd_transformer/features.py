@@ -27,7 +27,7 @@ def combat(features: np.ndarray, sites: list[str], fit: np.ndarray | None = None
     """ComBat (Johnson 2007 / Fortin 2017, parametric empirical Bayes) through neuroCombat 0.2.12, batch = site and
     no biological covariates. ``fit``: a boolean mask of the subjects to learn from (default: all, the paper's
     transductive, label-free use); the others are adjusted with those estimates (:func:`combat_apply`).
-    Features that are constant within the fitted set are passed through unchanged."""
+    Features that are constant within any fitted site are passed through unchanged."""
     import pandas as pd
     from neuroCombat import neuroCombat
 
@@ -42,7 +42,9 @@ def combat(features: np.ndarray, sites: list[str], fit: np.ndarray | None = None
         raise DataError(f"ComBat: site {lone} has {counts[counts < 2][0]} subject(s) in the set it is fitted on; it "
                         "needs at least 2 per site to estimate a site variance",
                         fix="drop that site's subjects, use preprocess.combat_fit=all, or preprocess.combat=false")
-    varying = x[fit].std(0) > 1e-12
+    # a feature constant within any fitted site (e.g. a ROI without signal at one site) has no site variance to
+    # estimate; it is passed through, as are features constant overall
+    varying = np.all([x[fit & (sites == s)].std(0) > 1e-12 for s in names], axis=0)
     out = x.copy()
     dat = x[fit][:, varying].T  # features × subjects
     res = neuroCombat(dat=dat, covars=pd.DataFrame({"site": sites[fit]}), batch_col="site", eb=eb)

@@ -108,6 +108,11 @@ def test_pcp_duplicate_subject_and_wrong_columns(roots, tmp_path):
     csv.write_text("\n".join([*lines, lines[3]]) + "\n")
     with pytest.raises(DataError, match="csv: subject UM_1_0050002 appears 2 times"):
         abide.read_pcp(root)
+    bad = lines[2].split(",")
+    bad[5] = ""
+    csv.write_text("\n".join([*lines[:2], ",".join(bad), *lines[3:5]]) + "\n")
+    with pytest.raises(DataError, match="subject NYU_0050001 has DX_GROUP nan"):
+        abide.read_pcp(root)
     csv.write_text("\n".join(lines[:5]) + "\n")
     f = root / "rois_cc200" / "NYU_0050001_rois_cc200.1D"
     f.write_text("#a\n" + "\n".join("1 2 3" for _ in range(50)) + "\n")

@@ -67,6 +67,18 @@ def test_combat_fit_on_train_applies_to_the_rest():
     assert 1 - feat.site_variance(both[~fit], sites[~fit]) / feat.site_variance(y[~fit], sites[~fit]) > 0.8
 
 
+def test_combat_passes_through_features_constant_within_a_site():
+    import contextlib
+    import io
+
+    y, sites, _ = _site_data(3)
+    y[sites == "b", 5] = 0.0  # e.g. a ROI with no signal at site b: FC 0 for all its subjects
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = feat.combat(y, sites)
+    assert np.isfinite(out).all() and np.array_equal(out[:, 5], y[:, 5])
+    assert not np.allclose(out[:, 4], y[:, 4])
+
+
 def test_combat_refuses_a_site_with_one_subject():
     from medrun.errors import DataError
 
