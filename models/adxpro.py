@@ -125,6 +125,18 @@ class DecayLSTMCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
+def _bucket(mask: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
+    """Indices of the 1s in ``mask`` (n of them), padded by repeating the first up to a multiple of ``bucket``.
+    On CPU, oneDNN builds new convolution kernels for every new batch shape (seconds each in 3D); a handful of
+    bucketed shapes costs less than encoding every missing slot or compiling for every count."""
+    idx = mask.nonzero().flatten()
+    n = len(idx)
+    if n == 0 or bucket <= 1:
+        return idx, n
+    pad = (-n) % bucket
+    return torch.cat([idx, idx[:1].expand(pad)]) if pad else idx, n
+
+
 class ADxPro(nn.Module):
     """The whole model. ``forward`` takes one batch of subjects over T visits:
 
@@ -137,6 +149,8 @@ class ADxPro(nn.Module):
     ``x_hat`` (B, T, n_bio + n_dg), the same for the tabular inputs; ``v`` (B, T, L + n_bio + n_dg + C), the
     imputed inputs the LSTM saw; ``mu``, ``var`` (B, T, L) the fused posterior; ``mu_i``, ``logvar_i``
     (B, T, M, L) per modality."""
+
+    BUCKET = 4  # encoder/decoder batch sizes are padded to multiples of this (see ``_bucket``)
 
     def __init__(self, shape=(128, 160, 128), n_bio: int = 6, n_dg: int = 7, n_classes: int = 3, latent: int = 64,
                  hidden: int = 128, modalities: int = 2, use_images: bool = True):
@@ -161,19 +175,26 @@ class ADxPro(nn.Module):
 
     # -- AMVAE --------------------------------------------------------------------------------------------------
     def encode(self, images, img_mask):
-        """Per-modality (μ_i, logvar_i) of shape (B, T, M, L), computed only for present volumes (zeros elsewhere)."""
+        """Per-modality (μ_i, logvar_i) of shape (B, T, M, L); zeros where the modality is missing. Only present
+        volumes are encoded, their number padded up to a multiple of ``BUCKET`` (see ``_bucket``)."""
         B, T, M = img_mask.shape
         mu = images.new_zeros(B, T, M, self.latent)
         logvar = images.new_zeros(B, T, M, self.latent)
         if not self.use_images:
             return mu, logvar
+        flat = images.reshape(B * T, M, *images.shape[3:])
+        mus, lvs = mu.view(B * T, M, -1).unbind(1), logvar.view(B * T, M, -1).unbind(1)
+        out_mu, out_lv = [], []
         for i, enc in enumerate(self.encoders):
-            sel = img_mask[:, :, i] > 0
-            if sel.any():
-                m, lv = enc(images[:, :, i][sel][:, None])
-                mu[:, :, i][sel] = m
-                logvar[:, :, i][sel] = lv.clamp(-10, 10)
-        return mu, logvar
+            idx, n = _bucket(img_mask[:, :, i].reshape(-1), self.BUCKET)
+            if n == 0:
+                out_mu.append(mus[i])
+                out_lv.append(lvs[i])
+                continue
+            m, lv = enc(flat[idx, i][:, None])
+            out_mu.append(mus[i].index_put((idx[:n],), m[:n]))
+            out_lv.append(lvs[i].index_put((idx[:n],), lv[:n].clamp(-10, 10)))
+        return torch.stack(out_mu, 1).view(B, T, M, -1), torch.stack(out_lv, 1).view(B, T, M, -1)
 
     def decode(self, z, modality: int):
         """z (N, L) → volumes (N, D, H, W)."""
@@ -217,19 +238,21 @@ class ADxPro(nn.Module):
         the fused posterior against N(0, I) at visits with any image. Mean over the terms that apply."""
         if not self.use_images:
             return out["mu"].new_zeros(())
-        recon, n = out["mu"].new_zeros(()), 0
+        recon, n = out["mu"].new_zeros(()), img_mask.sum()
+        z = out["z"].reshape(-1, self.latent)
         for i in range(self.n_mod):
-            sel = img_mask[:, :, i] > 0
-            if sel.any():
-                pred = self.decode(out["z"][sel], i)
-                recon = recon + F.binary_cross_entropy(pred, images[:, :, i][sel], reduction="none").mean((1, 2, 3)).sum()
-                n += int(sel.sum())
+            idx, k = _bucket(img_mask[:, :, i].reshape(-1), self.BUCKET)
+            if k == 0:
+                continue
+            pred = self.decode(z[idx], i)[:k]
+            target = images[:, :, i].reshape(-1, *pred.shape[1:])[idx[:k]]
+            recon = recon + F.binary_cross_entropy(pred, target, reduction="none").mean((1, 2, 3)).sum()
         sel = out["any_img"] > 0
         if not sel.any():
-            return recon
+            return recon / n.clamp(min=1)
         mu, var = out["mu"][sel], out["var"][sel]
         kl = 0.5 * (var + mu ** 2 - 1 - var.log()).mean(-1)
-        return recon / max(n, 1) + beta * kl.mean()
+        return recon / n.clamp(min=1) + beta * kl.mean()
 
     def losses(self, out, batch, beta: float = 1.0, n_bio: int = 6) -> dict:
         dx, x, x_mask = batch["dx"], batch["x"], batch["x_mask"]
