@@ -119,7 +119,7 @@ def texture(rng, size: int, amplitude: float = 0.15):
     import numpy as np
 
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    period = rng.uniform(2.5, 4.0)
+    period = rng.uniform(5.0, 8.0)
     theta = rng.uniform(0, np.pi)
     phase = rng.uniform(0, 2 * np.pi, 2)
     u = np.cos(theta) * xx + np.sin(theta) * yy
