@@ -36,6 +36,10 @@ Choices where the card is silent or the paper is wrong:
   triangle of the z-scored PR matrix, and MONAI's DenseNet-121 (1 channel, from scratch) on the matrix resampled
   nearest-neighbour to ``baseline.image_size``² (the code saved 224×224 grayscale renderings; no colour map), trained
   like the proposed network; both on train's split.
+- ``cv.folds_file`` (``subject,fold`` CSV) fixes the folds, e.g. to a published split; a subject listed in two
+  folds, or one without a fold, is a data error naming it. Otherwise stratified k-fold seeded ``cv.seed``.
+- No ``extract`` verb (preprocessed NIfTI → these CSVs with nilearn's Dosenbach-2010 spheres, radius 5 mm): nilearn
+  is not among medrun's dependencies, so users extract the time series themselves.
 - Under multi-process training the ranks above 0 run in a scratch directory, so their cache lies elsewhere; the
   topology is computed by the stage before training starts, so this only matters for a cold cache.
 """
