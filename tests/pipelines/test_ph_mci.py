@@ -297,3 +297,19 @@ def test_baselines_random_forest_and_densenet(cli, runs, small):
     assert 0 <= m["rf_accuracy"] <= 1 and m["densenet121_params"] == 6_949_634  # MONAI DenseNet-121, 1 → 2 channels
     text = (Path(r.json()["run_dir"]) / "paper.md").read_text()
     assert "Table 2" in text and "| random forest (flattened PR) |" in text and "0.8200" in text  # CB, RF, ADNI
+
+
+def test_fixture_pr_matrices_carry_the_cards_signal(small):
+    """HC: amplitude 1 vs 3 halves give a 2×2 block pattern in the H0 PR matrix; MCI (all amplitude 2) is flat."""
+    from medrun.datasets import adni_rsfmri as ds
+
+    def blocks(cls):
+        x = ds.read_series(next(small.glob(f"{cls}/CB/*.csv")), "CB")
+        pr = topo.subject_topology(x, topo.Settings(max_dim=0)).pr[0]
+        within = np.r_[pr[:9, :9][np.triu_indices(9, 1)], pr[9:, 9:][np.triu_indices(9, 1)]].mean()
+        return within, pr[:9, 9:].mean()
+
+    hc_within, hc_between = blocks("HC")
+    mci_within, mci_between = blocks("MCI")
+    assert hc_between > 3 * hc_within
+    assert mci_between < 1.5 * mci_within
