@@ -158,6 +158,10 @@ def compute(items: list[Item], s: Settings, cache_dir: Path, read, workers: int 
     checked before anything is computed. Returns ({item id: cache path}, stats)."""
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
+    if cache_dir.is_dir():  # temp files of a killed worker; young ones may belong to another process still writing
+        for tmp in cache_dir.glob(".*.tmp"):
+            if time.time() - tmp.stat().st_mtime > 3600:
+                tmp.unlink(missing_ok=True)
     paths, todo = {}, []
     for it in items:
         key = cache_key(hashlib.sha256(Path(it.path).read_bytes()).hexdigest(), it.network, s)

@@ -313,3 +313,15 @@ def test_fixture_pr_matrices_carry_the_cards_signal(small):
     mci_within, mci_between = blocks("MCI")
     assert hc_between > 3 * hc_within
     assert mci_between < 1.5 * mci_within
+
+
+def test_stale_temp_files_of_killed_workers_are_removed(tmp_path):
+    import os
+    import time
+
+    old, young = tmp_path / ".abc-1.tmp", tmp_path / ".abc-2.tmp"
+    old.write_bytes(b"partial")
+    young.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    topo.compute([], topo.Settings(), tmp_path, read=None, log=lambda *a: None)
+    assert not old.exists() and young.exists()
