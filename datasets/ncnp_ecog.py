@@ -28,7 +28,8 @@ ratios), 227×227 PNGs that compress well (smooth colour maps, line drawings on 
   in time; negatives add a broadband vertical stripe (an artefact) or nothing.
 - IED: a noisy trace; positives add a sharp biphasic spike (20–70 ms) with a slow wave at the centre; negatives
   are noise or an ongoing oscillation.
-- Each patient has its own brightness (HFO) and amplitude (IED) offset, so leave-one-patient-out is harder.
+- Each patient has its own brightness (HFO) and amplitude (IED) offset and background level, so
+  leave-one-patient-out is harder than 5-fold CV.
 """
 
 from __future__ import annotations
@@ -221,14 +222,14 @@ def _smooth_noise(rng, size: int, cells: int = 12):
     return np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.float64)
 
 
-def hfo_image(rng, positive: bool, brightness: float = 0.0, size: int = 227):
+def hfo_image(rng, positive: bool, brightness: float = 0.0, noise: float = 1.0, size: int = 227):
     """A CWT power map rendered with the jet colour map: x 0–340 ms, y 500 (top) to 250 Hz."""
     import matplotlib
     import numpy as np
 
     t = np.linspace(0, 340, size)[None, :]
     f = np.linspace(500, 250, size)[:, None]
-    power = 0.22 + brightness + 0.07 * _smooth_noise(rng, size)
+    power = 0.22 + brightness + 0.07 * noise * _smooth_noise(rng, size)
     if positive:
         t0, f0 = rng.uniform(130, 210), rng.uniform(300, 450)
         dur = rng.uniform(30, 80)
@@ -240,16 +241,16 @@ def hfo_image(rng, positive: bool, brightness: float = 0.0, size: int = 227):
     return (rgb * 255).round().astype(np.uint8)
 
 
-def ied_trace(rng, positive: bool, gain: float = 1.0, n: int = 240):
+def ied_trace(rng, positive: bool, gain: float = 1.0, noise: float = 1.0, n: int = 240):
     """A 600 ms trace (µV-like units) sampled at n points; positives carry a biphasic spike + slow wave at the centre."""
     import numpy as np
     from scipy.ndimage import gaussian_filter1d
 
     t = np.linspace(0, 600, n)
-    x = gaussian_filter1d(rng.normal(0, 1, n), 2.0) * 3.0
+    x = gaussian_filter1d(rng.normal(0, 1, n), 2.0) * 3.0 * noise
     if positive:
         c, w = 300 + rng.normal(0, 10), rng.uniform(20, 70)
-        x += -rng.uniform(9, 13) * np.exp(-((t - c) ** 2) / (2 * (w / 5) ** 2))  # sharp negative peak
+        x += -rng.uniform(11, 15) * np.exp(-((t - c) ** 2) / (2 * (w / 5) ** 2))  # sharp negative peak
         x += rng.uniform(3, 5) * np.exp(-((t - c - w / 2) ** 2) / (2 * (w / 6) ** 2))  # second phase
         x += -rng.uniform(3, 4.5) * np.exp(-((t - c - w - 90) ** 2) / (2 * 45.0**2))  # slow wave
     elif rng.random() < 0.5:  # ongoing oscillation
@@ -257,12 +258,13 @@ def ied_trace(rng, positive: bool, gain: float = 1.0, n: int = 240):
     return x * gain
 
 
-def ied_image(rng, positive: bool, gain: float = 1.0, size: int = 227):
-    """The trace drawn (5 px, dark blue, anti-aliased) on white, ±16 units over the image height."""
+def ied_image(rng, positive: bool, gain: float = 1.0, noise: float = 1.0, size: int = 227):
+    """The trace drawn (5 px, dark blue, anti-aliased) on white, ±16 units over the image height (a fixed scale, so
+    the patient's amplitude shows; the paper's traces have "a flexible range")."""
     import numpy as np
     from skimage.draw import line_aa
 
-    x = ied_trace(rng, positive, gain)
+    x = ied_trace(rng, positive, gain, noise)
     cols = np.linspace(4, size - 5, len(x))
     rows = np.clip(size / 2 - x * (size / 2 - 6) / 16.0, 3, size - 4)
     ink = np.zeros((size, size))
@@ -288,16 +290,18 @@ def fixture(out: Path, seed: int = 0, patients: int = 5, per_patient: int = 60) 
     rows = []
     for k in range(patients):
         pid = f"pt{k + 1:02d}"
-        brightness, gain = rng.uniform(-0.06, 0.06), rng.uniform(0.75, 1.25)
-        for task, npos, draw, offset in (("hfo", hfo_pos[k % 5], hfo_image, brightness),
-                                         ("ied", ied_pos[k % 5], ied_image, gain)):
+        # per patient: HFO brightness and IED amplitude offsets, and a background level for each (its recording noise)
+        brightness, gain = rng.uniform(-0.12, 0.12), rng.uniform(0.6, 1.4)
+        noise_hfo, noise_ied = rng.uniform(0.8, 1.8), rng.uniform(0.8, 1.5)
+        for task, npos, draw, offset, noise in (("hfo", hfo_pos[k % 5], hfo_image, brightness, noise_hfo),
+                                                ("ied", ied_pos[k % 5], ied_image, gain, noise_ied)):
             labels = np.array([1] * npos + [0] * (per_patient - npos))
             rng.shuffle(labels)
             for i, y in enumerate(labels):
                 folder = root / task / pid / CLASSES[task][y]
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"{pid}_{task}_{i:03d}.png"
-                Image.fromarray(draw(rng, bool(y), offset)).save(path)
+                Image.fromarray(draw(rng, bool(y), offset, noise)).save(path)
                 rows.append({"task": task, "patient": pid, "file": path.relative_to(root).as_posix(),
                              "label": CLASSES[task][y]})
     with open(root / LABELS_CSV, "w", newline="") as f:

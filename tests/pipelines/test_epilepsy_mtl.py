@@ -83,6 +83,13 @@ def test_learns_on_fixture_then_eval_predict(cli, trained):
     assert info["parent"] == out["run_id"]
     pred = cli("predict", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "--json")
     assert pred.code == 0 and pred.json()["metrics"]["n_hfo"] == 60
+    import yaml
+
+    root = yaml.safe_load((run / "manifest.yaml").read_text())["dataset"]["root"]
+    folders = cli("predict", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "-o", f"predict.hfo={root}/hfo/pt01/HFO",
+                  "-o", f"predict.ied={root}/ied/pt01", "--json")
+    assert folders.code == 0, folders.err
+    assert folders.json()["metrics"]["n_hfo"] == 17 and folders.json()["metrics"]["n_ied"] == 60
     one = cli("predict", "epilepsy-mtl", *FX, *FAST, "--runs-dir", runs, "-o", "predict.hfo=/tmp")
     assert one.code == 2 and "predict.ied" in one.err
 
