@@ -407,7 +407,7 @@ class AdProgression(Pipeline):
                      f"REC {metrics['recall_macro']:.4f}  mAUC {metrics['mauc']:.4f}  MAE {metrics['mae_ml']:.3f} ml  "
                      f"MRE {metrics['mre_pct']:.2f} %  ({metrics['n_visits']} visits)")
         self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx,
-                                                     sections=paper_sections(metrics, None)))
+                                                     sections=paper_sections(metrics, None, self.m.model.use_images)))
         return metrics
 
     # -- stages on a finished train run -----------------------------------------------------------------------
@@ -511,7 +511,7 @@ class AdProgression(Pipeline):
 
         rec, _ = self.records()
         folds = self.folds(rec)
-        per_fold, base_fold, rows = [], [], []
+        per_fold, base_fold, rows, per_bio = [], [], [], []
         self._record_splits(rec, {f"fold{i + 1}": f for i, f in enumerate(folds)})
         for i in range(len(folds)):
             sp = self.split(rec, i)
@@ -524,6 +524,7 @@ class AdProgression(Pipeline):
             if i == 0:
                 trajectories_png(rec, ds, norm, res, self.ctx.run.path / "figures" / "trajectories.png")
             per_fold.append({"fold": i + 1, **{k: m[k] for k in _CV_KEYS}, "secs_per_epoch": round(secs, 3)})
+            per_bio.append(m["mae_ml_per_biomarker"])
             rows += [{"fold": i + 1, **r} for r in case_rows]
             if self.m.cv.baseline:
                 bnet, bnorm, _ = self._fit(rec, sp["train"], use_images=False, ckpt=False)
@@ -537,6 +538,8 @@ class AdProgression(Pipeline):
             vals = np.array([f[key] for f in per_fold], dtype=float)
             metrics[key] = float(np.nanmean(vals))
             metrics[f"{key}_sd"] = float(np.nanstd(vals, ddof=1))
+        metrics["mae_ml_per_biomarker"] = {b: float(np.mean([f[b] for f in per_bio if b in f]))
+                                           for b in adm.BIOMARKERS if any(b in f for f in per_bio)}
         if base_fold:
             write_csv(self.ctx.run.path / "per_fold_baseline.csv", base_fold)
             for key in _CV_KEYS:
@@ -549,7 +552,8 @@ class AdProgression(Pipeline):
         table = markdown_table(["fold", *_CV_KEYS], [[f["fold"], *[f[k] for k in _CV_KEYS]] for f in per_fold])
         self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx,
                                                      title=f"ADxPro, {len(folds)}-fold CV",
-                                                     sections=[*paper_sections(metrics, len(folds)), "## Folds\n\n" + table]))
+                                                     sections=[*paper_sections(metrics, len(folds), self.m.model.use_images),
+                                                               "## Folds\n\n" + table]))
         return metrics
 
 
@@ -562,7 +566,7 @@ TABLE2 = [("GRU-D", 5.5422, 7.3789), ("MinimalRNN", 3.9373, 5.7233), ("BiPro", 4
           ("CNN-BRNN", 5.6713, 7.5433), ("ADxPro", 4.0363, 5.8039)]
 
 
-def paper_sections(m: dict, folds: int | None) -> list[str]:
+def paper_sections(m: dict, folds: int | None, use_images: bool = True) -> list[str]:
     def v(key):
         val = m.get(key)
         sd = m.get(f"{key}_sd")
@@ -572,7 +576,7 @@ def paper_sections(m: dict, folds: int | None) -> list[str]:
 
     setting = f"{folds}-fold CV" if folds else "one held-out fold"
     t1 = [[i, n, f"{a:.4f}", f"{p:.4f}", f"{r:.4f}", f"{u:.4f}"] for i, n, a, p, r, u in TABLE1]
-    t1.append(["(inputs as configured)", f"**this run** ({setting})", v("accuracy"), v("precision_macro"),
+    t1.append(["MRI+PET+Bio+Dg+Gen" if use_images else "Bio+Dg+Gen", f"**this run** ({setting})", v("accuracy"), v("precision_macro"),
                v("recall_macro"), v("mauc")])
     if "baseline_accuracy" in m:
         t1.append(["Bio+Dg+Gen", f"this run, biomarker-only ({setting})", v("baseline_accuracy"),
