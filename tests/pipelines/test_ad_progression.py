@@ -154,3 +154,33 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
     a, b = (load_file(str(r / "checkpoints" / "model.safetensors")) for r in (run_a, run_b))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads(straight.stdout)["metrics"]["mauc"] == json.loads(resumed.stdout)["metrics"]["mauc"]
+
+
+def test_scoring_undoes_the_normalisation_and_reports_the_ttest(data):
+    """A forecast equal to the truth scores MAE 0 ml and accuracy 1 (so the z-score and ICV division are undone
+    exactly); an offset of 0.1 z in Hippocampus is 0.1·sd·ICV/1000 ml. paper.md shows the paired t-test."""
+    import numpy as np
+
+    from medrun.pipelines.ad_progression.pipeline import Normaliser, Records, Subjects, paper_sections, score
+
+    df = adm.read_adnimerge(data / "ADNIMERGE.csv")
+    cohort = adm.select_cohort(df)
+    rec = Records(cohort, adm.scan_images(data / "images", cohort), list(adm.VISITS))
+    idx = list(range(len(rec)))
+    norm = Normaliser(rec, idx[:20])
+    ds = Subjects(rec, idx, norm, (16, 20, 16), None, "none")
+    prob = np.eye(3)[np.clip(rec.dx, 0, 2)].astype(float)
+    x_hat = np.nan_to_num(norm.apply(rec.x))
+    m, rows = score(rec, ds, norm, {"prob": prob, "x_hat": x_hat})
+    assert m["accuracy"] == 1.0 and m["mauc"] == 1.0 and m["mae_ml"] < 1e-9 and len(rows) == m["n_visits"]
+    hip = adm.BIOMARKERS.index("Hippocampus")
+    x_hat[:, :, hip] += 0.1
+    m2, _ = score(rec, ds, norm, {"prob": prob, "x_hat": x_hat})
+    observed = [(i, t) for i in idx for t in range(1, 6) if np.isfinite(rec.x[i, t, hip]) and np.isfinite(rec.icv[i, t])]
+    expected = np.mean([0.1 * norm.sd[hip] * rec.icv[i, t] / 1000 for i, t in observed])
+    assert m2["mae_ml_per_biomarker"]["Hippocampus"] == pytest.approx(expected, rel=1e-9)
+    assert m2["mae_ml_per_biomarker"]["Ventricles"] < 1e-9
+    fake = {**m, "accuracy_sd": 0.01, "baseline_accuracy": 0.5, "baseline_precision_macro": 0.5,
+            "baseline_recall_macro": 0.5, "baseline_mauc": 0.6, "ttest_p_accuracy": 0.03, "ttest_p_mauc": 0.2}
+    text = "\n".join(paper_sections(fake, 5))
+    assert "biomarker-only" in text and "Paired t-test" in text and "0.0300" in text and "MRI+PET+Bio+Dg+Gen" in text
