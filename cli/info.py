@@ -254,6 +254,12 @@ def smoke(
             m, _ = load_manifest(Request(pipeline=slug, stage="train", dataset=ds, fixture=True), spec)
             req = Request(pipeline=slug, stage=m.smoke.stage, dataset=ds, fixture=True, runs_dir=runs_dir, force=force)
             t0 = time.perf_counter()
+            if m.smoke.stage in spec.parents:  # a stage on a finished run: run (or reuse) its parent stage first
+                parent_stage = spec.parents[m.smoke.stage]
+                log(f"smoke: {slug} {parent_stage} --dataset {ds} --fixture (the parent of {m.smoke.stage})")
+                parent = execute(plan(Request(pipeline=slug, stage=parent_stage, dataset=ds, fixture=True,
+                                              runs_dir=runs_dir, force=force), log=log), log=log)
+                req.run_ref = parent["run_dir"]
             log(f"smoke: {slug} {m.smoke.stage} --dataset {ds} --fixture")
             result = execute(plan(req, log=log), log=log)
             secs = time.perf_counter() - t0
