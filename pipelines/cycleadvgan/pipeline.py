@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -70,6 +71,11 @@ from .. import classification as clf
 from .. import training
 from ..base import Pipeline
 from ..report import confusion_png, learning_curves, markdown_table, paper_md
+
+# F stays in eval mode inside the GAN's training, and captum notes that it sets requires_grad on the inputs
+for _pattern in (".*module\\(s\\) in eval mode at the start of training.*",
+                 ".*required_grads has been set automatically.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
 
 # Tables 1 and 2 (white-box ASR / SSIM), by dataset and target model.
 PAPER_WHITEBOX = {

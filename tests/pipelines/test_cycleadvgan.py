@@ -1,0 +1,236 @@
+"""cycleadvgan end to end on the ISIC 2020 fixture at 32 px: `medrun smoke` runs the train stage and then the attack
+on it (the card's thresholds), the attack run names its parent and checks its weights, the transfer matrix and the
+λ sweep, the hand-written pieces against references, and bad input (issue 7 item 4)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+# The learning check: 32 px, the small CNN as F, a tiny CycleAdvGAN (ngf = ndf = 8, 2 blocks, 96 steps, lr 1e-3).
+TINY = {"dataset": {"img_size": 32}, "model": {"arch": "small_cnn"},
+        "attack": {"ngf": 8, "ndf": 8, "n_blocks": 2, "lr": 0.001, "epochs": 8, "decay_epochs": 0, "overlays": 2}}
+OPTS = ("-o", "model.arch=small_cnn", "-o", "dataset.img_size=32")
+GAN = ("-o", "attack.ngf=8", "-o", "attack.ndf=8", "-o", "attack.n_blocks=2", "-o", "attack.lr=0.001")
+
+
+@pytest.fixture(scope="module")
+def smoked(tmp_path_factory):
+    """`medrun smoke cycleadvgan` on a small copy of the fixture manifest (the chest X-ray one is left out)."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from medrun import manifests
+    from medrun.cli.main import main
+
+    tmp = tmp_path_factory.mktemp("cyc-manifest")
+    small = tmp / "isic2020.fixture.yaml"
+    small.write_text(yaml.safe_dump({"extends": str(REPO / "manifests/cycleadvgan/isic2020.fixture.yaml"), **TINY}))
+    real = manifests.manifest_path
+
+    def path(slug, ds, fixture=False):
+        if slug == "cycleadvgan" and fixture:
+            return small if ds == "isic2020" else REPO / "manifests/cycleadvgan/chestxray.yaml"
+        return real(slug, ds, fixture=fixture)
+
+    runs = tmp_path_factory.mktemp("cyc-runs")
+    buf = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setattr(manifests, "manifest_path", path)
+        code = main(["smoke", "cycleadvgan", "--runs-dir", str(runs), "--json"])
+    return runs, code, json.loads(buf.getvalue())
+
+
+def _runs(runs, stage):
+    return sorted((runs / "cycleadvgan").glob(f"{stage}-*"))
+
+
+@pytest.mark.slow
+def test_smoke_trains_the_parent_then_attacks_it(smoked):
+    """The card: ASR ≥ 0.5 and above same-L2 noise, SSIM ≥ 0.5, FGSM/PGD ASR > 0.5 (cli smoke runs train first)."""
+    runs, code, out = smoked
+    assert code == 0 and out["failed"] == 0, out
+    got = {r["metric"]: r["value"] for r in out["rows"]}
+    assert set(got) == {"asr_cycleadvgan", "ssim_cycleadvgan", "asr_gain_over_noise", "asr_fgsm", "asr_pgd"}
+    assert got["asr_cycleadvgan"] >= 0.5 and got["ssim_cycleadvgan"] >= 0.5 and got["asr_gain_over_noise"] > 0
+    (train,), (attack,) = _runs(runs, "train"), _runs(runs, "attack")
+    t_info, a_info = json.loads((train / "run.json").read_text()), json.loads((attack / "run.json").read_text())
+    metrics = json.loads((train / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9, metrics  # F learns the texture
+    assert a_info["parent"] == t_info["id"] and a_info["id"] != t_info["id"] and a_info["status"] == "complete"
+    from medrun.artifacts import sha256_file
+
+    assert a_info["parent_weights_sha256"] == sha256_file(train / "checkpoints" / "model.safetensors")
+    am = json.loads((attack / "metrics.json").read_text())
+    for method in ("cycleadvgan", "fgsm", "pgd", "noise"):
+        adv = np.load(attack / "adv" / f"{method}.npy")
+        assert adv.shape == (am["n_test"], 32, 32, 3) and adv.dtype == np.uint8
+    assert am["linf_fgsm"] == pytest.approx(0.03, abs=1e-4) and am["linf_pgd"] <= 0.03 + 1e-4
+    rows = (attack / "per_case.csv").read_text().splitlines()
+    assert len(rows) == am["n_test"] + 1 and {"success_cycleadvgan", "ssim_pgd", "clean_correct"} <= set(rows[0].split(","))
+    assert len(list((attack / "figures").glob("overlay_ISIC_*.png"))) == 2
+    for f in ("checkpoints/g_m.safetensors", "checkpoints/g_b.safetensors", "MANIFEST.sha256"):
+        assert (attack / f).exists(), f
+    paper = (attack / "paper.md").read_text()
+    assert "Tables 1–2" in paper and "0.9961" in paper and "CycleAdvGAN (ours)" in paper
+
+
+@pytest.mark.slow
+def test_eval_and_predict_on_the_train_run(cli, smoked, tmp_path):
+    runs, _, _ = smoked
+    (train,) = _runs(runs, "train")
+    ev = cli("eval", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train, "--json")
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["accuracy"] == json.loads((train / "metrics.json").read_text())["accuracy"]
+    pred = cli("predict", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train,
+               "--json")
+    assert pred.code == 0 and pred.json()["metrics"]["n"] == 24
+
+
+@pytest.mark.slow
+def test_sweep_lambda_is_a_set_of_attack_runs_with_a_plot(cli, smoked):
+    runs, _, _ = smoked
+    (train,) = _runs(runs, "train")
+    before = set(_runs(runs, "attack"))
+    r = cli("sweep-lambda", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
+            "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0", "-o", "sweep_lambda.lambdas=[0.0,0.9]",
+            "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    members = set(_runs(runs, "attack")) - before
+    assert len(members) == 2 and {p.name[7:] for p in members} == {i[:12] for i in m["members"]}
+    for p in members:
+        info = json.loads((p / "run.json").read_text())
+        assert info["parent"] == json.loads((train / "run.json").read_text())["id"]
+    # λ = 0 has no adversarial term at all: it fools F less than λ = 0.9
+    assert m["asr_cycleadvgan_lam0.9"] > m["asr_cycleadvgan_lam0.0"]
+    sweep = Path(r.json()["run_dir"])
+    assert (sweep / "figures" / "lambda_sweep.png").exists() and "Fig. 2" in (sweep / "paper.md").read_text()
+
+
+@pytest.mark.slow
+def test_transfer_matrix(cli, smoked):
+    runs, _, _ = smoked
+    (train,) = _runs(runs, "train")
+    r = cli("transfer", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
+            "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0", "-o", "train.epochs=3",
+            "-o", "transfer.models=[small_cnn,resnet18]", "-o", "transfer.methods=[cycleadvgan,fgsm]", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    keys = {f"asr_{meth}_{s}_to_{t}" for meth in ("cycleadvgan", "fgsm") for s in ("small_cnn", "resnet18")
+            for t in ("small_cnn", "resnet18")}
+    assert keys <= set(m) and all(0 <= m[k] <= 1 for k in keys)
+    out = Path(r.json()["run_dir"])
+    assert (out / "figures" / "transfer_matrix.png").exists() and (out / "adv" / "resnet18_fgsm.npy").exists()
+    assert "source \\ target" in (out / "paper.md").read_text()
+
+
+@pytest.mark.slow
+def test_tampered_parent_weights_and_weights_that_do_not_fit(cli, smoked, tmp_path):
+    import shutil
+
+    runs, _, _ = smoked
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    (train,) = _runs(copy, "train")
+    weights = train / "checkpoints" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    before = set(_runs(copy, "attack"))
+    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", copy, "--run", train,
+            "-o", "attack.epochs=1", "-o", "attack.decay_epochs=0")
+    assert r.code == 3 and "does not match its run's MANIFEST.sha256" in r.err and "Traceback" not in r.err
+    (new,) = set(_runs(copy, "attack")) - before
+    assert not (new / "MANIFEST.sha256").exists() and json.loads((new / "run.json").read_text())["status"] == "failed"
+    bad = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
+    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", copy, "--checkpoint", bad)
+    assert r.code == 2 and "do not fit this model" in r.err and "Traceback" not in r.err
+    other_arch = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", "-o", "dataset.img_size=32",
+                     "--runs-dir", copy, "--checkpoint", runs / "cycleadvgan" / train.name / "checkpoints" / "model.safetensors")
+    assert other_arch.code == 2 and "do not fit this model" in other_arch.err
+
+
+def test_run_of_another_pipeline_or_incomplete_run_is_refused(cli, runs, make_run, data):
+    other = make_run(runs, data, run_id="cd" * 32, pipeline="ad-lite")
+    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", "--runs-dir", runs, "--run", other)
+    assert r.code == 2 and "is a ad-lite train run, not a cycleadvgan train run" in r.err
+    half = make_run(runs, data, run_id="ef" * 32, pipeline="cycleadvgan", status="running")
+    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", "--runs-dir", runs, "--run", half)
+    assert r.code == 2 and "is not complete" in r.err
+    assert not list((runs / "cycleadvgan").glob("attack-*"))
+    none = cli("attack", "cycleadvgan", "--dataset", "chestxray", "--fixture", "--runs-dir", runs / "empty")
+    assert none.code == 2 and "medrun train cycleadvgan --dataset chestxray --fixture" in none.err
+
+
+def test_unreadable_image_names_the_file(cli, runs, tmp_path):
+    from medrun.datasets import chestxray
+
+    root = chestxray.fixture(tmp_path / "d", 0, train_per_class=6, test_per_class=2)
+    bad = sorted((root / "train" / "PNEUMONIA").glob("*.jpeg"))[1]
+    bad.write_bytes(b"not a jpeg")
+    r = cli("train", "cycleadvgan", "--dataset", "chestxray", "--data-dir", root, "--runs-dir", runs, *OPTS,
+            "-o", "train.epochs=1", "-o", "dataset.val_fraction=0.3")
+    assert r.code == 3 and bad.name in r.err and "Traceback" not in r.err
+    (run,) = (runs / "cycleadvgan").iterdir()
+    assert not (run / "MANIFEST.sha256").exists() and json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_wrong_folder_is_named(cli, runs, tmp_path):
+    from medrun.datasets import isic2020
+
+    root = isic2020.fixture(tmp_path / "d", 0, per_class=2)
+    r = cli("train", "cycleadvgan", "--dataset", "isic2020", "--data-dir", root.parent, "--runs-dir", runs)
+    assert r.code == 3 and "one level above" in r.err
+    assert not runs.exists()
+
+
+# -- hand-written pieces against references ------------------------------------------------------------------
+def test_fgsm_and_pgd_match_a_reference_and_respect_the_bounds():
+    from medrun.pipelines.cycleadvgan.config import Attack
+    from medrun.pipelines.cycleadvgan.pipeline import gradient_attack
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).eval()
+    x, y = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 0, 1, 1])
+    a = Attack(pgd_random_start=False)
+    xr = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(net(xr), y, reduction="sum").backward()
+    ref = (x + 0.03 * xr.grad.sign()).clamp(0, 1)
+    assert torch.allclose(gradient_attack(net, x, y, "fgsm", a, 0), ref, atol=1e-6)
+    pgd = gradient_attack(net, x, y, "pgd", a, 0)
+    assert (pgd - x).abs().max() <= 0.03 + 1e-6 and pgd.min() >= 0 and pgd.max() <= 1
+    loss = torch.nn.functional.cross_entropy
+    assert loss(net(pgd), y) >= loss(net(ref), y) - 1e-6 and loss(net(ref), y) > loss(net(x), y)  # linear F: PGD = FGSM
+
+
+def test_adversarial_loss_has_the_corrected_sign():
+    from medrun.pipelines.cycleadvgan.pipeline import adv_loss
+
+    z = torch.tensor([[2.0, -1.0], [0.5, 1.0]], requires_grad=True)
+    loss = adv_loss(z, 0, "margin", 0.0)  # true class 0: Z_0 − Z_1 clamped at 0 → (3 + 0) / 2
+    assert loss.item() == pytest.approx(1.5)
+    loss.backward()
+    assert z.grad[0, 0] > 0 and z.grad[0, 1] < 0 and z.grad[1].abs().sum() == 0  # descent lowers Z_y, raises the other
+    ce = adv_loss(torch.tensor([[0.0, 3.0]]), 0, "ce-flip", 0.0)
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(torch.tensor([[0.0, 3.0]]), torch.tensor([1])).item())
+
+
+def test_ssim_and_noise_helpers():
+    from skimage.metrics import structural_similarity
+
+    from medrun.pipelines.cycleadvgan.pipeline import same_l2_noise, ssim
+
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    y = (x + 0.1 * torch.rand_like(x)).clamp(0, 1)
+    ref = structural_similarity(x[1].permute(1, 2, 0).numpy(), y[1].permute(1, 2, 0).numpy(), channel_axis=-1, data_range=1.0)
+    s = ssim(x, y)
+    assert s[1] == pytest.approx(ref) and ssim(x, x) == pytest.approx([1.0, 1.0])
+    x = torch.full((3, 3, 16, 16), 0.5)
+    adv = x + torch.randn_like(x) * 0.05
+    noise = same_l2_noise(x, adv, 0)
+    assert torch.allclose((noise - x).flatten(1).norm(dim=1), (adv - x).flatten(1).norm(dim=1), rtol=1e-5)
