@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 from pathlib import Path
 
@@ -313,9 +314,12 @@ class AsdTransformerPipeline(Pipeline):
                          f"test {len(split['test'])}")
             net, info = self._fit(x, split, self.m.seed + r, interaction, f"{tag}/run{r + 1}" if tag else f"run{r + 1}")
             if save:
+                # one metadata key: safetensors writes several in a per-process random order, which would make
+                # the file's sha256 (what `medrun rerun --compare` checks) differ between identical runs
+                meta = {"pipeline": "asd-transformer", "run": r + 1, "interaction": interaction, "combat": combat,
+                        "nle": nle}
                 training.save_weights(net, self.ctx.run.path / "checkpoints" / f"{tag + '-' if tag else ''}run{r + 1}"
-                                      ".safetensors", {"pipeline": "asd-transformer", "run": r + 1,
-                                                       "interaction": interaction, "combat": combat, "nle": nle})
+                                      ".safetensors", {"medrun": json.dumps(meta, sort_keys=True)})
             test = split["test"]
             p = self._probs(net, x, test)
             s = self._score(data.label[test], p)
