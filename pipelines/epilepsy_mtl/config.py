@@ -37,6 +37,8 @@ class Train(TrainSection):
     lr_decay_rate: float = Field(0.95, gt=0, le=1)
     lr_decay_steps: int = Field(500, ge=1, description="lr × rate every this many optimizer steps (staircase)")
     l1: float = Field(0.01, ge=0, description="L1 penalty on the conv kernels (Keras l1() default)")
+    repair_each_epoch: bool = Field(False, description="reshuffle the IED partners of the training pairs every epoch "
+                                                       "(default: one fixed pairing per fit, Keras' joint fit)")
     intra_op_threads: int | None = Field(1, ge=1, description="torch threads while fitting and scoring (the model is "
                                                               "tiny: more threads cost more than they gain); null: torch's")
 

@@ -42,6 +42,23 @@ def test_pairing_is_seeded_and_covers_every_image():
     assert np.array_equal(pair_indices(7, 3, 123)[1], b) and not np.array_equal(pair_indices(7, 3, 124)[0], a)
 
 
+def test_repair_each_epoch_reshuffles_partners_only():
+    import torch
+
+    from medrun.pipelines.epilepsy_mtl.pipeline import RepairingPairs, epoch_sampler
+
+    n = 12
+    ds = RepairingPairs(torch.arange(n).float(), torch.zeros(n), torch.arange(100, 100 + n).float(), torch.zeros(n), seed=1)
+    sampler = epoch_sampler(n, 4, seed=1)
+    pairs = {}
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        pairs.setdefault(epoch, []).append({int(ds[k][0]): int(ds[k][2]) for k in sampler})
+    assert pairs[0][0] == pairs[0][1]  # a function of (seed, epoch): a resumed epoch gets the same partners
+    assert pairs[0][0] != pairs[1][0] and sorted(pairs[1][0].values()) == list(range(100, 100 + n))
+    assert sorted(pairs[0][0]) == list(range(n))
+
+
 def test_task_metrics_against_sklearn():
     from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
@@ -115,8 +132,8 @@ def test_explain_on_parent_run(cli, trained):
     assert len(rows) == 61 and "saliency_hfo_cross_share" in rows[0]
 
     # two independent networks (n_stitch 0): nothing crosses from one task's image to the other's head
-    ind = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "model.n_stitch=0", "-o", "train.epochs=1",
-              "-o", "eval.repairings=0", "--json")
+    ind = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "model.n_stitch=0", "-o", "train.epochs=2",
+              "-o", "eval.repairings=0", "-o", "train.repair_each_epoch=true", "--json")
     assert ind.code == 0, ind.err
     r0 = cli("explain", "epilepsy-mtl", *FX, "--runs-dir", runs, "--run", ind.json()["run_id"], "-o", "model.n_stitch=0",
              "-o", "explain.overlays=0",
