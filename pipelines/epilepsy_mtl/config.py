@@ -65,7 +65,7 @@ class Explain(Section):
     split: Literal["test", "train"] = "test"
     methods: list[Literal["saliency", "integrated_gradients"]] = Field(
         default_factory=lambda: ["saliency", "integrated_gradients"])
-    ig_steps: int = Field(32, ge=2, description="Integrated Gradients steps (zero-image baseline)")
+    ig_steps: int = Field(50, ge=2, description="Integrated Gradients steps (zero-image baseline; captum's default)")
     max_pairs: int | None = Field(None, ge=1, description="explain only the first n test pairs")
     overlays: int = Field(4, ge=0, description="pairs drawn in figures/ per task (positives first)")
 

@@ -1,12 +1,16 @@
 """epilepsy-mtl ``explain``: captum saliency of both heads of a finished train run.
 
 For each head (HFO, IED) and method (``Saliency``: |∂logit/∂x|, max over colour channels; ``IntegratedGradients``:
-zero-image baseline, ``explain.ig_steps`` steps, |attribution| summed over channels) the attribution of the head's
+zero-image baseline, ``explain.ig_steps`` steps (50), |attribution| summed over channels) the attribution of the head's
 predicted-class logit is taken with respect to both inputs of the pair:
 
 - its own image: the saliency map of that task;
 - the partner image: the cross-task attribution, which flows only through the cross-stitch units (exactly zero
   with ``model.n_stitch: 0``) and shows how much one task leans on the other.
+
+The cross-task share measures sensitivity, not reliance: through full stitch units the partner's map spreads over
+the whole partner image, so its mass can exceed the own map's while re-pairing hardly changes the prediction (see
+``repair_acc_sd_*`` of train/eval for the effect of the partner on accuracy).
 
 Outputs: ``maps/<method>_<head>.npy`` (N, 2, 28, 28) float32, channel 0 the map over the HFO image, 1 over the IED
 image; ``per_case.csv`` one row per pair (files, labels, predictions, each map's mass on own and partner image, the
@@ -39,7 +43,7 @@ def _npy(arr: np.ndarray) -> bytes:
 
 
 def attributions(net, xa: torch.Tensor, xb: torch.Tensor, head: str, method: str, target: torch.Tensor,
-                 ig_steps: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                 ig_steps: int = 50) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(map over the HFO image, map over the IED image, IG completeness delta or None), maps (N, H, W) ≥ 0."""
     k = HEADS[head]
     if net.n_stitch == 0:  # independent streams: the partner is not in the graph, its attribution is exactly zero

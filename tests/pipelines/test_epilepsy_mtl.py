@@ -122,6 +122,7 @@ def test_explain_on_parent_run(cli, trained):
     for head in ("hfo", "ied"):
         for method in ("saliency", "integrated_gradients"):
             assert 0 < m[f"cross_share_{method}_{head}"] < 1
+    assert m["peak_central_saliency_hfo"] >= 0.6  # the HFO map peaks on the central burst (chance 0.4)
     run = runs / "epilepsy-mtl" / f"explain-{r.json()['run_id'][:12]}"
     info = json.loads((run / "run.json").read_text())
     assert info["parent"] == out["run_id"] and info["parent_weights_sha256"]
