@@ -47,10 +47,10 @@ def test_learns_on_fixture_then_eval_predict_impute(cli, runs):
     assert ev.code == 0, ev.err
     assert ev.json()["metrics"]["mauc"] == m["mauc"]  # same weights, same fold
 
-    pr = cli("predict", "ad-progression", *FIX, "--runs-dir", runs, "--json", "--split", "all")
-    assert pr.code == 0 and pr.json()["metrics"]["n"] == 30 * 5
+    pr = cli("predict", "ad-progression", *FIX, "--runs-dir", runs, "--json")
+    assert pr.code == 0 and pr.json()["metrics"]["n"] == 15 * 5  # every follow-up slot of the test fold
 
-    im = cli("impute", "ad-progression", *FIX, "--runs-dir", runs, "--json")
+    im = cli("impute", "ad-progression", *FIX, "--runs-dir", runs, "--json", "-o", "impute.split=test")
     assert im.code == 0, im.err
     im_run = runs / "ad-progression" / f"impute-{im.json()['run_id'][:12]}"
     assert _complete(im_run)
@@ -63,7 +63,7 @@ def test_learns_on_fixture_then_eval_predict_impute(cli, runs):
     ptid, vis, mod = vols[0].name[:10], vols[0].name[11:].split("_")[0], vols[0].name.split("_")[-1][:3]
     assert mod in ("MRI", "PET") and vis in adm.VISITS and ptid.count("_S_") == 1
     bio = pd.read_csv(im_run / "imputed_biomarkers.csv")
-    assert len(bio) == 30 * 6 and bio["Hippocampus"].notna().all()
+    assert len(bio) == 15 * 6 and bio["Hippocampus"].notna().all()
     assert bio["Hippocampus_imputed"].any() and not bio["Hippocampus_imputed"].all()
 
 
