@@ -227,11 +227,31 @@ def resume_checkpoint(run) -> Path | None:
 
 
 # -- weights ---------------------------------------------------------------------------------------------------
-def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
+    """``safetensors.torch.save`` with the header's metadata keys sorted.
+
+    safetensors keeps metadata in a hash map whose order changes from process to process, so the same weights
+    would hash differently across runs (and ``medrun rerun --compare`` would see a difference that is not there).
+    Key order means nothing to readers; the header is re-padded with spaces to 8 bytes as safetensors does.
+    """
+    import json
+    import struct
+
     from safetensors.torch import save
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, save(state, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    blob = save({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+
+
+def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
+    atomic_write(path, safetensors_bytes(model.state_dict(), metadata))
     return path
 
 

@@ -356,12 +356,11 @@ class LoraSamPipeline(Pipeline):
     def text_embeddings(self, classes: list[str]) -> tuple[torch.Tensor, str]:
         tower, desc = text_tower(self.m.model.clip_checkpoint)
         emb = tower(classes).float()
-        from safetensors.torch import save
-
         from medrun.artifacts import atomic_write
+        from medrun.pipelines.training import safetensors_bytes
 
         atomic_write(self.ctx.run.path / "checkpoints" / "text_embeddings.safetensors",
-                     save({"embeddings": emb.contiguous()}, metadata={"classes": "\n".join(classes), "tower": desc}))
+                     safetensors_bytes({"embeddings": emb}, {"classes": "\n".join(classes), "tower": desc}))
         self.ctx.run.update_info(text_tower=desc, text_tower_is_clip=desc != STANDIN_NAME)
         if desc == STANDIN_NAME:
             self.ctx.log(f"text prompts: {STANDIN_NAME} — pass -o model.clip_checkpoint=DIR for CLIP ViT-B/32")
@@ -429,13 +428,11 @@ class LoraSamPipeline(Pipeline):
         model.eval()
         meta = {"pipeline": "lorasam", "base_sha256": base_sha, "base_kind": base_kind, "rank": self.m.model.rank,
                 "size": self.m.model.size, "classes": "\n".join(classes), "text_tower": desc}
-        from safetensors.torch import save
-
         from medrun.artifacts import atomic_write
+        from medrun.pipelines.training import safetensors_bytes
 
         atomic_write(self.ctx.run.path / "checkpoints" / "model.safetensors",
-                     save({k: v.contiguous() for k, v in trainable_state_dict(model).items()},
-                          metadata={k: str(v) for k, v in meta.items()}))
+                     safetensors_bytes(trainable_state_dict(model), meta))
         learning_curves(self.ctx.run.path / "logs" / "metrics.csv", self.ctx.run.path / "figures" / "learning_curves.png")
         metrics = self.report(model, text_emb, splits["test"], "test", desc)
         losses = module.epoch_losses

@@ -61,3 +61,25 @@ def test_strict_enables_deterministic_kernels():
         assert not torch.backends.cudnn.benchmark
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_weights_files_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders metadata per process; save_weights sorts it so that equal weights give equal files."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    code = ("import sys, torch; from medrun.pipelines.training import save_weights; torch.manual_seed(0); "
+            "save_weights(torch.nn.Linear(3, 2), __import__('pathlib').Path(sys.argv[1]), "
+            "{'pipeline': 'x', 'seed': 0, 'zeta': 'z', 'm': 4, 'a': 1})")
+    digests = set()
+    for i in range(4):
+        out = tmp_path / f"w{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata() == {"pipeline": "x", "seed": "0", "zeta": "z", "m": "4", "a": "1"}
+        assert sorted(f.keys()) == ["bias", "weight"]
