@@ -261,12 +261,19 @@ def ied_trace(rng, positive: bool, gain: float = 1.0, noise: float = 1.0, n: int
 def ied_image(rng, positive: bool, gain: float = 1.0, noise: float = 1.0, size: int = 227):
     """The trace drawn (5 px, dark blue, anti-aliased) on white, ±16 units over the image height (a fixed scale, so
     the patient's amplitude shows; the paper's traces have "a flexible range")."""
+    return draw_trace(ied_trace(rng, positive, gain, noise), size, 16.0)
+
+
+def draw_trace(x, size: int = 227, scale: float | None = None):
+    """A 1-D trace as a size×size RGB image: 5 px dark-blue anti-aliased line on white, ±scale over the height
+    (``None``: the trace's own max |x|, the paper's "flexible range")."""
     import numpy as np
     from skimage.draw import line_aa
 
-    x = ied_trace(rng, positive, gain, noise)
+    x = np.asarray(x, dtype=np.float64)
+    scale = scale or float(np.abs(x).max()) or 1.0
     cols = np.linspace(4, size - 5, len(x))
-    rows = np.clip(size / 2 - x * (size / 2 - 6) / 16.0, 3, size - 4)
+    rows = np.clip(size / 2 - x * (size / 2 - 6) / scale, 3, size - 4)
     ink = np.zeros((size, size))
     for i in range(len(x) - 1):
         for dr in (-2, -1, 0, 1, 2):

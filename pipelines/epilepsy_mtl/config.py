@@ -70,6 +70,10 @@ class Explain(Section):
     overlays: int = Field(4, ge=0, description="pairs drawn in figures/ per task (positives first)")
 
 
+class Render(Section):
+    fs: float | None = Field(None, gt=0, description="sampling rate (Hz) of .npy segments (.npz carry their own fs)")
+
+
 class Predict(Section):
     hfo: str | None = Field(None, description="folder of HFO images to classify (with predict.ied; default: test split)")
     ied: str | None = Field(None, description="folder of IED images to classify, paired with the HFO images")
@@ -85,6 +89,7 @@ class EpilepsyMtlManifest(Manifest):
     ablate: Ablate = Field(default_factory=Ablate)
     explain: Explain = Field(default_factory=Explain)
     predict: Predict = Field(default_factory=Predict)
+    render: Render = Field(default_factory=Render)
 
 
 def data_paths(m: EpilepsyMtlManifest) -> dict[str, Path]:

@@ -50,8 +50,9 @@ with momentum 0.9, L1 0.004 and BatchNorm momentum 0.1: 50 epochs of a 300-image
 the paper's lr 1e-3, and the L1 term at the paper's 0.01 with a faster rate drives the BatchNorm-scaled kernels to
 zero (its comments give the arithmetic). All stages run with one torch thread (``train.intra_op_threads``): the
 model is tiny, and on a shared 2-core machine two threads made a training step ten times slower.
-Not implemented: the ``render`` verb (raw segments → images) and the ImageNet baselines of Table 2 (their numbers
-are shown from the paper for context only). A killed ``cv`` or ``ablate`` run starts again from its first fold
+``render`` (``render.py``): raw candidate segments (``.npz`` with x, fs) → the paper's 227×227 HFO CWT maps and IED
+traces, in the layout the other stages read. Not implemented: the ImageNet baselines of Table 2 (their numbers are
+shown from the paper for context only). A killed ``cv`` or ``ablate`` run starts again from its first fold
 (only ``train`` resumes mid-run from ``last.ckpt``).
 """
 
@@ -571,6 +572,11 @@ class EpilepsyMtl(Pipeline):
         from .explain import explain
 
         return explain(self)
+
+    def render(self) -> dict:
+        from .render import render
+
+        return render(self)
 
     # -- paper.md -------------------------------------------------------------------------------------------
     def _write_paper(self, metrics: dict, protocol: str, setting: str, sections=(), efficiency: bool = False) -> None:

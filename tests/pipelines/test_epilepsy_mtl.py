@@ -222,3 +222,52 @@ def test_dry_run_builds_the_full_model(cli, runs):
     r = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "--dry-run", "--json")
     assert r.code == 0, r.err
     assert r.json()["params_total"] == 1_068_112  # torch's count; Keras' (BN moving stats too) is 1,068,208
+
+
+def _segments(root):
+    """One burst / one noise HFO segment (2 kHz, 1 s) and one spike / one noise IED segment (1 kHz, 1 s)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(2000) / 2000
+    burst = np.sin(2 * np.pi * 400 * t) * np.exp(-((t - 0.5) ** 2) / (2 * 0.015**2)) * 20
+    ti = np.arange(1000) / 1000
+    spike = -40 * np.exp(-((ti - 0.5) ** 2) / (2 * 0.008**2)) + 3 * np.sin(2 * np.pi * 50 * ti)
+    for task, cls, x, fs in (("hfo", "HFO", burst + rng.normal(0, 1, 2000), 2000), ("hfo", "nonHFO", rng.normal(0, 1, 2000), 2000),
+                             ("ied", "IED", spike + rng.normal(0, 1, 1000), 1000), ("ied", "nonIED", rng.normal(0, 1, 1000), 1000)):
+        (root / task / "p1" / cls).mkdir(parents=True)
+        np.savez(root / task / "p1" / cls / "seg1.npz", x=x, fs=fs)
+
+
+def test_render_segments_into_the_image_layout(cli, runs, tmp_path):
+    from PIL import Image
+
+    from medrun.pipelines.epilepsy_mtl.render import morlet_power
+
+    t = np.arange(1000) / 2000
+    freqs = np.arange(250, 500 + 1e-9, 0.488)
+    p = morlet_power(np.sin(2 * np.pi * 333 * t), 2000, freqs)
+    assert abs(freqs[p[:, 500].argmax()] - 333) < 1  # the CWT's ridge at the tone's frequency
+
+    from medrun.datasets import ncnp_ecog
+
+    _segments(tmp_path / "seg")
+    r = cli("render", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "seg", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["metrics"]["n_hfo"] == 2 and r.json()["metrics"]["n_ied"] == 2
+    images = runs / "epilepsy-mtl" / f"render-{r.json()['run_id'][:12]}" / "images"
+    data = ncnp_ecog.read(images)  # the layout the other stages read, 227×227
+    assert [s.label for s in data["hfo"]] == [0, 1] and [s.label for s in data["ied"]] == [0, 1]
+    hot = np.asarray(Image.open(images / "hfo" / "p1" / "HFO" / "seg1.png").convert("RGB")).astype(float)
+    import matplotlib
+
+    lut = matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255  # invert the colour map
+    power = ((hot[..., None, :] - lut) ** 2).sum(-1).argmin(-1)
+    row, col = np.unravel_index(power.argmax(), power.shape)
+    assert abs(row - 227 * (500 - 400) / 250) < 20 and abs(col - 113) < 25  # 400 Hz, mid-window
+    ink = 255 - np.asarray(Image.open(images / "ied" / "p1" / "IED" / "seg1.png").convert("L")).astype(float)
+    rows = np.nonzero(ink[:, 113] > 100)[0]
+    assert rows.max() > 200  # the negative spike reaches the bottom of its flexible range at the centre
+
+    (tmp_path / "seg" / "hfo" / "p1" / "HFO" / "seg1.npz").unlink()
+    np.savez(tmp_path / "seg" / "hfo" / "p1" / "HFO" / "slow.npz", x=np.zeros(1000), fs=500.0)
+    bad = cli("render", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "seg", "--runs-dir", runs)
+    assert bad.code == 3 and "slow.npz is sampled at 500 Hz" in bad.err and "Traceback" not in bad.err
