@@ -30,6 +30,7 @@ EXTRA_HELP = {
     "topo": "Compute each subject's persistence diagrams and Wasserstein features once (cached; resumes where it stopped).",
     "analyze": "Group statistics and figures of a finished topo run's features (persistence diagrams, distances).",
     "baseline": "Train the paper's baseline models on the same split; one table beside the paper's.",
+    "render": "Render raw signal segments into the images the pipeline reads (epilepsy-mtl: HFO wavelet maps, IED traces).",
     "grid": "Train every combination of the settings the manifest's grid lists; one summary table.",
     "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
     "impute": "Fill a finished train run's missing visits: reconstructed volumes as NIfTI, imputed biomarkers as CSV.",
