@@ -2,9 +2,9 @@
 encoder/decoder batches, and the full-size (128×160×128) model per subject.
 
 1. Fixture size (16×20×16, latent 16, hidden 32, batch 2 subjects × 6 visits, ~70 % MRI / ~50 % PET present, a new
-   random presence pattern every step): seconds per training step with ``ADxPro.BUCKET = 4`` (the default: the
-   encoder/decoder batch padded to a multiple of 4) against ``BUCKET = 1`` (exactly the present volumes, so a new
-   batch shape almost every step, for which oneDNN builds new 3D kernels).
+   random presence pattern every step): seconds per training step with ``ADxPro.BUCKET = 1`` (the default: exactly
+   the present volumes, so a new batch shape almost every step, for which oneDNN builds new 3D kernels) against
+   ``BUCKET = 4`` (the encoder/decoder batch padded to a multiple of 4: fewer shapes, more compute).
 2. Full size (the card's 128×160×128, latent 64, hidden 128; 12,799,411 parameters): seconds to forecast one subject
    (6 visits, 6 MRI + 3 PET present; encoders + PoE + LSTM, no decoding) and to decode one missing volume (what
    ``impute`` does per file).
@@ -87,7 +87,7 @@ def fresh(bucket: int) -> float:
 
 def main() -> None:
     threads = torch.get_num_threads()
-    bucketed, exact = fresh(4), fresh(1)
+    exact, bucketed = fresh(1), fresh(4)
     params, forecast, decode = full_size()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("## ad-progression: ADxPro training steps and full-size inference on CPU\n")
@@ -95,12 +95,12 @@ def main() -> None:
           f"threads). Load average at the end {load:.1f} (shared machine).\n")
     print("| what | seconds |")
     print("|---|---|")
-    print(f"| fixture-size training step, batch 2 subjects, encoder/decoder batches bucketed to ×4 (default) | {bucketed:.3f} |")
-    print(f"| the same, exact batches of present volumes (new shapes most steps) | {exact:.3f} |")
+    print(f"| fixture-size training step, batch 2 subjects, exact batches of present volumes (default) | {exact:.3f} |")
+    print(f"| the same, encoder/decoder batches padded to ×4 (`ADxPro.BUCKET = 4`, fewer shapes) | {bucketed:.3f} |")
     print(f"| full size ({params:,} parameters): forecast one subject, 6 visits, 9 volumes | {forecast:.2f} |")
     print(f"| full size: decode one missing 128×160×128 volume (impute) | {decode:.2f} |")
     print(f"\nMean over {STEPS} steps each (each variant in a fresh process), a new random presence pattern per step; "
-          "the steps include oneDNN's kernel builds for every new batch shape, which is what the bucketing saves.")
+          "the steps include oneDNN's kernel builds for every new batch shape, which bucketing would save.")
 
 
 if __name__ == "__main__":

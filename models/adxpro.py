@@ -126,11 +126,10 @@ class DecayLSTMCell(nn.Module):
 
 
 def _bucket(mask: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
-    """Indices of the 1s in ``mask`` (n of them), padded by repeating the first up to a multiple of ``bucket``.
-    On CPU, oneDNN builds new convolution kernels for every new batch shape (about 2 s per shape for this 3D
-    encoder + decoder in an isolated test), so bucketing bounds the number of shapes. End to end on the fixture the
-    gain was within the noise of a loaded 2-core machine (benchmarks/bench_ad_progression.py); padded rows are
-    computed and dropped, never used."""
+    """Indices of the 1s in ``mask`` (n of them), padded by repeating the first up to a multiple of ``bucket``
+    (padded rows are computed and dropped). On CPU, oneDNN builds new convolution kernels for every new batch shape;
+    bucketing bounds the number of shapes. Measured on the fixture (benchmarks/bench_ad_progression.py) it did not
+    pay on an idle 2-core machine, so ``ADxPro.BUCKET`` is 1 (exact batches of the present volumes)."""
     idx = mask.nonzero().flatten()
     n = len(idx)
     if n == 0 or bucket <= 1:
@@ -152,7 +151,7 @@ class ADxPro(nn.Module):
     imputed inputs the LSTM saw; ``mu``, ``var`` (B, T, L) the fused posterior; ``mu_i``, ``logvar_i``
     (B, T, M, L) per modality."""
 
-    BUCKET = 4  # encoder/decoder batch sizes are padded to multiples of this (see ``_bucket``)
+    BUCKET = 1  # encoder/decoder batch sizes padded to multiples of this (see ``_bucket``); 1: no padding
 
     def __init__(self, shape=(128, 160, 128), n_bio: int = 6, n_dg: int = 7, n_classes: int = 3, latent: int = 64,
                  hidden: int = 128, modalities: int = 2, use_images: bool = True):
@@ -178,7 +177,7 @@ class ADxPro(nn.Module):
     # -- AMVAE --------------------------------------------------------------------------------------------------
     def encode(self, images, img_mask):
         """Per-modality (μ_i, logvar_i) of shape (B, T, M, L); zeros where the modality is missing. Only present
-        volumes are encoded, their number padded up to a multiple of ``BUCKET`` (see ``_bucket``)."""
+        volumes are encoded (their number optionally padded to a multiple of ``BUCKET``, see ``_bucket``)."""
         B, T, M = img_mask.shape
         mu = images.new_zeros(B, T, M, self.latent)
         logvar = images.new_zeros(B, T, M, self.latent)

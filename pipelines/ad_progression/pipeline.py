@@ -38,6 +38,10 @@ Choices where the card is silent (ours): no validation split (the last epoch is 
 not mention early stopping); s_t from the VISCODE (nominal months), not EXAMDATE; demographics (static, and the
 nominal age) are observed at every slot of a subject who has them; a biomarker counts as observed when it and the
 visit's ICV are present; the trajectory figure shows the test subjects with the most observed visits.
+
+Not shown: the image branch's gain. On the fixture (whose PET carries the progression rate, which no table column
+does) ADxPro and the biomarker-only model score the same (2-fold CV, 16 epochs, batch 4: mAUC 0.882 vs 0.884,
+paired t-test p = 0.66, which with 2 folds means little); ``cv.baseline: true`` runs the comparison on real data.
 """
 
 from __future__ import annotations
