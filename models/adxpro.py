@@ -128,8 +128,9 @@ class DecayLSTMCell(nn.Module):
 def _bucket(mask: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
     """Indices of the 1s in ``mask`` (n of them), padded by repeating the first up to a multiple of ``bucket``
     (padded rows are computed and dropped). On CPU, oneDNN builds new convolution kernels for every new batch shape;
-    bucketing bounds the number of shapes. Measured on the fixture (benchmarks/bench_ad_progression.py) it did not
-    pay on an idle 2-core machine, so ``ADxPro.BUCKET`` is 1 (exact batches of the present volumes)."""
+    bucketing bounds the number of shapes. Measured on the fixture (benchmarks/bench_ad_progression.py, idle 2-core
+    machine, two runs) the difference was noise (0.112 / 0.075 s per step padded vs 0.085 / 0.086 s exact), so
+    ``ADxPro.BUCKET`` is 1 (exact batches of the present volumes, no wasted compute)."""
     idx = mask.nonzero().flatten()
     n = len(idx)
     if n == 0 or bucket <= 1:
