@@ -395,14 +395,20 @@ class CycleAdvGan(Pipeline):
         trainer = training.make_trainer(self.ctx, t.epochs, checkpoint=checkpoint, logger=checkpoint)
         t0 = time.perf_counter()
         training.fit(trainer, module,
-                     train_dataloaders=clf.loader(clf.ImageSamples(splits["train"], size), t.batch_size, True,
-                                                  t.num_workers, seed=self.m.seed),
+                     train_dataloaders=self._train_loader(clf.ImageSamples(splits["train"], size)),
                      val_dataloaders=clf.loader(clf.ImageSamples(splits["val"], size), t.batch_size, False, t.num_workers),
                      ckpt_path=training.resume_checkpoint(self.ctx.run) if checkpoint else None)
         if module.best_state is not None:
             net.load_state_dict(module.best_state)
         return net.eval(), {"best_epoch": module.best_epoch + 1, "best_val_auc": module.best_auc,
                             "secs_per_epoch": round((time.perf_counter() - t0) / t.epochs, 3)}
+
+    def _train_loader(self, ds):
+        """Shuffled by (seed, epoch) and resumable; the last partial batch is dropped (BatchNorm cannot train on a
+        batch of one, which a small split can leave)."""
+        t = self.m.train
+        return training.ResumableLoader(ds, t.batch_size, self.m.seed, drop_last=len(ds) > t.batch_size,
+                                        num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
 
     def _initial_model(self, arch: str):
         net = self.build_model(arch)

@@ -151,6 +151,7 @@ def test_tampered_parent_weights_and_weights_that_do_not_fit(cli, smoked, tmp_pa
     r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", copy, "--checkpoint", bad)
     assert r.code == 2 and "do not fit this model" in r.err and "Traceback" not in r.err
     other_arch = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", "-o", "dataset.img_size=32",
+                     "-o", "model.arch=resnet18",
                      "--runs-dir", copy, "--checkpoint", runs / "cycleadvgan" / train.name / "checkpoints" / "model.safetensors")
     assert other_arch.code == 2 and "do not fit this model" in other_arch.err
 
