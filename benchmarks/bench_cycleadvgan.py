@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
+import _timing
 import torch
 
 SIZE = 224
@@ -18,13 +18,9 @@ BATCH = 4
 REPEATS = 2
 
 
+
 def best(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return _timing.best(fn, repeats)
 
 
 def main() -> None:

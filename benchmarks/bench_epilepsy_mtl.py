@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
+import _timing
 import torch
 
 REPEATS = 5
 
 
+
 def best(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return _timing.best(fn, repeats, warmup=True)
 
 
 def size_mib(net) -> float:

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
+import _timing
 import torch
 
 SIZE = int(os.environ.get("BENCH_LRP_SIZE", 512))
 REPEATS = int(os.environ.get("BENCH_LRP_REPEATS", 2))
 
 
+
 def best(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return _timing.best(fn, repeats)
 
 
 def main() -> None:
