@@ -14,8 +14,11 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def paper_md(spec, manifest, metrics: dict, ctx, *, title: str | None = None, sections: list[str] = ()) -> str:
-    """A Markdown page: the paper's setting, a metric table (run | paper | Δ), the data used, and extra sections."""
+def paper_md(spec, manifest, metrics: dict, ctx, *, title: str | None = None, sections: list[str] = (),
+             present_only: bool = False) -> str:
+    """A Markdown page: the paper's setting, a metric table (run | paper | Δ), the data used, and extra sections.
+
+    ``present_only`` keeps only the table rows this run has a number for (stages that report a subset)."""
     paper = manifest.paper
     lines = [f"# {title or spec.title}: {ctx.stage} run `{ctx.run.info().get('id', '')[:12]}`", ""]
     lines.append(f"Paper: {spec.paper}" + (f", {paper.table}" if paper and paper.table else ""))
@@ -29,6 +32,8 @@ def paper_md(spec, manifest, metrics: dict, ctx, *, title: str | None = None, se
         lines += ["", f"Data: {roots}"]
     expect = paper.expect if paper else {}
     keys = list(expect) + [k for k in manifest.eval.metrics if k not in expect]
+    if present_only:
+        keys = [k for k in keys if k in metrics]
     lines += ["", "| metric | this run | paper | Δ (run − paper) |", "|---|---|---|---|"]
     for k in keys:
         ours, theirs = metrics.get(k), expect.get(k)

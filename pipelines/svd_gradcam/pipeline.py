@@ -237,11 +237,7 @@ class SvdGradCam(Pipeline):
         return metrics
 
     def _paper_md(self, metrics: dict, sections: list[str], title: str) -> str:
-        """paper.md with only the paper's numbers this run has (Table 2 keys for explain, none for train)."""
-        m = self.m.model_copy(update={"eval": self.m.eval.model_copy(update={"metrics": [k for k in self.m.eval.metrics if k in metrics]})})
-        if m.paper is not None:
-            m.paper = m.paper.model_copy(update={"expect": {k: v for k, v in m.paper.expect.items() if k in metrics}})
-        return paper_md(self.ctx.spec, m, metrics, self.ctx, title=title, sections=sections)
+        return paper_md(self.ctx.spec, self.m, metrics, self.ctx, title=title, sections=sections, present_only=True)
 
     def _cam_checks(self, net: CamNet, samples) -> dict:
         """Full-rank SVD-Grad-CAM vs Grad-CAM (max |Δ| of the normalised maps) and, with lesion positions, pointing."""
