@@ -427,6 +427,10 @@ class CycleAdvGan(Pipeline):
                 raise UsageError(f"model.weights {self.m.model.weights} fit only {len(usable)} of {len(own)} backbone "
                                  f"tensors of {arch}", fix="pass a state dict of the same architecture")
             net.features.load_state_dict(usable, strict=False)
+            missing = sorted(set(own) - set(usable))
+            self.ctx.log(f"model.weights: loaded {len(usable)} of {len(own)} backbone tensors of {arch}"
+                         + (f"; {len(missing)} left at random init (first: {missing[0]})" if missing else ""))
+            self.ctx.run.update_info(weights_loaded=len(usable), weights_missing=len(missing))
         elif arch in ("resnet50", "densenet121", "vit_s"):
             self.ctx.log(f"{arch}: no model.weights given, starting from random init (the paper fine-tunes ImageNet weights)")
         return net

@@ -235,3 +235,25 @@ def test_ssim_and_noise_helpers():
     adv = x + torch.randn_like(x) * 0.05
     noise = same_l2_noise(x, adv, 0)
     assert torch.allclose((noise - x).flatten(1).norm(dim=1), (adv - x).flatten(1).norm(dim=1), rtol=1e-5)
+
+
+def test_initial_weights_are_loaded_and_counted_or_refused(cli, runs, tmp_path):
+    """model.weights (a user's state dict, loaded with weights_only=True): the backbone tensors that fit are loaded
+    and run.json counts them; a file that fits fewer than half is refused before training."""
+    from medrun.datasets import chestxray
+    from medrun.models import attack_targets
+
+    root = chestxray.fixture(tmp_path / "d", 0, train_per_class=6, test_per_class=2)
+    good = tmp_path / "init.pt"
+    torch.save(attack_targets.build("small_cnn", 32).state_dict(), good)
+    args = ("train", "cycleadvgan", "--dataset", "chestxray", "--data-dir", root, *OPTS,
+            "-o", "train.epochs=1", "-o", "dataset.val_fraction=0.3")
+    r = cli(*args, "--runs-dir", runs, "-o", f"model.weights={good}")
+    assert r.code == 0, r.err
+    (run,) = (runs / "cycleadvgan").iterdir()
+    info = json.loads((run / "run.json").read_text())
+    assert info["weights_loaded"] > 0 and info["weights_missing"] == 0
+    bad = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
+    r = cli(*args, "--runs-dir", tmp_path / "runs2", "-o", f"model.weights={bad}")
+    assert r.code == 2 and "fit only 0 of" in r.err and "Traceback" not in r.err
