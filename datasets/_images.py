@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from medrun.errors import DataError
@@ -29,15 +30,25 @@ def require_class_folders(root: Path, classes: list[str], *, what: str, hint: st
                         f" (found: {found or 'nothing'})", fix=hint)
 
 
-def read_rgb(path: Path, size: int):
-    """HxWx3 uint8 array resized to size×size (bilinear), or a DataError naming the file."""
-    import numpy as np
+@contextmanager
+def open_image(path: Path, decode: bool = True, fix: str = "replace or delete the file, then run again"):
+    """``PIL.Image.open`` (and decode, unless only the header is wanted) whose failure is a DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+        im = Image.open(path)
+        if decode:
+            im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e.__class__.__name__}: {e}",
-                        fix="replace or delete the file, then run again") from None
+        raise DataError(f"cannot read image {path}: {e.__class__.__name__}: {e}", fix=fix) from None
+    with im:
+        yield im
+
+
+def read_rgb(path: Path, size: int):
+    """HxWx3 uint8 array resized to size×size (bilinear), or a DataError naming the file."""
+    import numpy as np
+    from PIL import Image
+
+    with open_image(path) as im:
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -41,6 +41,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import open_image
 
 DATASETS = [
     DatasetInfo("ncnp-ecog", "ECoG HFO wavelet + IED waveform images per patient (NCNP Tokyo; private, card layout)",
@@ -118,15 +119,9 @@ def read(root: Path, image_size: int | None = 227) -> dict[str, list[Sample]]:
 
 def check_sizes(root: Path, samples: list[Sample], size: int) -> None:
     """Every image is size×size (header only); the first that is not is named."""
-    from PIL import Image, UnidentifiedImageError
-
     for s in samples:
-        try:
-            with Image.open(s.path) as im:
-                w, h = im.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read image {s.path}: {e.__class__.__name__}: {e}",
-                            fix="replace or delete the file, then run again") from None
+        with open_image(s.path, decode=False) as im:
+            w, h = im.size
         if (w, h) != (size, size):
             raise DataError(f"image {s.path} is {w}×{h} pixels, expected {size}×{size} (the paper's rendering)",
                             fix=f"re-render it at {size}×{size}, or set -o dataset.image_size=null to accept any size "
@@ -198,17 +193,12 @@ def read_folds(path: Path, patients: list[str]) -> dict[str, int]:
 def load_images(samples: list[Sample], size: int = 28):
     """(N, 3, size, size) float32 in [0, 1]: RGB, resized with anti-aliasing (scikit-image)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
     from skimage.transform import resize
 
     out = np.zeros((len(samples), 3, size, size), dtype=np.float32)
     for i, s in enumerate(samples):
-        try:
-            with Image.open(s.path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read image {s.path}: {e.__class__.__name__}: {e}",
-                            fix="replace or delete the file, then run again") from None
+        with open_image(s.path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
         out[i] = resize(arr, (size, size), anti_aliasing=True, preserve_range=True).transpose(2, 0, 1)
     return np.clip(out, 0, 1)
 
