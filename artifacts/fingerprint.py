@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from medrun.errors import DataError
+
 from .hashing import sha256_file, sha256_json
 
 PACKAGES = ("medrun", "medrun.cli", "medrun.manifests", "medrun.pipelines", "medrun.models", "medrun.metrics",
@@ -43,31 +45,67 @@ class StatCache:
         self.db.close()
 
 
-def walk_files(root: Path) -> list[os.DirEntry]:
-    """Every regular file under root (hidden files and folders skipped), sorted by relative path."""
-    out: list[tuple[str, os.DirEntry]] = []
-    stack = [(str(root), "")]
-    while stack:
-        top, rel = stack.pop()
-        with os.scandir(top) as it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                r = f"{rel}{e.name}"
-                if e.is_dir(follow_symlinks=True):
-                    stack.append((e.path, r + "/"))
-                elif e.is_file(follow_symlinks=True):
-                    out.append((r, e))
+def walk_files(root: Path) -> list[tuple[str, os.DirEntry]]:
+    """Every regular file under root (hidden files and folders skipped), sorted by relative path.
+
+    Hidden names are skipped so that OS litter (``.DS_Store``, ``._x``) does not change run ids; the readers skip
+    them too. ``hidden_entries`` lists them for ``verify``."""
+    out = [(rel, e) for rel, e, hidden in _walk(root) if not hidden and e.is_file()]
     out.sort(key=lambda t: t[0])
     return out
 
 
+def hidden_entries(root: Path) -> list[str]:
+    """Relative paths of the hidden files and folders under root's visible folders (a hidden folder is one entry,
+    ``x/.git/``, not its contents): what the fingerprint leaves out, so that verify can name it."""
+    return sorted(rel + ("/" if e.is_dir() else "") for rel, e, hidden in _walk(root)
+                  if hidden and rel not in MEDRUN_MARKERS)
+
+
+MEDRUN_MARKERS = (".medrun-fixture.json",)  # medrun's own marker at the top of a generated fixture
+
+
+def _walk(root: Path):
+    """(relpath, DirEntry, hidden) for every entry under root, descending into visible folders and symlinks to them.
+
+    Why the (st_dev, st_ino) bookkeeping: a link to a folder above it is a loop that would otherwise be walked
+    until the path is too long and crash. Each folder carries the identities of the folders above it, so a loop is
+    a DataError naming the link, while a link to a folder elsewhere (or two links to one folder) is still walked."""
+    st = os.stat(root)
+    stack = [(str(root), "", ((st.st_dev, st.st_ino),))]
+    while stack:
+        top, rel, above = stack.pop()
+        with os.scandir(top) as it:
+            for e in it:
+                r = f"{rel}{e.name}"
+                if e.name.startswith("."):
+                    yield r, e, True
+                elif e.is_dir(follow_symlinks=True):
+                    st = e.stat(follow_symlinks=True)
+                    if (st.st_dev, st.st_ino) in above:
+                        raise _loop_error(root, e)
+                    stack.append((e.path, r + "/", (*above, (st.st_dev, st.st_ino))))
+                else:
+                    yield r, e, False
+
+
+def _loop_error(root: Path, e: os.DirEntry) -> DataError:
+    what = "symlink" if e.is_symlink() else "folder"
+    return DataError(f"{what} loop in data folder {root}: {e.path} leads back to {os.path.realpath(e.path)}, "
+                     "a folder above it", file=e.path,
+                     fix="remove that link or point it at a folder outside the data folder")
+
+
 def fingerprint_tree(root: Path, cache: StatCache | None, mode: str = "content",
-                     progress: Callable[[int, int], None] | None = None) -> dict:
-    """{"root", "mode", "files": {relpath: [size, sha256 or mtime_ns]}, "sha256"}. The digest ignores ``root``."""
+                     progress: Callable[[int, int], None] | None = None, *, rehash: bool = False) -> dict:
+    """{"root", "mode", "files": {relpath: [size, sha256 or mtime_ns]}, "sha256"}. The digest ignores ``root``.
+
+    ``rehash`` hashes every file's content even when the cache has (path, size, mtime_ns): a file rewritten with
+    its size and mtime restored (``cp -p``, ``rsync -t``, ``touch -r``) looks untouched to the cache. The fresh
+    hashes replace the cached ones, so the next run's fingerprint sees the real content too."""
     root = Path(root).resolve()
     entries = walk_files(root)
-    cached = cache.load_under(str(root)) if (cache and mode == "content") else {}
+    cached = cache.load_under(str(root)) if (cache and mode == "content" and not rehash) else {}
     files: dict[str, list] = {}
     fresh: list[tuple[str, int, int, str]] = []
     for i, (rel, e) in enumerate(entries):

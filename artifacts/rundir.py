@@ -20,8 +20,11 @@ from medrun.errors import EnvError, UsageError
 from .hashing import sha256_file
 
 MANIFEST = "MANIFEST.sha256"
+SIGNATURE = MANIFEST + ".sig"  # ssh-keygen -Y signature of MANIFEST.sha256 (medrun sign)
 LOCK = ".lock"
+OWN_FILES = (MANIFEST, SIGNATURE, LOCK)  # top-level files that are the run's bookkeeping, not its content
 SUBDIRS = ("checkpoints", "figures", "logs")
+CLEARED = ".cleared-"  # prefix of the hidden folder --force empties a run into
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -37,6 +40,17 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_temp_name(name: str) -> bool:
+    """A temporary file of an atomic write: ``.name.XXXX.tmp`` (``atomic_write``), ``.last.ckpt.tmp``,
+    ``.x.tmp.npz``, or ``open``'s write probe."""
+    return name == ".write-probe" or (name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name))
+
+
+def _in_cleared(rel: str) -> bool:
+    """Inside the hidden ``.cleared-*`` folder that ``--force`` empties a run into (removed by ``open``)."""
+    return rel.startswith(CLEARED)
 
 
 def run_path(runs_root: Path, pipeline: str, stage: str, run_id: str) -> Path:
@@ -77,7 +91,13 @@ class RunDir:
 
     # -- writing ------------------------------------------------------------------------------------------
     def open(self, *, force: bool = False) -> RunDir:
-        """Create (or reopen, to resume) the directory and take its lock."""
+        """Create (or reopen, to resume) the directory and take its lock. With ``force`` the directory is emptied
+        (after checking that it is a run, see ``replace.check_target``), keeping the lock."""
+        if force:
+            from .replace import RUN_MARKERS, check_target
+
+            check_target(self.path, marker=RUN_MARKERS, force=True, runs=(self.path.parent.parent,),
+                         option="the run directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-probe"
@@ -98,16 +118,23 @@ class RunDir:
         self._lock_fd = fd
         if force:
             self._clear()
-        (self.path / MANIFEST).unlink(missing_ok=True)  # whatever happens next, this run is not complete
+        for stale in self.path.glob(f"{CLEARED}*"):  # a --force killed while it emptied the run
+            shutil.rmtree(stale, ignore_errors=True)
+        for own in (MANIFEST, SIGNATURE):  # whatever happens next, this run is not complete (nor signed)
+            (self.path / own).unlink(missing_ok=True)
         for sub in SUBDIRS:
             (self.path / sub).mkdir(exist_ok=True)
         return self
 
     def _clear(self) -> None:
-        for child in self.path.iterdir():
-            if child.name == LOCK:
-                continue
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        """Empty the run but keep the folder and its lock (another process may be waiting on that very file): every
+        other entry moves into a hidden folder inside the run, which is then removed; ``open`` removes what a kill
+        during that removal left."""
+        aside = Path(tempfile.mkdtemp(prefix=CLEARED, dir=self.path))
+        for child in list(self.path.iterdir()):
+            if child.name != LOCK and child != aside:
+                child.rename(aside / child.name)
+        shutil.rmtree(aside)
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -143,12 +170,47 @@ class RunDir:
         atomic_write(self.path / MANIFEST, "\n".join(lines) + "\n")
 
     def files(self) -> list[tuple[str, Path]]:
+        """Every file the seal covers and verify checks, as (relpath, path) in path order.
+
+        Hidden files count like any other, so a ``checkpoints/.evil.safetensors`` cannot pass unseen. Left out is
+        only the run's own bookkeeping: the lock, MANIFEST.sha256 and its signature at the top, and temporary
+        files of atomic writes (``temp_files``), which a finished run should not hold at all."""
+        return [(rel, p) for rel, p in self._all_files()
+                if rel not in OWN_FILES and not is_temp_name(p.name) and not _in_cleared(rel)]
+
+    def temp_files(self) -> list[str]:
+        """Leftover temporary files of atomic writes (``.name.XXXX.tmp``): harmless while a run is being written, a
+        sign of an interrupted write in a sealed run."""
+        return [rel for rel, p in self._all_files() if rel not in OWN_FILES and is_temp_name(p.name)]
+
+    def _all_files(self) -> list[tuple[str, Path]]:
         out = []
-        for p in sorted(self.path.rglob("*")):
-            rel = p.relative_to(self.path).as_posix()
-            if p.is_file() and rel not in (MANIFEST, LOCK) and not p.name.startswith("."):
-                out.append((rel, p))
-        return out
+        for top, _dirs, names in os.walk(self.path):  # links to folders are not followed, as pathlib's rglob did not
+            for name in names:
+                p = Path(top) / name
+                if p.is_file():
+                    out.append((p.relative_to(self.path).as_posix(), p))
+        return sorted(out, key=lambda t: t[1])
+
+    def lock_held(self) -> bool | None:
+        """Whether a process holds this run's lock now (the writer holds it from ``open`` to ``close``, and a
+        killed writer's lock is freed by the kernel); None when there is no lock file to ask.
+
+        Probed with a shared non-blocking flock on a read-only descriptor, dropped at once: it never creates the
+        file and never waits."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
 
 def find_runs(runs_root: Path, pipeline: str | None = None, stage: str | None = None) -> list[RunDir]:

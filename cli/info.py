@@ -149,22 +149,29 @@ def validate(files: Annotated[list[Path], typer.Argument(help="manifest files")]
 
 def fixture(
     dataset: Annotated[str, typer.Argument(help="dataset name (see `medrun list`)")],
-    out: Annotated[Path, typer.Option("--out", help="folder to write into")],
+    out: Annotated[Path, typer.Option("--out", help="a new or empty folder to write it as")],
     seed: Annotated[int, typer.Option()] = 0,
+    force: Annotated[bool, typer.Option("--force", help="replace an earlier fixture written there by medrun")] = False,
 ) -> int:
     """Write a dataset's miniature in its public layout (the same files, names and quirks, a learnable signal).
+
+    It is generated beside --out and renamed into place; a non-empty --out is refused, and --force replaces only an
+    earlier fixture (a folder holding .medrun-fixture.json), never other files.
 
     Examples:
 
       medrun fixture oasis --out /tmp/oasis-mini
     """
     from medrun import datasets
+    from medrun.artifacts.replace import FIXTURE_MARKER, check_target
+    from medrun.pipelines.runner import write_fixture
 
-    info = datasets.get(dataset)
+    datasets.get(dataset)  # an unknown name or a refused --out fails before anything is written
+    check_target(out, marker=FIXTURE_MARKER, force=force)
     t0 = time.perf_counter()
     log(f"writing the {dataset} fixture to {out}")
-    root = info.make_fixture(out, seed)
-    n = sum(1 for p in Path(out).rglob("*") if p.is_file())
+    root = write_fixture(dataset, out, seed, force=force)
+    n = sum(1 for p in root.rglob("*") if p.is_file())
     stdout().print(f"{n} files in {time.perf_counter() - t0:.1f} s; use --data-dir {root}")
     return 0
 

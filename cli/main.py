@@ -36,9 +36,11 @@ runs.register(app)
 
 
 def _err(text: str) -> None:
+    from rich.markup import escape
+
     from .output import stderr
 
-    stderr().print(f"[bold red]error:[/] {text}", markup=True, highlight=False, soft_wrap=True)
+    stderr().print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Abort):
         _err("interrupted: the run is left incomplete; the same command resumes it")
         return INTERRUPTED
-    except Exception as e:  # a bug: show where
-        import traceback
+    except Exception as e:  # a full disk or a read-only folder is the environment's problem (exit 4); else a bug
+        from medrun.pipelines.runner import env_error
 
-        traceback.print_exc()
-        _err(f"unexpected {type(e).__name__}: {e} (this is a bug in medrun; the traceback is above)")
-        return 1
+        env = env_error(e)
+        if env is None:
+            return _bug(e)
+        _err(env.line())
+        return env.exit_code
+
+
+def _bug(e: Exception) -> int:
+    """A bug: show where (called inside the ``except``, so the traceback is this exception's)."""
+    import traceback
+
+    traceback.print_exc()
+    _err(f"unexpected {type(e).__name__}: {e} (this is a bug in medrun; the traceback is above)")
+    return 1
 
 
 if __name__ == "__main__":

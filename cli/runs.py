@@ -29,6 +29,7 @@ runs_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.command(name="verify", help=verify.__doc__, no_args_is_help=True)(verify)
+    app.command(name="sign", help=sign.__doc__, no_args_is_help=True)(sign)
     app.command(name="rerun", help=rerun.__doc__, no_args_is_help=True)(rerun)
     app.command(name="export", help=export.__doc__, no_args_is_help=True)(export)
     app.add_typer(runs_app, name="runs")
@@ -68,27 +69,40 @@ def export(
 # -- verify ---------------------------------------------------------------------------------------------------
 def verify(
     run: Annotated[str, typer.Argument(help="run id, id prefix, or run directory")],
-    strict: Annotated[bool, typer.Option("--strict", help="code and environment drift fail too (exit 5)")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="code and environment drift, temp files and hidden data "
+                                         "files fail too (exit 5)")] = False,
+    rehash: Annotated[bool | None, typer.Option("--rehash/--no-rehash", help="re-hash the data's content instead of "
+                                                "trusting the stat cache (default: re-hash when the data is at most "
+                                                "256 MiB)", show_default=False)] = None,
+    signers: Annotated[Path | None, typer.Option("--signers", help="OpenSSH allowed-signers file: also check "
+                                                 "MANIFEST.sha256.sig (see `medrun sign`)")] = None,
     runs_dir: RunsDir = Path("runs"),
     json_out: JsonOut = False,
 ) -> int:
     """Check a run: re-hash its files against MANIFEST.sha256, re-fingerprint its data, compare code and environment.
 
-    Exit 5 when an artifact or the data changed, was removed or added; code and environment drift are warnings
-    (exit 0) unless --strict. Exit 2 for an incomplete run. Nothing is written.
+    Exit 5 when an artifact or the data changed, was removed or added (hidden files included), or, with --signers,
+    when the signature is missing, bad or by an unknown key; code and environment drift, leftover temp files and
+    hidden files in the data folder are warnings (exit 0) unless --strict. Exit 2 for an incomplete run. Nothing in
+    the run is written.
+
+    The data is re-hashed when it is at most 256 MiB (or with --rehash); larger data is checked through the stat
+    cache (path, size, mtime), which a file rewritten with its mtime restored (cp -p, rsync -t) passes. The output
+    says which. verify finds accidents and edits that left MANIFEST.sha256 alone; it finds someone who rewrote
+    MANIFEST.sha256 only on a signed run checked with --signers.
 
     Examples:
 
       medrun verify 3fa9c2
 
-      medrun verify runs/ad-lite/train-3fa9c2d41b7e --strict
+      medrun verify runs/ad-lite/train-3fa9c2d41b7e --strict --rehash
 
-      medrun verify 3fa9c2 --json
+      medrun verify 3fa9c2 --signers allowed_signers --json
     """
     from medrun.artifacts.verify import failures, open_run, verify_run
 
     rd = open_run(runs_dir, run)
-    report = verify_run(rd)
+    report = verify_run(rd, rehash=rehash, signers=signers)
     bad = failures(report, strict)
     report["ok"] = not bad
     report["strict"] = strict
@@ -106,6 +120,35 @@ def verify(
     return 0
 
 
+def sign(
+    run: Annotated[str, typer.Argument(help="a complete run: id, id prefix, or run directory")],
+    key: Annotated[Path, typer.Option("--key", help="SSH private key (or a .pub whose key is in ssh-agent)")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Sign a complete run's MANIFEST.sha256 with your SSH key (ssh-keygen -Y sign, namespace medrun), writing
+    MANIFEST.sha256.sig beside it. `medrun verify RUN --signers FILE` then also proves who sealed the run, which
+    catches someone who edited a file and rewrote MANIFEST.sha256 to match. A run that does not verify is refused.
+
+    FILE is an OpenSSH allowed-signers file, one line per signer: alice@lab namespaces="medrun" ssh-ed25519 AAAA…
+
+    Examples:
+
+      medrun sign 3fa9c2 --key ~/.ssh/id_ed25519
+
+      medrun verify 3fa9c2 --signers ~/.config/medrun/allowed_signers
+    """
+    from medrun.artifacts.signing import sign as do_sign
+    from medrun.artifacts.verify import open_run
+
+    sig = do_sign(open_run(runs_dir, run), key)
+    if json_out:
+        emit_json({"signature": str(sig)})
+    else:
+        stdout().print(f"signed: {sig}", markup=False)
+    return 0
+
+
 def _print_verify(r: dict) -> None:
     con = stdout()
     c = r["categories"]
@@ -116,16 +159,22 @@ def _print_verify(r: dict) -> None:
     for kind in ("changed", "removed", "added"):
         for rel in a[kind]:
             con.print(f"    {kind:8s} {rel}", markup=False)
+    for rel in a.get("temp_files", []):
+        con.print(f"    warning: temporary file in a sealed run (an interrupted write?): {rel}", markup=False)
     d = c["data"]
     con.print(f"data         {mark[d['status']]}" + (f"  {d['problem']}" if d.get("problem") else ""))
     for name, t in d["trees"].items():
         if t.get("missing_root"):
             con.print(f"    {name}: data folder {t['root']} is gone", markup=False)
             continue
-        con.print(f"    {name}: {t['files']} files ({t['mode']}) under {t['root']}", markup=False)
+        con.print(f"    {name}: {t['files']} files ({t['mode']}) under {t['root']}, {t['check']}", markup=False)
+        if t.get("problem"):
+            con.print(f"    {t['problem']}", markup=False)
         for kind in ("changed", "removed", "added"):
             for rel in t[kind]:
                 con.print(f"    {kind:8s} {rel}", markup=False)
+        for rel in t.get("hidden", []):
+            con.print(f"    warning: hidden, not fingerprinted: {rel}", markup=False)
     k = c["code"]
     con.print(f"code         {mark[k['status']]}  recorded {str(k['recorded']['sha256'])[:12]}, "
               f"installed {str(k['current']['sha256'])[:12]}")
@@ -133,6 +182,11 @@ def _print_verify(r: dict) -> None:
     con.print(f"environment  {mark[e['status']]}" + (f"  {e['problem']}" if e.get("problem") else ""))
     for diff in e["differences"]:
         con.print(f"    {diff['key']}: {diff['recorded']} -> {diff['current']}", markup=False)
+    sig = r.get("signature") or {}
+    sig_text = {"none": "none (see `medrun sign`)", "unchecked": "present, not checked (use --signers FILE)",
+                "ok": f"good, by {', '.join(sig.get('principals', []))}"}.get(sig.get("status"), sig.get("problem"))
+    con.print("signature    " + (f"{mark[sig['status']]}  " if sig.get("status") in mark else ""), end="")
+    con.print(sig_text, markup=False)
     con.print("[green]verified[/]" if r["ok"] else "[red]verification failed[/]")
 
 
@@ -174,11 +228,16 @@ def _fmt(v) -> str:
 def runs_list(
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="only this pipeline")] = None,
     stage: Annotated[str | None, typer.Option("--stage", "-s", help="only this stage")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="complete, running, failed, interrupted, incomplete")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="complete, running, failed, interrupted, stale, "
+                                               "incomplete")] = None,
     runs_dir: RunsDir = Path("runs"),
     json_out: JsonOut = False,
 ) -> int:
     """List runs, newest first, from the index (<runs>/.index.sqlite, refreshed from the run.json files).
+
+    A run whose run.json says running is shown as running only while a process holds its lock; interrupted when
+    nobody does and its pid is gone (killed, or its last status write failed: the same command resumes it); stale
+    when nobody holds the lock but its pid belongs to a live process (most likely a reused pid).
 
     Examples:
 
@@ -224,11 +283,14 @@ def runs_show(
 
       medrun runs show runs/ad-lite/train-3fa9c2d41b7e --json
     """
+    from medrun.artifacts.index import effective_status, live_status
+    from medrun.artifacts.rundir import MANIFEST
     from medrun.artifacts.verify import open_run
 
     rd = open_run(runs_dir, run)
     info = rd.info()
-    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "run": info, "metrics": rd.metrics()}
+    status = live_status(effective_status(info, (rd.path / MANIFEST).exists()), rd.path, info)
+    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "status": status, "run": info, "metrics": rd.metrics()}
     if json_out:
         emit_json(out)
         return 0
@@ -236,7 +298,8 @@ def runs_show(
     con.print(f"[bold]{rd.path}[/]  {'[green]complete[/]' if out['complete'] else '[yellow]not complete[/]'}")
     code = info.get("code") or {}
     for key, val in (("id", info.get("id")), ("pipeline", info.get("pipeline")), ("stage", info.get("stage")),
-                     ("status", info.get("status")), ("dataset", info.get("dataset")), ("fixture", info.get("fixture")),
+                     ("status", status if status == info.get("status") else f"{status} (run.json: {info.get('status')})"),
+                     ("dataset", info.get("dataset")), ("fixture", info.get("fixture")),
                      ("parent", info.get("parent")), ("started", info.get("started")), ("ended", info.get("ended")),
                      ("seed", info.get("seed")), ("determinism", info.get("determinism")),
                      ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"), ("data", info.get("data_sha256")),

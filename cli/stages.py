@@ -142,8 +142,10 @@ def run_request(req, json_out: bool, seeds: str | None = None) -> int:
 def _dry_run(plan, json_out: bool) -> int:
     from medrun.artifacts import RunDir
     from medrun.pipelines.runner import build_model
-    from medrun.pipelines.training import count_params
+    from medrun.pipelines.training import check_trainer, count_params
 
+    if getattr(plan.manifest, "trainer", None) is not None:  # what the real run would refuse, the dry run refuses too
+        check_trainer(plan.manifest.trainer)
     counts = count_params(build_model(plan.spec, plan.manifest))
     existing = RunDir(plan.path)
     out = {

@@ -45,3 +45,19 @@ def get(name: str) -> DatasetInfo:
     if name not in reg:
         raise unknown_name("dataset", name, reg)
     return reg[name]
+
+
+def check_image_headers(paths) -> int:
+    """Read every image file's header (and cheaply its length) so a corrupt file stops a run before training;
+    see ``datasets._headers``. Raises DataError naming the first bad file."""
+    from ._headers import check_image_headers as check
+
+    return check(paths)
+
+
+def check_headers_once(fingerprints: dict[str, dict], marker: Path) -> int:
+    """``check_image_headers`` over the image files of data fingerprints, skipped when ``marker`` (named by the
+    combined data fingerprint) exists and written after a clean pass; see ``datasets._headers``."""
+    from ._headers import check_headers_once as check
+
+    return check(fingerprints, marker)

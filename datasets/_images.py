@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from medrun.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # PIL modes whose values exceed 0–255
+
+
+class DataWarning(UserWarning):
+    """Something in the data that does not stop a run but that its user should know about (an empty class folder)."""
 
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def list_class_images(folder: Path, what: str = "class folder") -> list[Path]:
+    """``list_images`` of one class's folder, with a DataWarning naming it when it holds no image: the class then
+    has no samples (a failed copy, a wrong folder), which used to train silently."""
+    files = list_images(folder)
+    if not files:
+        warn_empty(folder, what)
+    return files
+
+
+def warn_empty(folder: Path, what: str = "class folder") -> None:
+    warnings.warn(f"{what} {folder} holds no images: that class has no samples here", DataWarning, stacklevel=3)
 
 
 def require_class_folders(root: Path, classes: list[str], *, what: str, hint: str) -> None:
@@ -45,10 +64,38 @@ def open_image(path: Path, decode: bool = True, fix: str = "replace or delete th
         yield im
 
 
+def to_8bit(im, path: Path | None = None):
+    """An 8-bit view of a high-bit-depth image, so that ``convert("L"/"RGB")`` does not clip it: PIL clips every
+    value above 255, which left a 16-bit PNG 82 % white. Other modes are returned unchanged.
+
+    Convention: the image's own bit depth, never its content, where the mode has one. ``I;16*`` (16-bit PNG/TIFF)
+    and ``I`` holding only 0–65535 are unsigned 16-bit data: value / 257 maps 0–65535 onto 0–255 exactly (a
+    12-bit scan stays as dark as its 16-bit container says). ``I`` with values outside 0–65535 and ``F`` (float)
+    have no fixed range: they are min-max scaled per image (a constant image becomes 0). Values are rounded; a
+    non-finite ``F`` value is a DataError naming the file and its mode.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if im.mode not in HIGH_DEPTH_MODES:
+        return im
+    arr = np.asarray(im).astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise DataError(f"image {path or ''} (PIL mode {im.mode}) holds NaN or infinite values",
+                        fix="write it as 8- or 16-bit integers")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+        scaled = arr / 257.0
+    else:
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))  # 2-D uint8: mode L
+
+
 def read_rgb(path: Path, size: int):
-    """HxWx3 uint8 array resized to size×size (bilinear), or a DataError naming the file."""
+    """HxWx3 uint8 array resized to size×size (bilinear), or a DataError naming the file. 16-bit and float images
+    are first brought to 8 bits by ``to_8bit``."""
     import numpy as np
     from PIL import Image
 
     with open_image(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        return np.asarray(to_8bit(im, path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from medrun.errors import DataError
 
+from ._images import to_8bit
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -19,13 +21,14 @@ class Frame:
     parts: tuple[tuple[str, Path], ...] = field(default_factory=tuple)  # EndoVis17: (class name, binary mask file)
 
 
-def open_image(path: Path, mode: str):
-    """A PIL image converted to ``mode``, or a DataError naming the file."""
+def open_image(path: Path, mode: str, scale: bool = False):
+    """A PIL image converted to ``mode``, or a DataError naming the file. ``scale``: an intensity image, whose
+    16-bit or float values are brought to 8 bits by ``_images.to_8bit`` first (labels are converted as they are)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return im.convert(mode)
+            return (to_8bit(im, path) if scale else im).convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e.__class__.__name__}: {e}",
                         fix="replace or delete the file (re-extract it from the archive), then run again") from None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from medrun.errors import DataError
 
+from ._images import to_8bit
+
 CLASSES = ("benign", "malignant")  # label 0, 1 (malignant is the positive class)
 
 
@@ -19,12 +21,12 @@ class Case:
     label: int  # 0 benign, 1 malignant
 
 
-def _open_gray(p: Path):
+def _open_gray(p: Path, scale: bool = False):
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(p) as im:
-            return im.convert("L")
+            return (to_8bit(im, p) if scale else im).convert("L")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {p}: {e.__class__.__name__}: {e}",
                         fix="replace or delete the file, then run again") from None
@@ -37,7 +39,7 @@ def load(case: Case, size: int | None = None):
     import numpy as np
     from PIL import Image
 
-    image = _open_gray(case.image)
+    image = _open_gray(case.image, scale=True)
     mask = np.zeros((image.height, image.width), dtype=bool)
     for p in case.masks:
         m = _open_gray(p)

@@ -18,7 +18,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import list_images, require_class_folders
+from ._images import list_class_images, require_class_folders
 
 AD_CLASSES = ["MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"]
 ADNI_CLASSES = ["AD", "CI", "CN"]
@@ -87,14 +87,14 @@ def read_ad(root: Path) -> tuple[list[Sample], list[str]]:
     samples = []
     for split in ("train", "test"):
         for label, cls in enumerate(AD_CLASSES):
-            samples += [Sample(p, label) for p in list_images(root / split / cls)]
+            samples += [Sample(p, label) for p in list_class_images(root / split / cls)]
     return _nonempty(samples, root), list(AD_CLASSES)
 
 
 def read_adni(root: Path) -> tuple[list[Sample], list[str]]:
     root = Path(root)
     require_class_folders(root, ADNI_CLASSES, what="ADNI-Extracted-Axial", hint=_hint("adni"))
-    samples = [Sample(p, label) for label, cls in enumerate(ADNI_CLASSES) for p in list_images(root / cls)]
+    samples = [Sample(p, label) for label, cls in enumerate(ADNI_CLASSES) for p in list_class_images(root / cls)]
     return _nonempty(samples, root), list(ADNI_CLASSES)
 
 
@@ -109,7 +109,7 @@ def read_oasis(root: Path, undersample: dict[str, int] | None = None, seed: int 
     rng = random.Random(seed)
     samples = []
     for label, cls in enumerate(OASIS_CLASSES):
-        files = list_images(root / cls)
+        files = list_class_images(root / cls)
         cap = (undersample or {}).get(cls)
         if cap is not None and len(files) > cap:
             files = sorted(rng.sample(files, cap))

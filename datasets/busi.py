@@ -19,6 +19,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import warn_empty
 from ._ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
 
 DATASETS = [
@@ -70,6 +71,8 @@ def read(root: Path, classes=CLASSES) -> list[Case]:
                 masks.setdefault(m.group("stem"), []).append(p)
             else:
                 images[p.stem] = p
+        if not images:
+            warn_empty(folder)
         for stem in sorted(set(masks) - set(images)):
             raise DataError(f"mask {masks[stem][0]} has no image {stem}.png", fix="restore the image or remove the mask")
         for stem in sorted(images, key=_number):

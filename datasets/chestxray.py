@@ -24,7 +24,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import list_images, require_class_folders
+from ._images import list_class_images, require_class_folders
 
 DATASETS = [
     DatasetInfo("chestxray", "Chest X-ray pneumonia vs normal (Kermany et al. 2018)",
@@ -69,7 +69,7 @@ def read(root: Path, split: str) -> list[Sample]:
     for folder in folders:
         for label, c in enumerate(CLASSES):
             if (folder / c).is_dir():
-                samples += [Sample(p, label, _patient(p.name)) for p in list_images(folder / c)]
+                samples += [Sample(p, label, _patient(p.name)) for p in list_class_images(folder / c)]
     if not samples:
         raise DataError(f"no images under {root / split}", fix=_HINT)
     return samples

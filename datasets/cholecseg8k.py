@@ -94,7 +94,7 @@ def load(frame: Frame, classes: list[str]):
     """(RGB uint8 H×W×3, bool masks C×H×W in the order of ``classes``)."""
     import numpy as np
 
-    image = open_image(frame.image, "RGB")
+    image = open_image(frame.image, "RGB", scale=True)
     lab = open_image(frame.label, "RGB")
     check_mask_size(frame.label, lab.size, frame.image, image.size)
     grey = np.asarray(lab)[..., 0]

@@ -19,6 +19,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import to_8bit
 
 DATASETS = [
     DatasetInfo("cityscapes", "Cityscapes street scenes, fine labels (one class as a binary mask)",
@@ -77,7 +78,7 @@ def load(case: Case, label: int = PERSON):
     def _open(p: Path, mode: str):
         try:
             with Image.open(p) as im:
-                return im.convert(mode) if mode else im.copy()
+                return to_8bit(im, p).convert(mode) if mode else im.copy()
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read image {p}: {e}", fix="re-extract the file from the archive") from None
 

@@ -117,7 +117,7 @@ def read17(root: Path, part: str, videos: list[int] | None = None) -> list[Frame
 def load17(frame: Frame, classes: list[str]):
     import numpy as np
 
-    image = open_image(frame.image, "RGB")
+    image = open_image(frame.image, "RGB", scale=True)
     masks = np.zeros((len(classes), image.height, image.width), bool)
     index = {c: i for i, c in enumerate(classes)}
     for name, path in frame.parts:
@@ -193,7 +193,7 @@ def read18(root: Path, part: str, videos: list[int] | None = None) -> list[Frame
 def load18(frame: Frame, classes: list[str]):
     import numpy as np
 
-    image = open_image(frame.image, "RGB")
+    image = open_image(frame.image, "RGB", scale=True)
     lab = open_image(frame.label, "RGB")
     check_mask_size(frame.label, lab.size, frame.image, image.size)
     cmap = colour_map(frame.parts[0][1])

@@ -28,6 +28,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import to_8bit
 
 DATASETS = [
     DatasetInfo("isic2018", "ISIC 2018 Task 1 skin-lesion segmentation (official folders or the UNeXt repo layout)",
@@ -115,14 +116,14 @@ def load(case: Case, size: int | None = None):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    def _open(p: Path, mode: str):
+    def _open(p: Path, mode: str, scale: bool = False):
         try:
             with Image.open(p) as im:
-                return im.convert(mode)
+                return (to_8bit(im, p) if scale else im).convert(mode)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise DataError(f"cannot read {p}: {e.__class__.__name__}: {e}", fix="replace or delete the file") from None
 
-    image, mask = _open(case.image, "RGB"), _open(case.mask, "L")
+    image, mask = _open(case.image, "RGB", scale=True), _open(case.mask, "L")
     if mask.size != image.size:
         raise DataError(f"mask {case.mask} is {mask.size[0]}×{mask.size[1]} but its image is "
                         f"{image.size[0]}×{image.size[1]}", fix="a mask must have its image's size; re-export it")

@@ -19,6 +19,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import to_8bit
 
 DATASETS = [
     DatasetInfo("montgomery", "Montgomery County chest X-rays with lung masks (NLM)",
@@ -74,14 +75,14 @@ def load(case: Case, size: int | None = None):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    def _open(p: Path):
+    def _open(p: Path, scale: bool = False):
         try:
             with Image.open(p) as im:
-                return im.convert("L")
+                return (to_8bit(im, p) if scale else im).convert("L")
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read image {p}: {e}", fix="re-extract the file from the archive") from None
 
-    image = _open(case.image)
+    image = _open(case.image, scale=True)
     mask = np.zeros((image.height, image.width), dtype=bool)
     for p in case.masks:
         m = _open(p)

@@ -41,7 +41,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import open_image
+from ._images import open_image, to_8bit, warn_empty
 
 DATASETS = [
     DatasetInfo("ncnp-ecog", "ECoG HFO wavelet + IED waveform images per patient (NCNP Tokyo; private, card layout)",
@@ -104,8 +104,11 @@ def read(root: Path, image_size: int | None = 227) -> dict[str, list[Sample]]:
             for label, cls in enumerate(CLASSES[task]):
                 folder = patient / cls
                 if folder.is_dir():
-                    samples += [Sample(p, label, patient.name, task) for p in sorted(folder.iterdir())
-                                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+                    found = [Sample(p, label, patient.name, task) for p in sorted(folder.iterdir())
+                             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+                    if not found:
+                        warn_empty(folder)
+                    samples += found
             if len(samples) == n0:
                 raise DataError(f"no images under {patient}", fix=f"add {'/ or '.join(CLASSES[task])}/ folders of PNGs, "
                                                                   "or remove the patient folder")
@@ -198,7 +201,7 @@ def load_images(samples: list[Sample], size: int = 28):
     out = np.zeros((len(samples), 3, size, size), dtype=np.float32)
     for i, s in enumerate(samples):
         with open_image(s.path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            arr = np.asarray(to_8bit(im, s.path).convert("RGB"), dtype=np.float32) / 255.0
         out[i] = resize(arr, (size, size), anti_aliasing=True, preserve_range=True).transpose(2, 0, 1)
     return np.clip(out, 0, 1)
 

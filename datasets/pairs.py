@@ -18,6 +18,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import to_8bit
 
 DATASETS = [
     DatasetInfo("pairs", "A folder of image/mask PNG pairs (e.g. the private NDT pore slices of the unet-lrp paper)",
@@ -64,14 +65,14 @@ def load(case: Case, channels: int = 1):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    def _open(p: Path, mode: str):
+    def _open(p: Path, mode: str, scale: bool = False):
         try:
             with Image.open(p) as im:
-                return im.convert(mode)
+                return (to_8bit(im, p) if scale else im).convert(mode)
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read image {p}: {e}", fix="replace the file with a readable PNG") from None
 
-    image, mask = _open(case.image, "L" if channels == 1 else "RGB"), _open(case.mask, "L")
+    image, mask = _open(case.image, "L" if channels == 1 else "RGB", scale=True), _open(case.mask, "L")
     if mask.size != image.size:
         raise DataError(f"mask {case.mask} is {mask.size[0]}×{mask.size[1]} but its image is "
                         f"{image.size[0]}×{image.size[1]}", fix="masks must have their image's size")

@@ -20,6 +20,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
+from ._images import to_8bit
 
 DATASETS = [
     DatasetInfo("shenzhen", "Shenzhen chest X-rays (NLM) with third-party lung masks",
@@ -75,14 +76,14 @@ def load(case: Case):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    def _open(p: Path):
+    def _open(p: Path, scale: bool = False):
         try:
             with Image.open(p) as im:
-                return im.convert("L")
+                return (to_8bit(im, p) if scale else im).convert("L")
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read image {p}: {e}", fix="re-extract the file from the archive") from None
 
-    image, mask = _open(case.image), _open(case.mask)
+    image, mask = _open(case.image, scale=True), _open(case.mask)
     if mask.size != image.size:
         raise DataError(f"mask {case.mask} is {mask.size[0]}×{mask.size[1]} but its image is "
                         f"{image.size[0]}×{image.size[1]}", fix="masks must have their image's size")

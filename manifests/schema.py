@@ -5,9 +5,25 @@ errors everywhere (``extra="forbid"``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Constrained types, defined once. A pipeline's section that re-declares a field with a plain ``int`` or ``float``
+# would drop the envelope's ``Field(ge=1)`` (pydantic replaces the whole field), so every count, size, rate and
+# seed is annotated with one of these and keeps its bound whatever default a subclass gives it
+# (``epochs: Epochs = 18``, or ``Field(18, description=...)`` beside it).
+Epochs = Annotated[int, Field(ge=1, description="training epochs, at least 1")]
+BatchSize = Annotated[int, Field(ge=1, description="samples per batch, at least 1")]
+LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a finite learning rate above 0")]
+Count = Annotated[int, Field(ge=1)]  # steps, iterations, sizes, widths: at least one
+NonNegInt = Annotated[int, Field(ge=0)]  # counts where 0 means "none" or "off"
+Workers = Annotated[int, Field(ge=0, description="DataLoader worker processes (0: load in the main process)")]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # weight decay, loss weights
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # epsilons, tolerances, clip norms
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # momentum, dropout
+# numpy's legacy seeding, Lightning's ``seed_everything`` and most samplers take an unsigned 32-bit seed
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 ≤ seed < 2**32")]
 
 
 class Section(BaseModel):
@@ -22,10 +38,10 @@ class DatasetSection(Section):
 
 
 class TrainSection(Section):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    epochs: Epochs = 1
+    batch_size: BatchSize = 16
+    lr: LearningRate = 1e-3
+    num_workers: Workers = 0
 
 
 class EvalSection(Section):
@@ -69,8 +85,8 @@ class Manifest(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
-    seed: int = 0
-    seeds: list[int] | None = Field(None, description="replicates: one run per seed, then a summary run (mean, sd, 95 % CI)")
+    seed: Seed = 0
+    seeds: list[Seed] | None = Field(None, description="replicates: one run per seed, then a summary run (mean, sd, 95 % CI)")
     determinism: Literal["off", "seeded", "strict"] = "seeded"
     fingerprint: Literal["content", "stat"] = Field(
         "content", description="content: sha256 of every data file (cached by path, size, mtime); stat: size+mtime"

@@ -12,19 +12,21 @@ MONAI's own runner executes it offline (``python -m monai.bundle run --config_fi
 --meta_file DIR/configs/metadata.json --bundle_root DIR --input_dir IMAGES --output_dir OUT``); the network class is
 imported from medrun, so medrun must be installed where the bundle runs. A pipeline supports export by giving its
 ``Pipeline`` a ``bundle_parts()`` method (see ad-lite); the bundle is written to a temporary folder beside DIR and
-renamed into place, so a failed export leaves nothing that looks complete.
+renamed into place, so a failed export leaves nothing that looks complete. Every bundle holds a marker file,
+``.medrun-bundle.json``; ``--force`` replaces only a folder holding one (``artifacts.replace``), never the current
+folder, home, the runs folder or the source run.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import os
 from pathlib import Path
 
 import yaml
 
 from medrun.artifacts import RunDir, sha256_file
+from medrun.artifacts.replace import BUNDLE_MARKER, check_target, replace_dir
 from medrun.errors import UsageError
 
 from . import get as get_pipeline
@@ -50,9 +52,8 @@ def export(run: RunDir, out: Path, fmt: str = "monai-bundle", force: bool = Fals
         from medrun.errors import VerifyError
 
         raise VerifyError(f"{weights} does not match its run's MANIFEST.sha256", fix="`medrun verify` the run")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"{out} exists and is not empty", fix="choose another --out, or add --force to replace it")
+    guard = dict(marker=BUNDLE_MARKER, force=force, runs=_runs_folders(run), sources=(run.path,))
+    check_target(out, **guard)  # before any work; replace_dir checks again right before it writes
     spec = get_pipeline(info["pipeline"])
     manifest = spec.manifest_cls().model_validate(yaml.safe_load((run.path / "manifest.yaml").read_text()))
     ctx = StageContext(stage="export", manifest=manifest, run=run, data_roots={}, spec=spec)
@@ -63,9 +64,7 @@ def export(run: RunDir, out: Path, fmt: str = "monai-bundle", force: bool = Fals
     parts = pipeline.bundle_parts()
     env = json.loads((run.path / "env.json").read_text())
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    def build(tmp: Path) -> None:
         for sub in ("configs", "models", "docs"):
             (tmp / sub).mkdir()
         import torch
@@ -76,14 +75,17 @@ def export(run: RunDir, out: Path, fmt: str = "monai-bundle", force: bool = Fals
         (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "configs" / "inference.yaml").write_text(yaml.safe_dump(_inference(parts), sort_keys=False))
         (tmp / "docs" / "README.md").write_text(_readme(spec, info, parts))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    out, _ = replace_dir(out, build, marker_data=lambda tmp, _: {"format": fmt, "run_id": info["id"],
+                                                                 "pipeline": spec.slug}, **guard)
     return {"bundle": str(out), "format": fmt, "run": info["id"], "pipeline": spec.slug,
-            "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())}
+            "files": sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != BUNDLE_MARKER)}
+
+
+def _runs_folders(run: RunDir) -> list[Path]:
+    """The runs folders an export must not replace: the one holding the source run (``<runs>/<pipeline>/<run>``)
+    and the one MEDRUN_RUNS names."""
+    return [run.path.parent.parent, *([Path(os.environ["MEDRUN_RUNS"])] if os.environ.get("MEDRUN_RUNS") else [])]
 
 
 def _metadata(spec, info: dict, env: dict, parts: dict, model_sha: str, weights_sha: str) -> dict:

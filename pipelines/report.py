@@ -85,10 +85,25 @@ def learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, out_png: Path, dpi: int = 100, **savefig_kw) -> Path:
+    """Write a matplotlib figure atomically (rendered to bytes, then temp file + rename, creating its folder) and
+    close it: a full disk or a kill leaves the earlier file or none, never a truncated PNG."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from medrun.artifacts import atomic_write
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, **savefig_kw)
+    finally:
+        plt.close(fig)
+    atomic_write(Path(out_png), buf.getvalue())
+    return Path(out_png)
 
 
 def confusion_png(cm, classes: list[str], out_png: Path, title: str = "confusion matrix") -> Path:
@@ -110,7 +125,4 @@ def confusion_png(cm, classes: list[str], out_png: Path, title: str = "confusion
         for j in range(cm.shape[1]):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

@@ -7,7 +7,10 @@ built); ``execute()`` runs the stage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -33,7 +36,8 @@ from medrun.artifacts import (
     sha256_json,
 )
 from medrun.artifacts.fingerprint import StatCache, code_fingerprint, combine, fingerprint_tree
-from medrun.errors import DataError, UsageError, unknown_name
+from medrun.artifacts.replace import FIXTURE_MARKER
+from medrun.errors import DataError, EnvError, UsageError, unknown_name
 from medrun.manifests.schema import ID_EXCLUDED
 
 from . import get as get_pipeline
@@ -81,6 +85,9 @@ class Plan:
 
 
 def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
+    if req.fixture and req.data_dir is not None:
+        raise UsageError(f"--fixture and --data-dir {req.data_dir} both name the data",
+                         fix="drop --data-dir to run on the generated miniature, or drop --fixture to use your folder")
     if req.manifest is None:
         if not req.dataset:
             raise UsageError(f"which dataset? pass --dataset ({', '.join(spec.datasets)}) or --manifest FILE")
@@ -119,33 +126,103 @@ def manifest_seeds(req: Request) -> list[int] | None:
 
 
 def fixture_root(name: str, seed: int = 0, log=print) -> Path:
-    """Generate the dataset's miniature once into the cache (atomically) and return its root."""
+    """Generate the dataset's miniature once into the cache and return its root.
+
+    Several processes may ask for it at once (parallel CI jobs, sweeps): one generates it under a lock while the
+    others wait and then find it; earlier versions (of an older dataset module) are removed only by the process
+    holding that lock, and only when no process still uses them (each user holds a shared lock, ``_use_fixture``).
+    """
     import importlib
 
     info = datasets.get(name)
     version = sha256_file(importlib.import_module(info.fixture.split(":")[0]).__file__)[:10]
-    target = cache_dir() / "fixtures" / f"{name}-seed{seed}-{version}"
-    marker = target / ".medrun-fixture.json"
+    folder = cache_dir() / "fixtures"
+    target = folder / f"{name}-seed{seed}-{version}"
+    marker = target / FIXTURE_MARKER
+    _use_fixture(target)
     if not marker.exists():
-        log(f"writing the {name} fixture to {target}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        with _flocked(cache_dir() / "locks" / f"{name}-seed{seed}.lock"):
+            if not marker.exists():  # another process may have written it while this one waited
+                log(f"writing the {name} fixture to {target}")
+                with _spinner(f"writing the {name} fixture"):
+                    write_fixture(name, target, seed, force=False, lost_race_ok=True)
+            for old in folder.glob(f"{name}-seed{seed}-*"):  # earlier versions of this dataset's module
+                if old != target:
+                    _remove_unused_fixture(old)
+    return target / json.loads(marker.read_text())["root"]
+
+
+def write_fixture(name: str, out: Path, seed: int = 0, *, force: bool, lost_race_ok: bool = False) -> Path:
+    """Write the dataset's miniature as ``out`` (generated beside it, then renamed into place; an earlier fixture
+    there is replaced only with ``force``) and return its root, the folder to pass as ``--data-dir``."""
+    from medrun.artifacts.replace import replace_dir
+
+    info = datasets.get(name)
+    target, root = replace_dir(
+        out, lambda tmp: Path(info.make_fixture(tmp, seed)), marker=FIXTURE_MARKER, force=force,
+        marker_data=lambda tmp, root: {"dataset": name, "seed": seed, "root": root.relative_to(tmp).as_posix()},
+        lost_race_ok=lost_race_ok)
+    return target / json.loads((target / FIXTURE_MARKER).read_text())["root"]
+
+
+_FIXTURES_IN_USE: dict[Path, int] = {}  # fixture version -> fd holding its shared use-lock until this process ends
+
+
+def _use_lock(version_dir: Path) -> Path:
+    return cache_dir() / "locks" / f"{version_dir.name}.use"
+
+
+def _use_fixture(target: Path) -> None:
+    """Hold a shared lock on this fixture version for the life of the process, so that no other process removes it
+    while this one reads it. A lock file removed (with its version) while this one waited is taken afresh."""
+    if target in _FIXTURES_IN_USE:
+        return
+    path = _use_lock(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError:  # a read-only cache: nobody removes anything from it; writing a fixture there reports the error
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         try:
-            with _spinner(f"writing the {name} fixture"):
-                root = info.make_fixture(tmp, seed)
-            (tmp / ".medrun-fixture.json").write_text(json.dumps({"dataset": name, "seed": seed,
-                                                                  "root": str(Path(root).relative_to(tmp))}))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for old in target.parent.glob(f"{name}-seed{seed}-*"):  # earlier versions of this dataset's module
-            if old != target and (old / ".medrun-fixture.json").exists():
-                shutil.rmtree(old, ignore_errors=True)
-    rel = json.loads(marker.read_text())["root"]
-    return target / rel
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _FIXTURES_IN_USE[target] = fd
+
+
+def _remove_unused_fixture(old: Path) -> None:
+    """Remove an earlier fixture version unless another process holds its use-lock (then leave it for later)."""
+    from medrun.artifacts.replace import remove_dir
+
+    path = _use_lock(old)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    try:
+        if remove_dir(old, marker=FIXTURE_MARKER):
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path):
+    """An exclusive ``flock`` on ``path`` (created if needed) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 LOG_TARGETS = ("mlflow",)
@@ -206,6 +283,7 @@ def plan(req: Request, log=print) -> Plan:
                             fix=f"download {info.source} and pass --data-dir DIR or set MEDRUN_DATA; "
                                 f"or add --fixture to run on a generated miniature")
     fps = fingerprint_data(data_roots, m.fingerprint, log)
+    datasets.check_headers_once(fps, cache_dir() / "header-checks" / f"{combine(fps)}.ok")  # corrupt images fail before fit
     code = code_fingerprint()
     mdict = m.model_dump(mode="json")
     parent, ckpt_sha = None, None
@@ -370,27 +448,19 @@ def _execute(p: Plan, log=print) -> dict:
     run = RunDir(p.path)
     if run.is_complete() and not req.force:
         return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": True, "metrics": run.metrics()}
-    run.open(force=req.force)
-    from medrun.artifacts.env import capture_env
-
     from . import training
 
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    run.write_text("manifest.yaml", yaml.safe_dump(p.manifest_dict, sort_keys=False))
-    env = capture_env()
-    run.write_json("env.json", env)
-    run.write_json("data.lock.json", {"fingerprint": combine(p.data_fp), "trees": p.data_fp, "splits": {}})
-    run.write_json("run.json", {
-        "id": p.run_id, "pipeline": p.spec.slug, "stage": req.stage, "status": "running", "dataset": p.manifest.dataset.name,
-        "fixture": req.fixture, "parent": p.parent.info()["id"] if p.parent else None,
-        "parent_dir": str(p.parent.path) if p.parent else None, "checkpoint": str(req.checkpoint) if req.checkpoint else None,
-        "checkpoint_sha256": p.checkpoint_sha, "command": req.argv, "started": started, "ended": None,
-        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict, p.spec),
-        "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
-        "determinism": p.manifest.determinism, "pid": os.getpid(),
-        "world_size": world_size(p.manifest_dict.get("trainer", {})),
-    })
-    run.append_event("start", stage=req.stage)
+    if getattr(p.manifest, "trainer", None) is not None:  # a wrong trainer setting stops here, before the run exists
+        training.check_trainer(p.manifest.trainer)
+    run.open(force=req.force)
+    try:
+        _write_start(p, run)
+    except BaseException as e:  # e.g. a full disk: no run.json yet (or a stale one without MANIFEST.sha256)
+        run.close()
+        env = env_error(e, run.path)
+        if env is not None:
+            raise env from None
+        raise
     ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
                        parent=p.parent, checkpoint=Path(req.checkpoint) if req.checkpoint else None, log=log,
                        interactive=_interactive(), spec=p.spec)
@@ -415,15 +485,21 @@ def _execute(p: Plan, log=print) -> dict:
         run.append_event("end", status="complete")
         run.seal()
     except KeyboardInterrupt:
-        run.update_info(status="interrupted")
-        run.append_event("end", status="interrupted")
+        with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
+            run.update_info(status="interrupted")
+            run.append_event("end", status="interrupted")
         _close_trackers(trackers, "killed")
         raise
     except BaseException as e:
         _close_trackers(trackers, "failed")
-        run.update_info(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-        (run.path / "logs" / "error.log").write_text(traceback.format_exc())
-        run.append_event("end", status="failed")
+        env = env_error(e, run.path)
+        msg = str(env or e)
+        with contextlib.suppress(OSError):  # best effort: the disk may be full; MANIFEST.sha256 is absent either way
+            run.update_info(status="failed", error=msg.splitlines()[0] if msg else type(e).__name__)
+            (run.path / "logs" / "error.log").write_text(traceback.format_exc())
+            run.append_event("end", status="failed")
+        if env is not None:
+            raise env from None
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -431,9 +507,55 @@ def _execute(p: Plan, log=print) -> dict:
     return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
 
 
-def _close_trackers(trackers: list, status: str) -> None:
-    import contextlib
+def _write_start(p: Plan, run: RunDir) -> None:
+    """What a run holds from its start: the resolved manifest, environment, data lock and a ``running`` run.json."""
+    from medrun.artifacts.env import capture_env
 
+    req = p.request
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run.write_text("manifest.yaml", yaml.safe_dump(p.manifest_dict, sort_keys=False))
+    env = capture_env()
+    run.write_json("env.json", env)
+    run.write_json("data.lock.json", {"fingerprint": combine(p.data_fp), "trees": p.data_fp, "splits": {}})
+    run.write_json("run.json", {
+        "id": p.run_id, "pipeline": p.spec.slug, "stage": req.stage, "status": "running", "dataset": p.manifest.dataset.name,
+        "fixture": req.fixture, "parent": p.parent.info()["id"] if p.parent else None,
+        "parent_dir": str(p.parent.path) if p.parent else None, "checkpoint": str(req.checkpoint) if req.checkpoint else None,
+        "checkpoint_sha256": p.checkpoint_sha, "command": req.argv, "started": started, "ended": None,
+        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict, p.spec),
+        "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
+        "determinism": p.manifest.determinism, "pid": os.getpid(),
+        "world_size": world_size(p.manifest_dict.get("trainer", {})),
+    })
+    run.append_event("start", stage=req.stage)
+
+
+ENV_ERRNOS = {  # errno: (what happened, what to do)
+    errno.ENOSPC: ("no space left on the device", "free space there, or write elsewhere (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.EDQUOT: ("disk quota exceeded", "free space there, or write elsewhere (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.EFBIG: ("file too large for the file-size limit", "raise the limit (ulimit -f unlimited) or write to another disk"),
+    errno.EROFS: ("read-only file system", "write somewhere writable (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.EACCES: ("permission denied", "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.EPERM: ("operation not permitted", "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)"),
+}
+
+
+def env_error(e: BaseException, where: Path | None = None) -> EnvError | None:
+    """The EnvError (exit 4) for a full disk, a file-size limit or a read-only or forbidden folder, naming the path
+    (``where`` when the OSError has none); None for anything else. The CLI and the runner's failure handler both use
+    it. Followed through ``raise … from`` and through a RuntimeError's context (torch reports a failed write as a
+    RuntimeError raised while handling the OSError), not through other handled exceptions, which may be unrelated."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in ENV_ERRNOS:
+            what, fix = ENV_ERRNOS[e.errno]
+            return EnvError(f"{e.filename or where or 'a file'}: {what}", fix=fix)
+        e = e.__cause__ or (e.__context__ if isinstance(e, RuntimeError) else None)
+    return None
+
+
+def _close_trackers(trackers: list, status: str) -> None:
     for t in trackers:
         with contextlib.suppress(Exception):  # a tracker's failure must not hide the run's own
             t.finalize(status)

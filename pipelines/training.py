@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medrun.artifacts import atomic_write
-from medrun.errors import UsageError
+from medrun.errors import EnvError, UsageError
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -41,14 +41,24 @@ def apply_determinism(level: str, seed: int) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temp file and renames, so a kill during a save never leaves a corrupt ``last.ckpt``."""
+    """Writes to a temp file and renames, so a kill during a save never leaves a corrupt ``last.ckpt``, and a
+    failed save (full disk, file-size limit) leaves no partial temp file behind."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:  # a file object, so a failed write's OSError survives as the RuntimeError's context
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e.__context__, OSError) and not isinstance(e, OSError):  # torch's RuntimeError hides errno
+                raise OSError(e.__context__.errno, e.__context__.strerror, str(tmp)) from e
+            raise
 
 
 class ResumableSampler(torch.utils.data.Sampler):
@@ -198,6 +208,25 @@ def make_trainer(ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(),
     return L.Trainer(**kwargs)
 
 
+def check_trainer(section) -> None:
+    """Build (and drop) a Lightning Trainer from the manifest's ``trainer:`` section, so that a wrong accelerator,
+    device list, strategy or precision stops the command before its run directory exists: exit 4 for hardware or a
+    package this machine lacks, exit 2 for a value Lightning does not accept."""
+    given = dict(accelerator=section.accelerator, devices=section.devices, strategy=section.strategy,
+                 precision=section.precision, num_nodes=section.num_nodes)
+    try:
+        L.Trainer(**given, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    except Exception as e:  # noqa: BLE001 (Lightning raises ValueError, TypeError, MisconfigurationException …)
+        text = " ".join(str(e).split())[:300].replace("[", "(").replace("]", ")") or type(e).__name__
+        shown = ", ".join(f"{k} {v}" for k, v in given.items()).replace("[", "(").replace("]", ")")
+        if isinstance(e, ImportError) or any(w in text for w in ("not available", "No supported", "only has")):
+            raise EnvError(f"this machine cannot train with trainer {shown}: {text}",
+                           fix="pick an accelerator and devices it has (see `medrun doctor`), e.g. --accelerator cpu") from None
+        raise UsageError(f"Lightning refuses trainer {shown}: {text}",
+                         fix="check --accelerator, --devices, --strategy, --precision (or the manifest's trainer: section)") from None
+
+
 def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> None:
     """``trainer.fit`` that resumes from ``ckpt_path`` and turns Lightning's Ctrl-C exit back into an interrupt."""
     try:
@@ -255,8 +284,17 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = Non
     return path
 
 
-def load_state(path: Path) -> dict:
-    """safetensors for what medrun writes; ``torch.load(weights_only=True)`` for what users give."""
+TO_SAFETENSORS = ("if you trust where it comes from, save just its weights where the model object exists: "
+                  "from safetensors.torch import save_file; save_file(model.state_dict(), 'model.safetensors') "
+                  "and pass that file")
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors for what medrun writes; ``torch.load(weights_only=True)`` for what users give. Either way the
+    result is checked to be names → tensors without NaN, so a malformed file fails here, naming the key, instead of deep
+    inside a model."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}", fix="check the --checkpoint path")
@@ -264,16 +302,40 @@ def load_state(path: Path) -> dict:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would advise weights_only=False, which can run the file's code
+        raise UsageError(f"{path} holds Python objects other than tensors and will not be loaded (unpickling them "
+                         "could run code)", fix=TO_SAFETENSORS) from None
     except Exception as e:  # corrupt or foreign file
         raise UsageError(f"cannot load weights from {path}: {e.__class__.__name__}: {str(e).splitlines()[0][:200]}",
                          fix="pass a .safetensors, a state dict .pt/.pth, or a Lightning .ckpt") from None
-    if isinstance(state, dict) and "state_dict" in state:  # Lightning checkpoint
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # Lightning checkpoint
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UsageError(f"{path} holds a {type(state).__name__}, not a state dict", fix="save model.state_dict()")
+    check_state(state, path)
     return state
+
+
+def check_state(state: dict, path: Path) -> None:
+    """Refuse keys that are not names, values that are not tensors, and floating tensors holding NaN or nothing but
+    ±inf (a -inf mask buffer beside finite values is legitimate; NaN never is)."""
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise UsageError(f"{path}: key {k!r} is a Python {type(k).__name__}, not a parameter name",
+                             fix="save model.state_dict(), whose keys are names like 'layer.weight'")
+        if not isinstance(v, torch.Tensor):
+            raise UsageError(f"{path}: key '{k}' holds a Python {type(v).__name__}, not a tensor",
+                             fix="save model.state_dict() (only tensors), e.g. with safetensors.torch.save_file")
+        if not v.is_floating_point() or not v.numel():
+            continue
+        nan = int(torch.isnan(v).sum())
+        if nan or not bool(torch.isfinite(v).any()):
+            what = f"{nan} NaN values of {v.numel()}" if nan else "only infinite values"
+            raise UsageError(f"{path}: key '{k}' holds {what}",
+                             fix="these weights are broken (did training diverge?): use an earlier checkpoint")
 
 
 def load_weights(model: torch.nn.Module, path: Path, *, prefix: str = "model.") -> torch.nn.Module:

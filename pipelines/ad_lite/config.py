@@ -7,17 +7,29 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    PositiveFloat,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 
 class Data(DatasetSection):
     name: Literal["ad", "adni", "oasis", "merged"]
-    undersample: dict[str, int] | None = Field(None, description="OASIS: cap per class, random.seed(50) as in the code")
-    undersample_seed: int = 50
+    undersample: dict[str, Count] | None = Field(None, description="OASIS: cap per class, random.seed(50) as in the code")
+    undersample_seed: Seed = 50
     img_size: int = Field(224, description="square resize before any split; a multiple of 32")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = 43
+    split_seed: Seed = 43
 
     @field_validator("img_size")
     @classmethod
@@ -40,11 +52,11 @@ class LrDecay(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 18
-    batch_size: int = 64
-    lr: float = 0.00095
+    epochs: Epochs = 18
+    batch_size: BatchSize = 64
+    lr: LearningRate = 0.00095
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-7
+    eps: PositiveFloat = 1e-7
     lr_decay: LrDecay | None = None
 
 

@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 VISITS = ("bl", "m12", "m24", "m36", "m48", "m60")
 
@@ -18,8 +29,8 @@ class Data(DatasetSection):
     images: str = Field("images", description="folder of {PTID}_{VISCODE}_{MRI|PET}.nii.gz (absolute, or relative to root)")
     ignore_viscodes: bool = Field(False, description="drop rows with VISCODEs other than bl/m<months> instead of failing")
     visits: list[str] = Field(default_factory=lambda: list(VISITS), description="kept VISCODEs, in order (T = len)")
-    volume: tuple[int, int, int] = Field((128, 160, 128), description="volume size the model sees (after the crop)")
-    crop: tuple[int, int, int] | None = Field((128, 160, 128), description="centre crop of the MNI152 volumes first")
+    volume: tuple[Count, Count, Count] = Field((128, 160, 128), description="volume size the model sees (after the crop)")
+    crop: tuple[Count, Count, Count] | None = Field((128, 160, 128), description="centre crop of the MNI152 volumes first")
 
     @field_validator("visits")
     @classmethod
@@ -38,15 +49,15 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 0.0002
+    epochs: Epochs = 100
+    batch_size: BatchSize = 16
+    lr: LearningRate = 0.0002
     beta: float = Field(1.0, ge=0, description="KL weight of the ELBO")
     beta_warmup_epochs: int = Field(10, ge=0, description="β rises linearly from 0 over these epochs")
     cosine: bool = Field(True, description="cosine annealing of the lr over the epochs")
     folds: int = Field(5, ge=2, description="subject-level folds; train/eval use fold `fold` as the test set")
     fold: int = Field(0, ge=0)
-    split_seed: int = 0
+    split_seed: Seed = 0
 
 
 class CV(Section):

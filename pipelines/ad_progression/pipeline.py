@@ -61,7 +61,7 @@ from medrun.models.adxpro import ADxPro
 from .. import training
 from ..base import Pipeline
 from ..classification import loader, write_csv
-from ..report import learning_curves, markdown_table, paper_md
+from ..report import learning_curves, markdown_table, paper_md, save_figure
 
 N_BIO, N_DG = len(adm.BIOMARKERS), 7  # age, education, gender (2), APOE4 (3)
 X_NAMES = [*adm.BIOMARKERS, "age", "education", "male", "female", "apoe4_0", "apoe4_1", "apoe4_2"]
@@ -644,9 +644,7 @@ def trajectories_png(rec: Records, ds: Subjects, norm: Normaliser, res: dict, ou
                 title="observed DX (dots) vs forecast P(MCI)+2·P(AD)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
     return out
 
 
@@ -664,7 +662,5 @@ def cohort_png(rec: Records, out: Path) -> Path:
     ax.set(xlabel="years from baseline", ylabel="Hippocampus / ICV (×1000)", title="cohort: visits by DX")
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
     return out

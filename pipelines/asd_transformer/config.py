@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 
 class Data(DatasetSection):
@@ -16,7 +26,7 @@ class Data(DatasetSection):
                                                  "instead of the protocol's random ones (relative to root or absolute)")
     asd_label: Literal[0, 1] = Field(1, description="abide.npy: the label value meaning ASD (default 1; files "
                                                      "storing DX_GROUP − 1, as BrainGB's scripts write, have 0)")
-    split_seed: int = Field(0, description="seed of the fixed stratified 70 % train split")
+    split_seed: Seed = Field(0, description="seed of the fixed stratified 70 % train split")
     train_fraction: float = Field(0.7, gt=0, lt=1)
     val_fraction: float = Field(1 / 3, gt=0, lt=1, description="share of the non-train subjects that go to val (7:1:2)")
 
@@ -40,9 +50,9 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-4
+    epochs: Epochs = 50
+    batch_size: BatchSize = 64
+    lr: LearningRate = 1e-4
     weight_decay: float = Field(1e-4, ge=0)
     lr_min: float = Field(1e-5, ge=0, description="cosine decay from lr to lr_min over the epochs")
 

@@ -66,7 +66,7 @@ from medrun.models.asd_transformer import CC200_BLOCKS, AsdTransformer
 from .. import training
 from ..base import Pipeline
 from ..classification import write_csv
-from ..report import learning_curves, markdown_table, paper_md
+from ..report import learning_curves, markdown_table, paper_md, save_figure
 from . import features as feat
 
 METRICS = ("accuracy", "auroc", "sensitivity", "specificity")
@@ -406,9 +406,7 @@ class AsdTransformerPipeline(Pipeline):
         ax.legend()
         fig.tight_layout()
         out = self.ctx.run.path / "figures" / "combat_sites.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out)
 
     def eval(self) -> dict:
         pp, mm, data = self.m.preprocess, self.m.model, self.data()
@@ -506,9 +504,7 @@ class AsdTransformerPipeline(Pipeline):
         ax.legend(loc="lower right")
         fig.tight_layout()
         out = self.ctx.run.path / "figures" / "roc.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out)
 
     @torch.no_grad()
     def _attention_figure(self, net: AsdTransformer, x: np.ndarray, idx: np.ndarray) -> None:
@@ -547,9 +543,7 @@ class AsdTransformerPipeline(Pipeline):
         axes[2].legend()
         fig.tight_layout()
         out = self.ctx.run.path / "figures" / "attention_maps.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out)
 
 
 def canonical_attention(enc: dict, kc: int) -> torch.Tensor:

@@ -7,7 +7,21 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    Fraction,
+    LearningRate,
+    Manifest,
+    NonNegFloat,
+    PositiveFloat,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 ModelName = Literal["cmunet", "unet", "umamba", "unet-cbam", "segresnet", "unetr", "swinunetr"]
 
@@ -15,14 +29,14 @@ ModelName = Literal["cmunet", "unet", "umamba", "unet-cbam", "segresnet", "unetr
 class Data(DatasetSection):
     name: Literal["sekh-mito", "luo-er", "luo-mito"]
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of imagesTr when there is no labelsTs")
-    split_seed: int = Field(0, description="seed of the 80/20 train/test split (the card: fixed split, seed 0)")
+    split_seed: Seed = Field(0, description="seed of the 80/20 train/test split (the card: fixed split, seed 0)")
     cases: str | None = Field(None, description="regular expression: keep only the case ids it matches (re.search)")
     exclude: list[str] = Field(default_factory=list, description="case ids to leave out")
 
 
 class Model(Section):
     name: ModelName = Field("cmunet", description="cmunet and its ablation variants, or a MONAI baseline")
-    channels: list[int] = Field([32, 64, 128, 256, 512], min_length=2, description="per-stage widths (5 stages, 4 pools)")
+    channels: list[Count] = Field([32, 64, 128, 256, 512], min_length=2, description="per-stage widths (5 stages, 4 pools)")
     d_state: int = Field(16, ge=1)
     expand: int = Field(2, ge=1)
     mamba_residual: bool = False
@@ -40,16 +54,16 @@ class Augment(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 150
+    epochs: Epochs = 150
     iters_per_epoch: int = Field(250, ge=1, description="nnU-Net epoch = 250 iterations")
-    batch_size: int = 12
+    batch_size: BatchSize = 12
     patch_size: int = Field(256, ge=16, description="square training patch (nnU-Net auto-configures it)")
-    lr: float = 0.01
+    lr: LearningRate = 0.01
     lr_min: float = Field(1e-5, ge=0, description="cosine annealing floor")
-    momentum: float = 0.99
+    momentum: Fraction = 0.99
     nesterov: bool = True
-    weight_decay: float = 3e-5
-    grad_clip: float | None = Field(12.0, description="nnU-Net clips the gradient norm at 12")
+    weight_decay: NonNegFloat = 3e-5
+    grad_clip: PositiveFloat | None = Field(12.0, description="nnU-Net clips the gradient norm at 12")
     augment: Augment = Field(default_factory=Augment)
 
 

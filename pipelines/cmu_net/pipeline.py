@@ -72,7 +72,7 @@ from medrun.models.cmunet import VARIANTS, CMUNet, deep_supervision_weights
 from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
-from ..report import learning_curves, markdown_table, paper_md
+from ..report import learning_curves, markdown_table, paper_md, save_figure
 
 CLASSES = tuple(nnunet_raw.MORPH_BINS)  # dot, rod, network
 
@@ -504,9 +504,7 @@ def _morph_figure(m: dict, name: str, path: Path) -> None:
         ax.set_title(title)
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 _NOTES = """## Notes on the comparison

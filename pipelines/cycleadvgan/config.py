@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 Arch = Literal["resnet50", "densenet121", "inception_v3", "vit_s", "resnet18", "small_cnn"]
 Method = Literal["cycleadvgan", "fgsm", "pgd", "noise"]
@@ -18,7 +28,7 @@ class Data(DatasetSection):
     img_size: int = Field(224, ge=16, description="square Resize for everything (the card: 224); divisible by 4")
     test_fraction_folds: int = Field(5, ge=2, description="isic2020: the test part is 1/k of the patients "
                                                           "(StratifiedGroupKFold by patient_id, stratified by target)")
-    split_seed: int = 0
+    split_seed: Seed = 0
     val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified part of train that picks the best epoch (AUC)")
 
 
@@ -32,9 +42,9 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = 32
-    lr: float = Field(1e-5, gt=0, description="Adam (the paper)")
+    epochs: Epochs = 20
+    batch_size: BatchSize = 32
+    lr: LearningRate = Field(1e-5, description="Adam (the paper)")
     augment: bool = Field(True, description="RandomResizedCrop + horizontal flip on training batches (the card)")
 
 
@@ -61,10 +71,10 @@ class Attack(Section):
     ngf: int = Field(64, ge=4)
     ndf: int = Field(64, ge=4)
     n_blocks: int | None = Field(None, ge=1, description="residual blocks; none: 9 from 256 px, else 6")
-    lr: float = Field(2e-4, gt=0)
+    lr: LearningRate = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    batch_size: int = Field(1, ge=1)
-    epochs: int = Field(100, ge=1, description="epochs at constant lr")
+    batch_size: BatchSize = 1
+    epochs: Epochs = Field(100, description="epochs at constant lr")
     decay_epochs: int = Field(100, ge=0, description="then epochs of linear decay to 0")
     pool_size: int = Field(50, ge=0)
     methods: list[Method] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd", "noise"],

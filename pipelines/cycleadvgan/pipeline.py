@@ -76,7 +76,7 @@ from medrun.models.cyclegan import CycleGAN, ImagePool, init_weights
 from .. import classification as clf
 from .. import training
 from ..base import Pipeline
-from ..report import confusion_png, learning_curves, markdown_table, paper_md
+from ..report import confusion_png, learning_curves, markdown_table, paper_md, save_figure
 
 # F stays in eval mode inside the GAN's training, and captum notes that it sets requires_grad on the inputs
 for _pattern in (".*module\\(s\\) in eval mode at the start of training.*",
@@ -628,9 +628,7 @@ class CycleAdvGan(Pipeline):
                 ax.axis("off")
             fig.tight_layout()
             out = self.ctx.run.path / "figures" / f"overlay_{Path(samples[i].path).stem}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=90)
-            plt.close(fig)
+            save_figure(fig, out, dpi=90)
 
     # -- stage: transfer ----------------------------------------------------------------------------------------
     def transfer(self) -> dict:
@@ -714,9 +712,7 @@ class CycleAdvGan(Pipeline):
             ax.set_ylabel("source")
         fig.tight_layout()
         out = self.ctx.run.path / "figures" / "transfer_matrix.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out)
 
     # -- stage: sweep-lambda --------------------------------------------------------------------------------------
     def sweep_lambda(self) -> dict:
@@ -776,9 +772,7 @@ class CycleAdvGan(Pipeline):
         ax.set_title("CycleAdvGAN: ASR and SSIM vs λ")
         fig.tight_layout()
         out = self.ctx.run.path / "figures" / "lambda_sweep.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out)
 
 
 class _Scaled(torch.nn.Module):

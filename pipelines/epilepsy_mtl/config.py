@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 TASK_METRICS = ("accuracy", "sensitivity", "specificity", "f1", "auroc")
 
@@ -16,9 +27,9 @@ class Data(DatasetSection):
     name: Literal["ncnp-ecog"]
     image_size: int | None = Field(227, ge=8, description="side every source image must have (the paper's 227×227); "
                                                           "null accepts any size")
-    input_size: int = Field(28, description="the model's input side (the paper resizes to 28×28)")
+    input_size: Count = Field(28, description="the model's input side (the paper resizes to 28×28)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="train stage: stratified hold-out per task (1200/300)")
-    split_seed: int = Field(123, description="the paper's seed: splits, folds and the pairing")
+    split_seed: Seed = Field(123, description="the paper's seed: splits, folds and the pairing")
 
 
 class Model(Section):
@@ -30,9 +41,9 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(32, ge=1, description="unstated in the paper; Keras' default")
-    lr: float = Field(1e-3, gt=0)
+    epochs: Epochs = 200
+    batch_size: BatchSize = Field(32, description="unstated in the paper; Keras' default")
+    lr: LearningRate = 1e-3
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (Keras' SGD default 0)")
     lr_decay_rate: float = Field(0.95, gt=0, le=1)
     lr_decay_steps: int = Field(500, ge=1, description="lr × rate every this many optimizer steps (staircase)")

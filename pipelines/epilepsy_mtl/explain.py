@@ -28,7 +28,7 @@ from medrun.artifacts import atomic_write
 from medrun.datasets.ncnp_ecog import CLASSES, TASKS
 
 from .. import classification as clf
-from ..report import markdown_table, paper_md
+from ..report import markdown_table, paper_md, save_figure
 
 HEADS = {"hfo": 0, "ied": 1}
 TITLES = {"saliency": "Saliency", "integrated_gradients": "Integrated Gradients"}
@@ -169,6 +169,4 @@ def _overlays(pipe, xa, xb, labels, pred, maps, a, b, samples) -> None:
             fig.tight_layout()
             stem = samples[head][(a if head == "hfo" else b)[i]].path.stem
             out = pipe.ctx.run.path / "figures" / f"saliency_{head}_{stem}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=90)
-            plt.close(fig)
+            save_figure(fig, out, dpi=90)

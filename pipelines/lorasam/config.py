@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    NonNegFloat,
+    NonNegInt,
+    Section,
+    TrainSection,
+)
 
 
 class Split(Section):
@@ -39,15 +50,15 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 1000
-    batch_size: int = Field(32, description="frames per batch; every class of a frame is prompted")
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
+    epochs: Epochs = 1000
+    batch_size: BatchSize = Field(32, description="frames per batch; every class of a frame is prompted")
+    lr: LearningRate = 1e-4
+    weight_decay: NonNegFloat = 1e-2
     step_size: int = Field(200, ge=1, description="StepLR step in epochs")
     gamma: float = Field(0.2, gt=0, le=1)
     loss: Literal["focal", "focal+dice"] = "focal+dice"
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: NonNegFloat = 2.0
     augment: Literal["card", "dihedral", "none"] = Field(
         "card", description="card: rotation ±10°, saturation ×2, brightness ×2; dihedral: random flips and transposes "
                             "(colour-preserving; the fixture's smoke run); none")
@@ -57,9 +68,9 @@ class Pretrain(Section):
     """Stand-in for SAM's pre-training when no SAM checkpoint is given (the card's smoke run, stage A): all SAM
     weights trained with box prompts on a colour-swapped copy of the training frames. epochs 0: off."""
 
-    epochs: int = Field(0, ge=0)
-    lr: float = 1e-3
-    batch_size: int = 8
+    epochs: NonNegInt = 0
+    lr: LearningRate = 1e-3
+    batch_size: BatchSize = 8
     augment: Literal["card", "dihedral", "none"] = "dihedral"
 
 

@@ -8,7 +8,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 SEG_METRICS = ["dice", "iou", "recall", "specificity", "precision", "hd95"]
 CLS_METRICS = ["accuracy", "f1", "auroc"]
@@ -34,9 +45,9 @@ class Model(Section):
     skip_attention: Literal["none", "ca", "sma", "csma", "cbam", "mhsa"] = "csma"
     cls_head: Literal["none", "plain", "ca"] = Field("ca", description="none: segmentation only; plain: no CA (ES-MTL)")
     seg_head: bool = Field(True, description="False: classification only (Table 4 'UNet Encoder')")
-    decoder_widths: tuple[int, int, int, int, int] = (128, 64, 32, 16, 8)
-    unet_features: tuple[int, int, int, int, int, int] = (16, 32, 64, 128, 256, 16)
-    rates: tuple[int, ...] = (1, 2, 3)
+    decoder_widths: tuple[Count, Count, Count, Count, Count] = (128, 64, 32, 16, 8)
+    unet_features: tuple[Count, Count, Count, Count, Count, Count] = (16, 32, 64, 128, 256, 16)
+    rates: tuple[Count, ...] = (1, 2, 3)
     se_size: int = Field(3, ge=1, description="structuring element size (Table 5: 3 or 5)")
     dropout: float = Field(0.5, ge=0, lt=1)
     encoder_weights: str | None = Field(None, description="a torchvision resnet34 state dict (ImageNet); default random init")
@@ -58,9 +69,9 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 1000
-    batch_size: int = 8
-    lr: float = 1e-4
+    epochs: Epochs = 1000
+    batch_size: BatchSize = 8
+    lr: LearningRate = 1e-4
     lam: float = Field(0.8, ge=0, le=1, description="Eq. 10: λ·(BCE + Dice)_seg + (1 − λ)·BCE_cls")
     augment: bool = Field(True, description="random h/v flips and rotation within ±rotate_degrees")
     rotate_degrees: float = Field(15.0, ge=0, le=180)
@@ -72,7 +83,7 @@ class CV(Section):
     folds: int = Field(5, ge=2, description="stratified k-fold (the paper's 5-fold CV)")
     fold: int = Field(1, ge=1, description="the held-out fold of a train / eval / predict run (1-based)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="of each fold's training part, for checkpoint selection")
-    seed: int = 42
+    seed: Seed = 42
 
 
 class Eval(EvalSection):

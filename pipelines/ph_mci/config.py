@@ -11,7 +11,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 CLASSES = ("HC", "MCI", "EMCI", "LMCI")
 NETWORKS = ("CB", "CO", "DMN", "FP", "OP", "SM")  # Dosenbach-2010 networks (ROI counts in datasets.adni_rsfmri)
@@ -45,7 +55,7 @@ class Task(Section):
     dim: int = Field(0, ge=0, le=2, description="homology dimension of the PR matrix")
     subsample: dict[str, dict[Cls, int]] = Field(
         default_factory=dict, description="per comparison ('HC-MCI'), a cap per class: HC vs MCI used 50 of the HC")
-    subsample_seed: int = 0
+    subsample_seed: Seed = 0
 
     @field_validator("classes")
     @classmethod
@@ -59,11 +69,11 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = Field(100, ge=1)
-    batch_size: int = 64
-    lr: float = 0.001
+    epochs: Epochs = 100
+    batch_size: BatchSize = 64
+    lr: LearningRate = 0.001
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = Field(6, description="torch.random_split generator seed (the code's torch.manual_seed(6))")
+    split_seed: Seed = Field(6, description="torch.random_split generator seed (the code's torch.manual_seed(6))")
 
 
 class Eval(EvalSection):
@@ -76,13 +86,13 @@ class Predict(Section):
 
 class CV(Section):
     folds: int = Field(5, ge=2)
-    seed: int = 0
+    seed: Seed = 0
     folds_file: str | None = Field(None, description="CSV with columns subject,fold fixing the folds (e.g. a published "
                                                      "split); otherwise stratified k-fold seeded cv.seed")
 
 
 class Repeat(Section):
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="each is the split seed and the model seed of one run")
+    seeds: list[Seed] = Field([0, 1, 2], min_length=1, description="each is the split seed and the model seed of one run")
 
 
 class Grid(Section):
@@ -101,7 +111,7 @@ class Baseline(Section):
     rf_trees: int = Field(500, ge=1, description="random forest on the flattened upper triangle of the PR matrix")
     image_size: int = Field(224, ge=32, description="DenseNet-121 input: the z-scored matrix as a size×size image "
                                                    "(nearest-neighbour, like the code's 224×224 PNG renderings)")
-    epochs: int | None = Field(None, ge=1, description="DenseNet-121 epochs (default: train.epochs)")
+    epochs: Epochs | None = Field(None, description="DenseNet-121 epochs (default: train.epochs)")
 
 
 class Analyze(Section):

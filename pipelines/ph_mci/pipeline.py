@@ -59,7 +59,7 @@ from medrun.errors import DataError, UsageError
 
 from .. import training
 from ..base import Pipeline
-from ..report import markdown_table, paper_md
+from ..report import markdown_table, paper_md, save_figure
 from . import topo
 from .config import CLASSES
 
@@ -706,9 +706,7 @@ def diagram_figure(example: dict, roi: int, out_png: Path) -> Path | None:
         ax.set_title(f"{cls}: {getattr(sid, 'subject', sid)}, ROI {roi + 1}", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
     return out_png
 
 
@@ -727,9 +725,7 @@ def pplot(pmap: np.ndarray, alpha: float, out_png: Path, title: str) -> Path:
     ax.set_ylabel("ROI")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
     return out_png
 
 

@@ -7,7 +7,17 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 
 def _multiple_of_32(v: int) -> int:
@@ -21,7 +31,7 @@ class Data(DatasetSection):
     part: Literal["Training", "Validation", "Test"] = Field("Training", description="ISIC official layout: which part")
     img_size: int = Field(512, description="square resize (bilinear image, nearest mask); a multiple of 32")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="random hold-out for validation (UNeXt: 0.2)")
-    split_seed: int = Field(41, description="random_state of the 80/20 split (UNeXt's train.py uses 41)")
+    split_seed: Seed = Field(41, description="random_state of the 80/20 split (UNeXt's train.py uses 41)")
     include: list[str] | None = Field(None, description="keep only cases whose id matches one of these globs")
     limit: int | None = Field(None, ge=1, description="keep the first N cases (sorted by id) after `include`")
 
@@ -52,9 +62,9 @@ class Loss(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 400
-    batch_size: int = 8
-    lr: float = 1e-4
+    epochs: Epochs = 400
+    batch_size: BatchSize = 8
+    lr: LearningRate = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     eta_min: float = Field(1e-5, ge=0, description="CosineAnnealingLR floor (T_max = epochs)")
@@ -73,7 +83,7 @@ class Ablate(Section):
     subset: int | None = Field(120, ge=2, description="cases drawn (split_seed) before the folds; null = all")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="name → dotted overrides of the model and loss sections")
-    epochs: int | None = Field(None, ge=1, description="epochs per fold (default: train.epochs)")
+    epochs: Epochs | None = Field(None, description="epochs per fold (default: train.epochs)")
     save_weights: bool = Field(False, description="write each variant's fold weights into checkpoints/")
 
 
@@ -84,7 +94,7 @@ class Complexity(Section):
 
 
 class Repeat(Section):
-    split_seeds: list[int] = Field(default_factory=lambda: [41, 42, 43], min_length=1,
+    split_seeds: list[Seed] = Field(default_factory=lambda: [41, 42, 43], min_length=1,
                                    description="one random 80/20 split (and training) per seed")
 
 

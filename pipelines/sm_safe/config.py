@@ -7,7 +7,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    Seed,
+    TrainSection,
+)
 
 
 class Data(DatasetSection):
@@ -17,7 +28,7 @@ class Data(DatasetSection):
         description="task folders under dataset.root (Task01_BrainTumour, Task01, 01 or BrainTumour), or 'all'")
     folds: int = Field(5, ge=2, description="patient-level k-fold CV on imagesTr (test labels are hidden)")
     fold: int = Field(0, ge=0, description="the held-out fold of train/eval (cv runs them all)")
-    split_seed: int = Field(0, description="seed of the fold assignment")
+    split_seed: Seed = Field(0, description="seed of the fold assignment")
     exclude: list[str] = Field(default_factory=list, description="case ids to leave out (e.g. BRATS_001)")
     max_cases: int | None = Field(None, ge=1, description="use only the first N training cases per task (quick runs)")
     spacing: tuple[float, float, float] | None = Field(None, description="target spacing in mm; default: the task's median")
@@ -37,7 +48,7 @@ class Model(Section):
                                                  "a run takes them from each task's dataset.json")
     num_classes: int = Field(4, ge=2, description="output classes when no task is at hand (as modalities)")
     fusion_channels: int = Field(32, ge=1, description="channels of each modality stem and of the fused map")
-    unet_channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 256, 320])
+    unet_channels: list[Count] = Field(default_factory=lambda: [32, 64, 128, 256, 320])
     num_res_units: int = Field(2, ge=0)
     ase_layers: int = Field(3, ge=1, le=3, description="ASE layers at 1/4, 1/8, 1/16 of the patch")
     concat_raw: bool = Field(False, description="also feed the raw images to the U-Net ('spatial cues')")
@@ -58,11 +69,11 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 300
+    epochs: Epochs = 300
     steps_per_epoch: int = Field(250, ge=1, description="iterations per epoch (patches are sampled per step)")
-    batch_size: int = 8
+    batch_size: BatchSize = 8
     accumulate: int = Field(1, ge=1, description="gradient accumulation (batch 8 as 2×4 when memory is short)")
-    lr: float = 1e-3
+    lr: LearningRate = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-5, ge=0)

@@ -7,7 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    Section,
+    TrainSection,
+)
 
 Method = Literal["cam", "gradcam", "gradcampp", "smooth", "ablation", "score", "eigen", "svd"]
 
@@ -34,9 +43,9 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = Field(65, ge=1)
-    batch_size: int = 8
-    lr: float = Field(0.01, gt=0, description="the paper's Adam lr; the card offers 1e-4 for fine-tuning")
+    epochs: Epochs = 65
+    batch_size: BatchSize = 8
+    lr: LearningRate = Field(0.01, description="the paper's Adam lr; the card offers 1e-4 for fine-tuning")
     betas: tuple[float, float] = (0.9, 0.999)
     patience: int | None = Field(10, ge=1, description="early stopping on val_loss (valid split); null: off")
     focal_alpha: float = Field(0.25, ge=0, le=1)
@@ -67,7 +76,7 @@ class Explain(Section):
     max_images: int | None = Field(None, ge=1, description="explain a random subset of this many images (seed)")
     smooth_samples: int = Field(25, ge=1)
     smooth_sigma: float = Field(0.15, gt=0)
-    batch_size: int = Field(16, ge=1, description="images per forward/backward")
+    batch_size: BatchSize = Field(16, description="images per forward/backward")
     mask_batch: int = Field(64, ge=1, description="masked copies per forward (Score-CAM, Ablation-CAM)")
     overlays: int = Field(6, ge=0, description="images drawn in figures/ (abnormal first)")
 

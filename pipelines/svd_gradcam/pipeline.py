@@ -72,7 +72,7 @@ from medrun.models.camnet import CamNet, densenet169, load_torchvision_densenet,
 from .. import classification as clf
 from .. import training
 from ..base import Pipeline
-from ..report import confusion_png, learning_curves, markdown_table, paper_md
+from ..report import confusion_png, learning_curves, markdown_table, paper_md, save_figure
 from . import cams
 
 # Table 2 of the paper (MURA elbow valid, DenseNet-169): AvgDrop, AvgInc, Coherency, Complexity, ADCC (percent).
@@ -439,9 +439,7 @@ class SvdGradCam(Pipeline):
             fig.tight_layout()
             rel = Path(samples[i].path).relative_to(self.root / self.m.explain.split / self.m.dataset.study_type)
             out = self.ctx.run.path / "figures" / ("overlay_" + "_".join(rel.with_suffix("").parts) + ".png")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=90)
-            plt.close(fig)
+            save_figure(fig, out, dpi=90)
 
 
 def _npy(arr: np.ndarray) -> bytes:

@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    NonNegInt,
+    Section,
+    TrainSection,
+)
 
 
 class Data(DatasetSection):
@@ -29,16 +40,16 @@ class Data(DatasetSection):
 
 
 class Model(Section):
-    img_size: int = Field(128, description="cube side of a training crop / inference window")
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    window_size: int = 14
-    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    prompt_dim: int = 384
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
+    img_size: Count = Field(128, description="cube side of a training crop / inference window")
+    patch_size: Count = 16
+    embed_dim: Count = 768
+    depth: Count = 12
+    num_heads: Count = 12
+    window_size: Count = 14
+    global_attn_indexes: tuple[NonNegInt, ...] = (2, 5, 8, 11)
+    prompt_dim: Count = 384
+    decoder_depth: Count = 2
+    decoder_mlp_dim: Count = 2048
     memory: bool = Field(True, description="the memorizing-transformer block (false: the Table 3 ablation)")
     memory_size: int = Field(16_384, ge=1, description="FIFO memory entries (one per image token)")
     memory_topk: int = Field(32, ge=1)
@@ -58,10 +69,10 @@ class Model(Section):
 
 
 class Train(TrainSection):
-    epochs: int = 20
-    batch_size: int = 2
-    lr: float = Field(5e-7, gt=0, description="Adam lr of the SAM-Med3D modules")
-    lr_new: float | None = Field(None, gt=0, description="Adam lr of the new modules (class tokens, class "
+    epochs: Epochs = 20
+    batch_size: BatchSize = 2
+    lr: LearningRate = Field(5e-7, description="Adam lr of the SAM-Med3D modules")
+    lr_new: LearningRate | None = Field(None, description="Adam lr of the new modules (class tokens, class "
                                  "hypernetwork, memory block); default: lr")
     prompt_prob: float = Field(0.5, ge=0, le=1, description="share of steps that also train a point-prompted mask")
     max_clicks: int = Field(5, ge=1)

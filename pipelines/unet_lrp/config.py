@@ -7,13 +7,24 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.manifests.schema import DatasetSection, EvalSection, Manifest, Section, TrainSection
+from medrun.manifests.schema import (
+    BatchSize,
+    Count,
+    DatasetSection,
+    Epochs,
+    EvalSection,
+    LearningRate,
+    Manifest,
+    NonNegInt,
+    Section,
+    TrainSection,
+)
 
 
 class Data(DatasetSection):
     name: Literal["montgomery", "shenzhen", "cityscapes", "pairs"]
-    label: int = Field(24, description="cityscapes: the foreground labelId (24 = person)")
-    resize: tuple[int, int] = Field((623, 512), description="(H, W) every image and mask is resized to first")
+    label: NonNegInt = Field(24, description="cityscapes: the foreground labelId (24 = person)")
+    resize: tuple[Count, Count] = Field((623, 512), description="(H, W) every image and mask is resized to first")
     crop: int = Field(512, description="square training crops, sliding-window size, and the LRP input size")
     crops_per_image: int = Field(2, ge=1, description="random crops per image and epoch (author code: 2)")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="the last 20 % of the sorted cases validate")
@@ -37,14 +48,14 @@ class Model(Section):
     arch: Literal["unet", "resunet", "unetpp"] = "unet"
     norm: Literal["batch", "instance"] = "batch"
     in_channels: int = Field(1, ge=1, description="1 for X-ray, 3 for Cityscapes")
-    features: list[int] | None = Field(None, description="channel widths; default the card's full size per arch")
+    features: list[Count] | None = Field(None, description="channel widths; default the card's full size per arch")
     width_div: int = Field(1, ge=1, description="divide the card's default widths by this (fixture runs: 4)")
 
 
 class Train(TrainSection):
-    epochs: int = 100
-    batch_size: int = Field(4, description="author code: 2 images × 2 crops")
-    lr: float = 8e-4
+    epochs: Epochs = 100
+    batch_size: BatchSize = Field(4, description="author code: 2 images × 2 crops")
+    lr: LearningRate = 8e-4
     val_every: int = Field(3, ge=1, description="validate Dice every N epochs; the best checkpoint is kept")
     lrp_images: int = Field(4, ge=0, description="validation images the train run's LRP check explains (0: none)")
 

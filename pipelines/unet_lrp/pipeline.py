@@ -69,7 +69,7 @@ from medrun.models import lrp_unet as L
 from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
-from ..report import learning_curves, markdown_table, paper_md
+from ..report import learning_curves, markdown_table, paper_md, save_figure
 
 
 class UnetLrp(Pipeline):
@@ -462,15 +462,11 @@ def save_npy(path: Path, arr: np.ndarray) -> Path:
 def relevance_png(x: np.ndarray, scaled: np.ndarray, obj: np.ndarray, path: Path, title: str) -> Path:
     """Captum ``visualize_image_attr`` blended heat map of the positive log-scaled relevance (5 % outliers clipped)
     over the input, the object outlined."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from captum.attr import visualization as viz
-
-    from medrun.artifacts import atomic_write
 
     img = np.moveaxis(x, 0, -1)
     img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
@@ -484,12 +480,7 @@ def relevance_png(x: np.ndarray, scaled: np.ndarray, obj: np.ndarray, path: Path
         ax.contour(obj, levels=[0.5], colors="cyan", linewidths=0.8)
     ax.set_title(title, fontsize=7)
     ax.set_axis_off()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buf.getvalue())
-    return path
+    return save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
 def _summary(rows: list[dict]) -> dict:

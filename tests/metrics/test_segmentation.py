@@ -87,8 +87,8 @@ def test_distances_by_hand_2d_anisotropic():
     d = math.sqrt(40)
     for f in (S.hausdorff, S.hausdorff95, S.assd, S.masd):
         assert f(a, b, spacing=(2.0, 0.5)) == pytest.approx(d)
-    assert S.nsd(a, b, tolerance=6.0, spacing=(2.0, 0.5)) == 0.0
-    assert S.nsd(a, b, tolerance=7.0, spacing=(2.0, 0.5)) == 1.0
+    assert S.nsd(a, b, tolerance=6.0, spacing=(2.0, 0.5), convention="voxel") == 0.0
+    assert S.nsd(a, b, tolerance=7.0, spacing=(2.0, 0.5), convention="voxel") == 1.0
 
 
 def test_distances_by_hand_3d_anisotropic():
@@ -105,8 +105,8 @@ def test_distances_by_hand_3d_anisotropic():
     pred = np.roll(gt, 1, axis=0)
     assert S.hausdorff(pred, gt, spacing=(3.0, 0.7, 0.7)) == pytest.approx(3.0)
     assert S.hausdorff(np.roll(gt, 1, axis=2), gt, spacing=(3.0, 0.7, 0.7)) == pytest.approx(0.7)
-    assert S.nsd(pred, gt, tolerance=2.9, spacing=(3.0, 0.7, 0.7)) < 1.0
-    assert S.nsd(pred, gt, tolerance=3.0, spacing=(3.0, 0.7, 0.7)) == 1.0
+    assert S.nsd(pred, gt, tolerance=2.9, spacing=(3.0, 0.7, 0.7), convention="voxel") < 1.0
+    assert S.nsd(pred, gt, tolerance=3.0, spacing=(3.0, 0.7, 0.7), convention="voxel") == 1.0
 
 
 def test_distances_by_hand_two_squares():
@@ -122,7 +122,7 @@ def test_distances_by_hand_two_squares():
     assert S.hausdorff(pred, gt) == 1.0
     assert S.assd(pred, gt) == pytest.approx(0.5)
     assert S.masd(pred, gt) == pytest.approx(0.5)
-    assert S.nsd(pred, gt, tolerance=0.5) == pytest.approx(0.5)
+    assert S.nsd(pred, gt, tolerance=0.5, convention="voxel") == pytest.approx(0.5)
     assert S.boundary_f1(pred, gt, tolerance=0.5) == pytest.approx(0.5)
     assert S.boundary_f1(pred, gt, tolerance=1.0) == 1.0
 
@@ -235,7 +235,7 @@ def test_nsd_and_boundary_f1_match_references(seed, shape, spacing, tol):
     spacing = spacing[: len(shape)]
     t = lambda m: torch.tensor(m[None, None].astype(np.float32))  # noqa: E731
     ref = float(compute_surface_dice(t(pred), t(gt), [tol], include_background=True, spacing=list(spacing)))
-    assert S.nsd(pred, gt, tol, spacing) == pytest.approx(ref)
+    assert S.nsd(pred, gt, tol, spacing, convention="voxel") == pytest.approx(ref)
     b_pg, b_gp = _brute(pred, gt, spacing)
     p, r = np.mean(b_pg <= tol), np.mean(b_gp <= tol)
     f1 = 0.0 if p + r == 0 else 2 * p * r / (p + r)

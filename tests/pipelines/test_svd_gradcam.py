@@ -159,8 +159,7 @@ def test_unreadable_image_names_the_file(cli, runs, tmp_path):
     r = cli("train", "svd-gradcam", "--dataset", "mura", "--data-dir", root, "--runs-dir", runs,
             "-o", "model.arch=tiny", "-o", "dataset.img_size=32", "-o", "train.epochs=1")
     assert r.code == 3 and bad.name in r.err and bad.parent.name in r.err and "Traceback" not in r.err
-    (run,) = (runs / "svd-gradcam").iterdir()
-    assert not (run / "MANIFEST.sha256").exists() and json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert not runs.exists()  # found by the header check before a run directory opens
 
 
 def test_wrong_folder_and_study_type(cli, runs, tmp_path):
