@@ -22,7 +22,7 @@ from medrun.manifests.schema import DatasetSection, Manifest
 from medrun.models.adlite import AdLiteNet
 from medrun.pipelines import training
 from medrun.pipelines.base import StageContext
-from medrun.pipelines.classification import LitClassifier
+from medrun.pipelines.tasks.classification import LitClassifier
 
 
 def data(size: int, steps: int, batch: int = 16):

@@ -29,13 +29,12 @@ def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-read
 
       medrun list --json
     """
-    from medrun import datasets
-    from medrun.pipelines import registry
+    from medrun.pipelines import dataset_registry, registry
 
     pipes = [{"slug": s.slug, "title": s.title, "paper": s.paper, "card": s.card, "datasets": list(s.datasets),
               "stages": list(s.stages)} for s in sorted(registry().values(), key=lambda s: s.slug)]
     data = [{"name": d.name, "title": d.title, "layout": d.layout, "source": d.source}
-            for d in sorted(datasets.registry().values(), key=lambda d: d.name)]
+            for d in sorted(dataset_registry().values(), key=lambda d: d.name)]
     if json_out:
         emit_json({"pipelines": pipes, "datasets": data})
         return 0
@@ -162,11 +161,11 @@ def fixture(
 
       medrun fixture oasis --out /tmp/oasis-mini
     """
-    from medrun import datasets
     from medrun.artifacts.replace import FIXTURE_MARKER, check_target
+    from medrun.pipelines import dataset_info
     from medrun.pipelines.runner import write_fixture
 
-    datasets.get(dataset)  # an unknown name or a refused --out fails before anything is written
+    dataset_info(dataset)  # an unknown name or a refused --out fails before anything is written
     check_target(out, marker=FIXTURE_MARKER, force=force)
     t0 = time.perf_counter()
     log(f"writing the {dataset} fixture to {out}")
@@ -247,37 +246,9 @@ def smoke(
 
       medrun smoke ad-lite
     """
-    from medrun import manifests
-    from medrun.pipelines import get, registry
-    from medrun.pipelines.runner import Request, execute, load_manifest, plan
+    from medrun.pipelines import smoke as smoke_runs
 
-    rows, failed = [], 0
-    for slug in pipelines or sorted(registry()):
-        spec = get(slug)
-        for ds in spec.datasets:
-            path = manifests.manifest_path(slug, ds, fixture=True)
-            if not path.name.endswith(".fixture.yaml"):
-                continue
-            m, _ = load_manifest(Request(pipeline=slug, stage="train", dataset=ds, fixture=True), spec)
-            req = Request(pipeline=slug, stage=m.smoke.stage, dataset=ds, fixture=True, runs_dir=runs_dir, force=force)
-            t0 = time.perf_counter()
-            if m.smoke.stage in spec.parents:  # a stage on a finished run: run (or reuse) its parent stage first
-                parent_stage = spec.parents[m.smoke.stage]
-                log(f"smoke: {slug} {parent_stage} --dataset {ds} --fixture (the parent of {m.smoke.stage})")
-                parent = execute(plan(Request(pipeline=slug, stage=parent_stage, dataset=ds, fixture=True,
-                                              runs_dir=runs_dir, force=force), log=log), log=log)
-                req.run_ref = parent["run_dir"]
-            log(f"smoke: {slug} {m.smoke.stage} --dataset {ds} --fixture")
-            result = execute(plan(req, log=log), log=log)
-            secs = time.perf_counter() - t0
-            checks = [(k, v, ">=") for k, v in m.smoke.min.items()] + [(k, v, "<=") for k, v in m.smoke.max.items()]
-            for metric, limit, op in checks:
-                value = result["metrics"].get(metric)
-                ok = value is not None and (value >= limit if op == ">=" else value <= limit)
-                failed += not ok
-                rows.append({"pipeline": slug, "dataset": ds, "stage": m.smoke.stage, "metric": metric, "value": value,
-                             "threshold": f"{op} {limit}", "pass": ok, "seconds": round(secs, 1),
-                             "run_dir": result["run_dir"]})
+    rows, failed = smoke_runs.run(pipelines, runs_dir, force, log=log)
     if json_out:
         emit_json({"rows": rows, "failed": failed})
     else:
@@ -288,8 +259,10 @@ def smoke(
             table.add_column(col)
         for r in rows:
             v = r["value"]
-            table.add_row(r["pipeline"], r["dataset"], r["stage"], r["metric"], f"{v:.4f}" if isinstance(v, float) else str(v),
-                          r["threshold"], "[green]yes[/]" if r["pass"] else "[red]NO[/]", str(r["seconds"]))
+            table.add_row(r["pipeline"], r["dataset"], r["stage"], r["metric"],
+                          f"{v:.4f}" if isinstance(v, float) else str(v), r["threshold"],
+                          "[green]yes[/]" if r["pass"] else "[red]NO[/]",
+                          "reused" if r["reused"] else str(r["seconds"]))
         stdout().print(table)
     if failed:
         raise VerifyError(f"{failed} smoke threshold(s) not met", fix="see the table above and each run's paper.md")

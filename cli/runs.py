@@ -401,40 +401,13 @@ def rerun(
       medrun rerun runs/ad-lite/train-3fa9c2d41b7e --compare --json
     """
     from medrun.artifacts.verify import open_run
-    from medrun.errors import UsageError
+    from medrun.pipelines.runner import rerun as do_rerun
 
     from .output import log
 
     original = open_run(runs_dir, run)
-    info = original.info()
-    if not original.is_complete():
-        raise UsageError(f"run {original.path} is not complete (status: {info.get('status', 'unknown')}); "
-                         "there is nothing finished to re-run and compare",
-                         fix="finish it with the command in its run.json, or pick a complete run")
-    from medrun.artifacts.reruns import compare_runs
-    from medrun.pipelines.runner import rerun_request
-
-    req = rerun_request(original, os.environ.get("MEDRUN_ARGV", "").split())
-    from medrun.pipelines import runner
-
-    log(f"re-running {original.path} into {req.runs_dir} (the original is not touched)")
-    p = runner.plan(req, log=log)
-    warnings = []
-    if p.code_fp["sha256"] != (info.get("code") or {}).get("sha256"):
-        warnings.append("the installed code differs from the original's (code fingerprint changed)")
-    from medrun.artifacts.fingerprint import combine
-
-    if combine(p.data_fp) != info.get("data_sha256"):
-        warnings.append("the data differs from the original's (data fingerprint changed)")
-    for w in warnings:
-        log(f"warning: {w}")
-    result = runner.execute(p, log=log)
-    from medrun.artifacts import RunDir
-
-    out = {"original": str(original.path), "rerun": result["run_dir"], "run_id": result["run_id"],
-           "same_id": result["run_id"] == info.get("id"), "warnings": warnings}
-    if compare:
-        out["comparison"] = compare_runs(original, RunDir(Path(result["run_dir"])))
+    out = do_rerun(original, os.environ.get("MEDRUN_ARGV", "").split(), compare=compare, log=log)
+    warnings = out["warnings"]
     if json_out:
         emit_json(out)
     else:

@@ -11,53 +11,18 @@ import typer
 
 from .output import emit_json, log, stdout
 
-CORE = {
-    "train": "Train a pipeline's model; writes weights, learning curves, test metrics and paper.md.",
-    "eval": "Evaluate a finished train run (the newest of the same manifest, --run ID, or --checkpoint FILE).",
-    "predict": "Predict with a finished train run; writes per-case predictions.",
-}
-EXTRA_HELP = {
-    "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
-    "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
-    "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and success rates.",
-    "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
-    "repeat": "Train once per split seed the card's protocol names; writes each repeat and mean ± variance.",
-    "complexity": "Count parameters and multiply-accumulates of the card's models beside the paper's table.",
-    "fuse-maps": "Write a finished train run's per-modality fusion weight maps (NIfTI) and their means per label.",
-    "summarize": "Summarise a finished multi-task train run: mean ± sd across its tasks.",
-    "lrp-stats": "Relevance statistics of a finished train run (max |R|, conservation, relevance inside the object).",
-    "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground truth.",
-    "topo": "Compute each subject's persistence diagrams and Wasserstein features once (cached; resumes where it stopped).",
-    "analyze": "Group statistics and figures of a finished topo run's features (persistence diagrams, distances).",
-    "baseline": "Train the paper's baseline models on the same split; one table beside the paper's.",
-    "render": "Render raw signal segments into the images the pipeline reads (epilepsy-mtl: HFO wavelet maps, IED traces).",
-    "grid": "Train every combination of the settings the manifest's grid lists; one summary table.",
-    "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
-    "impute": "Fill a finished train run's missing visits: reconstructed volumes as NIfTI, imputed biomarkers as CSV.",
-    "transfer": "Attack every target model with every source model's adversarial images: the source x target table.",
-    "sweep-lambda": "Attack once per value of the adversarial weight the manifest lists; one table and a plot.",
-}
-
-EXAMPLES = {
-    "train": "medrun train ad-lite --dataset oasis --fixture\n\n"
-             "  medrun train ad-lite --dataset oasis --data-dir ~/kaggle/imagesoasis/Data -o train.epochs=3\n\n"
-             "  medrun train ad-lite --dataset ad --accelerator gpu --devices 2 --strategy ddp --precision bf16-mixed",
-    "eval": "medrun eval ad-lite --dataset oasis --fixture --split test\n\n"
-            "  medrun eval ad-lite --dataset oasis --run 3fa9c2\n\n"
-            "  medrun eval ad-lite --dataset oasis --checkpoint weights.safetensors",
-    "predict": "medrun predict ad-lite --dataset oasis --fixture -o predict.input=path/to/images",
-    "cv": "medrun cv ad-lite --dataset merged --fixture",
-}
-
 
 def register(app: typer.Typer) -> None:
-    from medrun.pipelines import registry
+    """One command per stage any pipeline declares; help and examples come from the pipelines' specs, so a new
+    paper edits no shared file."""
+    from medrun.pipelines import CORE_STAGES, registry, stage_help
 
-    extra = sorted({s for spec in registry().values() for s in spec.stages} - set(CORE))
-    for verb in [*CORE, *extra]:
-        help_text = CORE.get(verb) or EXTRA_HELP.get(verb, f"Run the '{verb}' stage of a pipeline.")
-        example = EXAMPLES.get(verb, f"medrun {verb} PIPELINE --dataset NAME --fixture")
-        app.command(name=verb, help=f"{help_text}\n\nExamples:\n\n  {example}", no_args_is_help=True)(_command(verb))
+    specs = list(registry().values())
+    extra = sorted({s for spec in specs for s in spec.stages} - set(CORE_STAGES))
+    for verb in [*CORE_STAGES, *extra]:
+        help_text, examples = stage_help(verb, specs)
+        shown = "\n\n  ".join(examples[:3]) or f"medrun {verb} PIPELINE --dataset NAME --fixture"
+        app.command(name=verb, help=f"{help_text}\n\nExamples:\n\n  {shown}", no_args_is_help=True)(_command(verb))
 
 
 def _command(verb: str):

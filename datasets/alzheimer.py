@@ -18,7 +18,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import list_class_images, require_class_folders
+from .images import list_class_images, require_class_folders
 
 AD_CLASSES = ["MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"]
 ADNI_CLASSES = ["AD", "CI", "CN"]

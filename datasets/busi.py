@@ -19,8 +19,8 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import warn_empty
-from ._ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
+from .images import warn_empty
+from .ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
 
 DATASETS = [
     DatasetInfo("busi", "BUSI breast ultrasound with lesion masks (benign / malignant / normal)",

@@ -24,7 +24,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import list_class_images, require_class_folders
+from .images import list_class_images, require_class_folders
 
 DATASETS = [
     DatasetInfo("chestxray", "Chest X-ray pneumonia vs normal (Kermany et al. 2018)",

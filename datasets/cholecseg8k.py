@@ -21,7 +21,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._surgical import Frame, check_mask_size, open_image
+from .surgical import Frame, check_mask_size, open_image
 
 DATASETS = [
     DatasetInfo("cholecseg8k", "CholecSeg8k laparoscopic frames with 12-class masks (Cholec80 subset)",

@@ -34,7 +34,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._surgical import Frame, check_mask_size, open_image
+from .surgical import Frame, check_mask_size, open_image
 
 DATASETS = [
     DatasetInfo("endovis17", "MICCAI EndoVis 2017 robotic instrument segmentation (6 instrument types)",

@@ -28,7 +28,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import to_8bit
+from .images import to_8bit
 
 DATASETS = [
     DatasetInfo("isic2018", "ISIC 2018 Task 1 skin-lesion segmentation (official folders or the UNeXt repo layout)",

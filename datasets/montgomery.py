@@ -19,7 +19,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import to_8bit
+from .images import to_8bit
 
 DATASETS = [
     DatasetInfo("montgomery", "Montgomery County chest X-rays with lung masks (NLM)",

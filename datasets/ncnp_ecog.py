@@ -41,7 +41,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import open_image, to_8bit, warn_empty
+from .images import open_image, to_8bit, warn_empty
 
 DATASETS = [
     DatasetInfo("ncnp-ecog", "ECoG HFO wavelet + IED waveform images per patient (NCNP Tokyo; private, card layout)",

@@ -18,7 +18,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import to_8bit
+from .images import to_8bit
 
 DATASETS = [
     DatasetInfo("pairs", "A folder of image/mask PNG pairs (e.g. the private NDT pore slices of the unet-lrp paper)",

@@ -20,7 +20,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._images import to_8bit
+from .images import to_8bit
 
 DATASETS = [
     DatasetInfo("shenzhen", "Shenzhen chest X-rays (NLM) with third-party lung masks",

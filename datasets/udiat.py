@@ -20,7 +20,7 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from ._ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
+from .ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
 
 DATASETS = [
     DatasetInfo("udiat", "UDIAT breast ultrasound Dataset B (163 images, benign / malignant, lesion masks)",

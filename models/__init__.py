@@ -14,3 +14,63 @@
 
 This package imports only torch and MONAI, never other medrun folders.
 """
+
+# -- registry (timm-style): ``create(name, **kw)`` builds a network by name --------------------------------------
+# Names map to "module:callable" so that listing or resolving a name imports nothing; ``create`` imports the one
+# module it needs. ``register`` adds a callable at run time (a user's own network, a test).
+_MODELS: dict[str, str] = {
+    "adlite": "adlite:AdLiteNet",
+    "adxpro": "adxpro:ADxPro",
+    "asd-transformer": "asd_transformer:AsdTransformer",
+    "attack-target": "attack_targets:build",
+    "camnet-densenet169": "camnet:densenet169",
+    "camnet-tiny": "camnet:tiny_cnn",
+    "cmunet": "cmunet:CMUNet",
+    "crossstitch": "crossstitch:CrossStitchNet",
+    "cyclegan": "cyclegan:CycleGAN",
+    "lrp-segmenter": "lrp_unet:Segmenter",
+    "madtnet": "madtnet:DualTaskNet",
+    "sam-vit-b": "sam:build_sam_vit_b",
+    "sam3d-vit-b-ori": "sam3d:build_sam3d_vit_b_ori",
+    "smsafe": "fusion:SMSAFE",
+    "smsafe-hierarchical": "fusion_hierarchical:SMSAFEHierarchical",
+    "unext": "unext:UNeXt",
+    "unext-small": "unext:unext_small",
+    "unext-paper": "unext:unext_paper",
+}
+_RUNTIME: dict = {}
+
+
+def register(name: str):
+    """Decorator: ``@register("my-net")`` on a class or factory makes ``create("my-net", **kw)`` build it."""
+
+    def deco(fn):
+        _RUNTIME[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted({*_MODELS, *_RUNTIME})
+
+
+def resolve(name: str):
+    """The class or factory registered under ``name`` (imports its module)."""
+    import importlib
+
+    if name in _RUNTIME:
+        return _RUNTIME[name]
+    if name not in _MODELS:
+        import difflib
+
+        near = difflib.get_close_matches(name, names(), n=1)
+        raise KeyError(f"unknown model '{name}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+                       + f"; known: {', '.join(names())}")
+    module, attr = _MODELS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+def create(name: str, **kwargs):
+    """Build the network registered as ``name`` with ``kwargs`` (the model's constructor arguments)."""
+    return resolve(name)(**kwargs)

@@ -28,6 +28,12 @@ class PipelineSpec:
     # stage -> the stage of the finished run it takes as its input (``--run ID``, or found by manifest);
     # e.g. {"explain": "train"} for a stage that explains a trained model
     parents: dict[str, str] = field(default_factory=lambda: {"eval": "train", "predict": "train"})
+    # stage -> one line of help for `medrun <stage> --help` (the core stages train/eval/predict have generic help)
+    stage_help: dict[str, str] = field(default_factory=dict)
+    # stage -> an example command line (shown under the stage's help)
+    examples: dict[str, str] = field(default_factory=dict)
+    # why `medrun export` cannot write a MONAI bundle of this pipeline's runs (None: it can)
+    no_export: str | None = None
 
     def manifest_cls(self):
         return _load(self.manifest)
@@ -42,6 +48,28 @@ class PipelineSpec:
 def _load(ref: str):
     module, name = ref.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+CORE_STAGES = {
+    "train": "Train a pipeline's model; writes weights, learning curves, test metrics and paper.md.",
+    "eval": "Evaluate a finished train run (the newest of the same manifest, --run ID, or --checkpoint FILE).",
+    "predict": "Predict with a finished train run; writes per-case predictions.",
+}
+
+
+def stage_help(verb: str, specs) -> tuple[str, list[str]]:
+    """Help for a stage verb across pipelines: the core text, or each pipeline's own line; and their examples."""
+    users = [s for s in specs if verb in s.stages]
+    if verb in CORE_STAGES:
+        text = CORE_STAGES[verb]
+    else:
+        from collections import Counter
+
+        lines = {s.slug: s.stage_help.get(verb, f"the '{verb}' stage") for s in users}
+        common = Counter(lines.values()).most_common(1)[0][0]
+        text = "  ".join([common, *(f"{k}: {v}" for k, v in lines.items() if v != common)])
+    examples = [s.examples[verb] for s in users if verb in s.examples]
+    return text, examples
 
 
 def registry() -> dict[str, PipelineSpec]:
@@ -59,3 +87,16 @@ def get(slug: str) -> PipelineSpec:
     if slug not in reg:
         raise unknown_name("pipeline", slug, reg)
     return reg[slug]
+
+
+def dataset_registry() -> dict:
+    """The datasets pipelines read (``medrun.datasets.registry()``), for the CLI, which imports only this layer."""
+    from medrun import datasets
+
+    return datasets.registry()
+
+
+def dataset_info(name: str):
+    from medrun import datasets
+
+    return datasets.get(name)

@@ -9,8 +9,6 @@ the first member's ``data.lock.json`` and ``env.json`` so that ``medrun verify``
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 
 import yaml
@@ -18,7 +16,7 @@ import yaml
 from medrun.artifacts import RunDir, run_path, sha256_json
 
 from . import runner
-from .report import _fmt
+from .report import fmt
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -34,38 +32,34 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def summarise(values_by_seed: list[dict]) -> dict:
-    """{metric: {mean, sd, ci95, n, values}} over the top-level numeric metrics every member has."""
-    from scipy import stats
+    """{metric: {mean, sd, ci95, n, values}} over the top-level numeric metrics every member has
+    (``sweep.stats``: sample sd, ddof 1; 95 % t-interval)."""
+    from .sweep import _number, stats
 
-    keys = [k for k, v in values_by_seed[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {}
-    for k in keys:
-        vals = [float(m[k]) for m in values_by_seed if isinstance(m.get(k), (int, float))]
-        n = len(vals)
-        if n != len(values_by_seed):
-            continue
-        mean = sum(vals) / n
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
-        out[k] = {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n, "values": vals}
+    for k, v in values_by_seed[0].items():
+        vals = [m.get(k) for m in values_by_seed]
+        if _number(v) and all(_number(x) for x in vals):
+            s = stats(vals)
+            out[k] = {"mean": s["mean"], "sd": s["sd"], "ci95": s["ci95"], "n": len(vals),
+                      "values": [float(x) for x in vals]}
     return out
 
 
 def run(req, seeds: list[int], log=print) -> dict:
-    members = []
-    for s in seeds:
-        member = dataclasses.replace(req, seed=s, overrides=[*req.overrides, "seeds=null"])
-        plan = runner.plan(member, log)
-        log(f"replicate seed {s}: {plan.path}")
-        members.append((s, plan, runner.execute(plan, log)))
-    first = members[0][1]
-    rid = sha256_json({"replicates": [p.run_id for _, p, _ in members], "stage": req.stage})
+    from .sweep import Child, child_request, run_children
+
+    children = [Child(f"seed{s}", {"seed": s, "seeds": None}, stage=req.stage) for s in seeds]
+    done = run_children(req, children, log=log, title="replicate")
+    first = runner.plan(child_request(req, children[0]), log=lambda *_: None)
+    members = list(zip(seeds, done, strict=True))
+    rid = sha256_json({"replicates": [d.run_id for _, d in members], "stage": req.stage})
     path = run_path(req.runs_dir, first.spec.slug, "replicates", rid)
     summary = RunDir(path)
-    all_reused = all(r["reused"] for _, _, r in members)
+    all_reused = all(d.reused for _, d in members)
     if summary.is_complete() and all_reused and not req.force:
         return {"run_id": rid, "run_dir": str(path), "status": "complete", "reused": True, "metrics": summary.metrics()}
-    metrics = summarise([r["metrics"] for _, _, r in members])
+    metrics = summarise([d.metrics for _, d in members])
     summary.open(force=True)
     try:
         mdict = {**first.manifest_dict, "seed": None, "seeds": seeds}
@@ -75,7 +69,7 @@ def run(req, seeds: list[int], log=print) -> dict:
         summary.write_json("run.json", {
             "id": rid, "pipeline": first.spec.slug, "stage": "replicates", "of_stage": req.stage, "status": "running",
             "dataset": first.manifest.dataset.name, "fixture": req.fixture, "seeds": seeds,
-            "members": [{"seed": s, "id": p.run_id, "run_dir": str(p.path)} for s, p, _ in members],
+            "members": [{"seed": s, "id": d.run_id, "run_dir": str(d.run_dir)} for s, d in members],
             "parent": None, "command": req.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "code": first.code_fp, "data_sha256": runner.combine(first.data_fp),
         })
@@ -86,7 +80,7 @@ def run(req, seeds: list[int], log=print) -> dict:
         summary.close()
     return {"run_id": rid, "run_dir": str(path), "status": "complete", "reused": False,
             "metrics": {k: v["mean"] for k, v in metrics.items()},
-            "members": [{"seed": s, "run_dir": r["run_dir"], "reused": r["reused"]} for s, _, r in members]}
+            "members": [{"seed": s, "run_dir": str(d.run_dir), "reused": d.reused} for s, d in members]}
 
 
 def paper_md(plan, seeds: list[int], metrics: dict) -> str:
@@ -101,6 +95,6 @@ def paper_md(plan, seeds: list[int], metrics: dict) -> str:
     keys = [k for k in expect if k in metrics] + [k for k in m.eval.metrics if k in metrics and k not in expect]
     for k in keys or list(metrics):
         v, theirs = metrics[k], expect.get(k)
-        lines.append(f"| {k} | {_fmt(v['mean'])} ± {_fmt(v['sd'])} | [{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] | "
-                     f"{_fmt(theirs)} | {_fmt(v['mean'] - theirs if theirs is not None else None)} |")
+        lines.append(f"| {k} | {fmt(v['mean'])} ± {fmt(v['sd'])} | [{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}] | "
+                     f"{fmt(theirs)} | {fmt(v['mean'] - theirs if theirs is not None else None)} |")
     return "\n".join(lines) + "\n"

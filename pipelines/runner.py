@@ -368,13 +368,14 @@ def identity_manifest(mdict: dict) -> dict:
 
 
 def train_key(mdict: dict, spec) -> str:
-    """What identifies 'the same training': the manifest without where data lies, hardware, or the sections named
+    """What identifies 'the same training': the manifest without where data lies, hardware (and precision, so an
+    eval on another device or in bf16 finds the train run it evaluates), or the sections named
     after stages whose runs no other stage consumes (``eval``, ``predict``, ``explain``, ``cv``, ``ablate`` …), so a
     train run is found again by an eval or explain with other settings for those stages. A stage whose runs are
     consumed (``train``, or a ``pretrain`` under it) keeps its section."""
     others = [s.replace("-", "_") for s in spec.stages if s not in spec.parents.values()]  # stages no stage consumes
     return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *others, "trainer.devices", "trainer.num_nodes",
-                                         "trainer.strategy", "trainer.accelerator")))
+                                         "trainer.strategy", "trainer.accelerator", "trainer.precision")))
 
 
 def _find_parent(req: Request, spec, mdict: dict, data_sha: str) -> tuple[RunDir | None, str | None]:
@@ -463,7 +464,9 @@ def _execute(p: Plan, log=print) -> dict:
         raise
     ctx = StageContext(stage=req.stage, manifest=p.manifest, run=run, data_roots=p.data_roots, fixture=req.fixture,
                        parent=p.parent, checkpoint=Path(req.checkpoint) if req.checkpoint else None, log=log,
-                       interactive=_interactive(), spec=p.spec)
+                       interactive=_interactive(), spec=p.spec, run_id=p.run_id,
+                       world_size=world_size(p.manifest_dict.get("trainer", {})), cache_dir=cache_dir(),
+                       launcher=_launcher(p, run, log))
     trackers = [mlflow_logger(p)] if "mlflow" in req.log_to else []
     ctx.extras["loggers"] = trackers
     previous = signal.getsignal(signal.SIGTERM)
@@ -505,6 +508,20 @@ def _execute(p: Plan, log=print) -> dict:
         signal.signal(signal.SIGTERM, previous)
         run.close()
     return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
+
+
+def _launcher(p: Plan, run: RunDir, log):
+    """What ``ctx.sweep`` calls: run the children (``pipelines/sweep.py``) and name them in this run's run.json."""
+
+    def launch(children, title: str = "children"):
+        from .sweep import run_children
+
+        done = run_children(p.request, children, log=log, title=title)
+        run.update_info(children=[{"name": c.child.name, "stage": c.child.stage, "id": c.run_id,
+                                   "run_dir": str(c.run_dir), "reused": c.reused} for c in done])
+        return done
+
+    return launch
 
 
 def _write_start(p: Plan, run: RunDir) -> None:
@@ -567,6 +584,34 @@ def _sigterm_to_interrupt(signum, frame):
 
 def build_model(spec, manifest):
     return spec.load()(manifest, None).build_model()
+
+
+def rerun(original: RunDir, argv: list[str], *, compare: bool = False, log=print) -> dict:
+    """Run a complete run's stage again from its own manifest into ``<runs>/.reruns/<time>_<pid>/`` (the original
+    is never written); with ``compare``, compare metrics and weights (``artifacts.reruns.compare_runs``)."""
+    from medrun.artifacts.reruns import compare_runs
+
+    info = original.info()
+    if not original.is_complete():
+        raise UsageError(f"run {original.path} is not complete (status: {info.get('status', 'unknown')}); "
+                         "there is nothing finished to re-run and compare",
+                         fix="finish it with the command in its run.json, or pick a complete run")
+    req = rerun_request(original, argv)
+    log(f"re-running {original.path} into {req.runs_dir} (the original is not touched)")
+    p = plan(req, log=log)
+    warnings = []
+    if p.code_fp["sha256"] != (info.get("code") or {}).get("sha256"):
+        warnings.append("the installed code differs from the original's (code fingerprint changed)")
+    if combine(p.data_fp) != info.get("data_sha256"):
+        warnings.append("the data differs from the original's (data fingerprint changed)")
+    for w in warnings:
+        log(f"warning: {w}")
+    result = execute(p, log=log)
+    out = {"original": str(original.path), "rerun": result["run_dir"], "run_id": result["run_id"],
+           "same_id": result["run_id"] == info.get("id"), "warnings": warnings}
+    if compare:
+        out["comparison"] = compare_runs(original, RunDir(Path(result["run_dir"])))
+    return out
 
 
 def rerun_request(original: RunDir, argv: list[str]):

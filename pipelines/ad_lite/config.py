@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medrun.manifests.schema import (
     BatchSize,
@@ -30,6 +30,15 @@ class Data(DatasetSection):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: Seed = 43
+    folds: int = Field(10, ge=2, description="k of the k-fold protocol (`medrun cv`, Table 3)")
+    fold: int | None = Field(None, ge=0, description="hold out this fold of `folds` (stratified, split_seed) as the "
+                                                     "test split instead of the 80/20 split; set by `medrun cv`")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self):
+        if self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"dataset.fold {self.fold} is not one of the {self.folds} folds (0 … {self.folds - 1})")
+        return self
 
     @field_validator("img_size")
     @classmethod
@@ -60,11 +69,6 @@ class Train(TrainSection):
     lr_decay: LrDecay | None = None
 
 
-class CV(Section):
-    folds: int = Field(10, ge=2)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-
-
 class Predict(Section):
     input: str | None = Field(None, description="folder of images to classify (default: the eval split)")
 
@@ -75,7 +79,6 @@ class AdLiteManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: EvalSection = Field(default_factory=EvalSection)
-    cv: CV = Field(default_factory=CV)
     predict: Predict = Field(default_factory=Predict)
 
 

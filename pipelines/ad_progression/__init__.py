@@ -17,4 +17,14 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.ad_progression.config:AdProgressionManifest",
     impl="medrun.pipelines.ad_progression.pipeline:AdProgression",
     parents={"eval": "train", "predict": "train", "impute": "train"},
+    stage_help={
+        "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
+        "impute": "Fill a finished train run's missing visits: reconstructed volumes as NIfTI, imputed biomarkers as CSV.",
+        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
+    },
+    examples={
+        "prepare": "medrun prepare ad-progression --dataset adnimerge --fixture",
+        "impute": "medrun impute ad-progression --dataset adnimerge --fixture",
+        "cv": "medrun cv ad-progression --dataset adnimerge --fixture",
+    },
 )

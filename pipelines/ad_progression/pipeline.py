@@ -60,8 +60,8 @@ from medrun.models.adxpro import ADxPro
 
 from .. import training
 from ..base import Pipeline
-from ..classification import loader, write_csv
 from ..report import learning_curves, markdown_table, paper_md, save_figure
+from ..tasks.classification import loader, write_csv
 
 N_BIO, N_DG = len(adm.BIOMARKERS), 7  # age, education, gender (2), APOE4 (3)
 X_NAMES = [*adm.BIOMARKERS, "age", "education", "male", "female", "apoe4_0", "apoe4_1", "apoe4_2"]

@@ -17,4 +17,12 @@ SPEC = PipelineSpec(
     stages=("train", "eval", "predict", "ablate", "prepare"),
     manifest="medrun.pipelines.asd_transformer.config:AsdTransformerManifest",
     impl="medrun.pipelines.asd_transformer.pipeline:AsdTransformerPipeline",
+    stage_help={
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
+    },
+    examples={
+        "ablate": "medrun ablate asd-transformer --dataset abide --fixture",
+        "prepare": "medrun prepare asd-transformer --dataset abide --fixture",
+    },
 )

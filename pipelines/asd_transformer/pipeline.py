@@ -65,8 +65,8 @@ from medrun.models.asd_transformer import CC200_BLOCKS, AsdTransformer
 
 from .. import training
 from ..base import Pipeline
-from ..classification import write_csv
 from ..report import learning_curves, markdown_table, paper_md, save_figure
+from ..tasks.classification import write_csv
 from . import features as feat
 
 METRICS = ("accuracy", "auroc", "sensitivity", "specificity")
@@ -274,7 +274,7 @@ class AsdTransformerPipeline(Pipeline):
         logger = CSVLogger(save_dir=self.ctx.run.path / "logs", name=tag, version="")
         trainer = training.make_trainer(self.ctx, t.epochs, checkpoint=False, logger=False)
         trainer.loggers = [logger, *self.ctx.extras.get("loggers", ())]  # one CSV log per run: logs/<run>/metrics.csv
-        from ..classification import loader
+        from ..tasks.classification import loader
 
         train_ds = _tensors(x, y, split["train"])
         t0 = time.perf_counter()

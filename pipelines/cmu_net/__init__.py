@@ -15,4 +15,12 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.cmu_net.config:CmuNetManifest",
     impl="medrun.pipelines.cmu_net.pipeline:CmuNet",
     parents={"eval": "train", "predict": "train", "morphology": "train"},
+    stage_help={
+        "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground truth.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+    },
+    examples={
+        "morphology": "medrun morphology cmu-net --dataset sekh-mito --fixture",
+        "ablate": "medrun ablate cmu-net --dataset sekh-mito --fixture",
+    },
 )

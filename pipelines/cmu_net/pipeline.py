@@ -64,15 +64,15 @@ import torch
 import torch.nn.functional as F
 
 from medrun.datasets import nnunet_raw
-from medrun.datasets._images import list_images
+from medrun.datasets.images import list_images
 from medrun.errors import DataError, UsageError
 from medrun.metrics import segmentation as segm
 from medrun.models.cmunet import VARIANTS, CMUNet, deep_supervision_weights
 
-from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
 from ..report import learning_curves, markdown_table, paper_md, save_figure
+from ..tasks import segmentation as seg
 
 CLASSES = tuple(nnunet_raw.MORPH_BINS)  # dot, rod, network
 

@@ -16,4 +16,14 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.cycleadvgan.config:CycleAdvGanManifest",
     impl="medrun.pipelines.cycleadvgan.pipeline:CycleAdvGan",
     parents={"eval": "train", "predict": "train", "attack": "train", "transfer": "train", "sweep-lambda": "train"},
+    stage_help={
+        "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and success rates.",
+        "transfer": "Attack every target model with every source model's adversarial images: the source x target table.",
+        "sweep-lambda": "Attack once per value of the adversarial weight the manifest lists; one table and a plot.",
+    },
+    examples={
+        "attack": "medrun attack cycleadvgan --dataset isic2020 --fixture",
+        "transfer": "medrun transfer cycleadvgan --dataset isic2020 --fixture",
+        "sweep-lambda": "medrun sweep-lambda cycleadvgan --dataset isic2020 --fixture",
+    },
 )

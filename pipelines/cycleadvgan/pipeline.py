@@ -67,16 +67,16 @@ import torch.nn.functional as F
 
 from medrun.artifacts import atomic_write
 from medrun.datasets import chestxray, isic2020
-from medrun.datasets._images import list_images
+from medrun.datasets.images import list_images
 from medrun.errors import DataError, UsageError
 from medrun.metrics import classification as cm
 from medrun.models import attack_targets
 from medrun.models.cyclegan import CycleGAN, ImagePool, init_weights
 
-from .. import classification as clf
 from .. import training
 from ..base import Pipeline
 from ..report import confusion_png, learning_curves, markdown_table, paper_md, save_figure
+from ..tasks import classification as clf
 
 # F stays in eval mode inside the GAN's training, and captum notes that it sets requires_grad on the inputs
 for _pattern in (".*module\\(s\\) in eval mode at the start of training.*",

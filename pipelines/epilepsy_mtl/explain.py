@@ -27,8 +27,8 @@ import torch
 from medrun.artifacts import atomic_write
 from medrun.datasets.ncnp_ecog import CLASSES, TASKS
 
-from .. import classification as clf
 from ..report import markdown_table, paper_md, save_figure
+from ..tasks import classification as clf
 
 HEADS = {"hfo": 0, "ied": 1}
 TITLES = {"saliency": "Saliency", "integrated_gradients": "Integrated Gradients"}

@@ -76,10 +76,10 @@ from medrun.errors import DataError, UsageError
 from medrun.metrics import classification as cm
 from medrun.models.crossstitch import CrossStitchNet, keras_param_count
 
-from .. import classification as clf
 from .. import training
 from ..base import Pipeline
 from ..report import confusion_png, learning_curves, markdown_table, paper_md
+from ..tasks import classification as clf
 
 TASK_METRICS = ("accuracy", "sensitivity", "specificity", "f1", "auroc")
 # Table 1 of the paper (proposed model), fractions.

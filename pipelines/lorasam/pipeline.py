@@ -69,8 +69,8 @@ import torch.nn.functional as F
 
 from medrun.artifacts import sha256_file
 from medrun.datasets import cholecseg8k, endovis
-from medrun.datasets._images import IMAGE_SUFFIXES
-from medrun.datasets._surgical import check_same_size, open_image
+from medrun.datasets.images import IMAGE_SUFFIXES
+from medrun.datasets.surgical import check_same_size, open_image
 from medrun.errors import DataError, UsageError, unknown_name
 from medrun.models.clip_text import STANDIN_NAME, text_tower
 from medrun.models.sam import Sam, SamConfig, load_official_checkpoint, sam_vit_b_config
@@ -81,10 +81,10 @@ from medrun.models.sam_lora import (
     trainable_state_dict,
 )
 
-from .. import segmentation as segc
 from .. import training
 from ..base import Pipeline
 from ..report import learning_curves, markdown_table, paper_md
+from ..tasks import segmentation as segc
 
 TINY = dict(embed_dim=96, depth=4, num_heads=3, window_size=4, global_attn_indexes=(1, 3), prompt_dim=64,
             decoder_mlp_dim=128, iou_head_hidden_dim=64)

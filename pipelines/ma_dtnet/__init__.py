@@ -15,4 +15,12 @@ SPEC = PipelineSpec(
     stages=("train", "eval", "predict", "cv", "ablate"),
     manifest="medrun.pipelines.ma_dtnet.config:MaDtnetManifest",
     impl="medrun.pipelines.ma_dtnet.pipeline:MaDtnet",
+    stage_help={
+        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+    },
+    examples={
+        "cv": "medrun cv ma-dtnet --dataset busi --fixture",
+        "ablate": "medrun ablate ma-dtnet --dataset busi --fixture",
+    },
 )

@@ -62,17 +62,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from medrun.datasets import busi, udiat
-from medrun.datasets._images import list_images
-from medrun.datasets._ultrasound import CLASSES, Case
+from medrun.datasets.images import list_images
+from medrun.datasets.ultrasound import CLASSES, Case
 from medrun.errors import DataError, UsageError
 from medrun.metrics import classification as cm
 from medrun.models.madtnet import DualTaskNet, load_torchvision_encoder
 
-from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
-from ..classification import stratified_split, write_csv
 from ..report import learning_curves, markdown_table, paper_md
+from ..tasks import segmentation as seg
+from ..tasks.classification import stratified_split, write_csv
 from .config import CLS_METRICS, SEG_METRICS, MaDtnetManifest, variant
 
 warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
@@ -502,7 +502,7 @@ class MaDtnet(Pipeline):
             p = _wilcoxon(dice_by_variant.get(x, []), dice_by_variant.get(y, []))
             metrics[f"wilcoxon_dice_{x}_vs_{y}_p"] = p
             sections.append(f"Wilcoxon signed-rank test on per-image Dice, {x} vs {y} "
-                            f"({len(dice_by_variant.get(x, []))} paired images): p = {_fmt(p)} "
+                            f"({len(dice_by_variant.get(x, []))} paired images): p = {fmt(p)} "
                             "(the paper marks UNet-C-SMA vs UNet-CBAM significant).")
         sections.append(_ABLATION_NOTES)
         self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, {}, self.ctx,
@@ -518,7 +518,7 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -583,7 +583,7 @@ def _pm_table(metrics: dict, paper) -> str:
     for k in _KEYS:
         if k in metrics:
             rows.append([k, f"{metrics[k]:.4f} ± {metrics.get(k + '_sd', 0):.4f}",
-                         _fmt(expect.get(k)) + (f" ± {expect[k + '_sd']:.4f}" if k + "_sd" in expect else "")])
+                         fmt(expect.get(k)) + (f" ± {expect[k + '_sd']:.4f}" if k + "_sd" in expect else "")])
     return markdown_table(["metric", "this run (mean ± sd)", "paper"], rows)
 
 

@@ -179,7 +179,7 @@ class PhMci(Pipeline):
         import torch
         from torch.utils.data import TensorDataset
 
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         t = self.m.train
         epochs = epochs or t.epochs
@@ -222,8 +222,8 @@ class PhMci(Pipeline):
         return metrics
 
     def _report(self, net, s: Samples, idx: np.ndarray, split: str) -> dict:
-        from .. import classification as clf
         from ..report import confusion_png
+        from ..tasks import classification as clf
 
         metrics, rows = evaluate(net, s.x[idx], s.y[idx], [s.ids[i] for i in idx], s.classes)
         metrics["split"] = split
@@ -264,7 +264,7 @@ class PhMci(Pipeline):
     def predict(self) -> dict:
         import torch
 
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         tk = self.m.task
         net = self.trained_model()
@@ -319,7 +319,7 @@ class PhMci(Pipeline):
                 for k in range(t.pr.shape[0]):
                     buf = _csv(t.pr[k])
                     self.ctx.run.write_text(f"features/{s.network}/{s.cls}/{s.subject}_h{k}.csv", buf)
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         clf.write_csv(self.ctx.run.path / "features" / "index.csv", rows)
         figs = self.ctx.run.path / "figures"
@@ -345,7 +345,7 @@ class PhMci(Pipeline):
         import yaml
         from scipy.stats import ranksums
 
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         parent_ph = yaml.safe_load((self.ctx.parent.path / "manifest.yaml").read_text()).get("ph")
         if {k: v for k, v in (parent_ph or {}).items() if k != "workers"} != self.m.ph.model_dump(exclude={"workers"}):
@@ -419,7 +419,7 @@ class PhMci(Pipeline):
         import lightning as L
         from sklearn.model_selection import StratifiedKFold
 
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         tk, c = self.m.task, self.m.cv
         s = self.samples(tk.classes, tk.network, tk.dim)
@@ -445,7 +445,7 @@ class PhMci(Pipeline):
         return metrics
 
     def repeat(self) -> dict:
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         tk = self.m.task
         s = self.samples(tk.classes, tk.network, tk.dim)
@@ -466,7 +466,7 @@ class PhMci(Pipeline):
         return metrics
 
     def grid(self) -> dict:
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         g = self.m.grid
         rows = []
@@ -500,7 +500,7 @@ class PhMci(Pipeline):
         proposed network's Table 2 numbers."""
         import lightning as L
 
-        from .. import classification as clf
+        from ..tasks import classification as clf
 
         tk, b = self.m.task, self.m.baseline
         s = self.samples(tk.classes, tk.network, tk.dim)

@@ -15,4 +15,14 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.sc_unext.config:ScUnextManifest",
     impl="medrun.pipelines.sc_unext.pipeline:ScUnext",
     parents={"eval": "train", "predict": "train"},
+    stage_help={
+        "repeat": "The card's random 80/20 split × 3 split seeds: one train run per seed, mean and variance.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "complexity": "Count parameters and multiply-accumulates of the card's models beside the paper's table.",
+    },
+    examples={
+        "repeat": "medrun repeat sc-unext --dataset isic2018 --fixture",
+        "ablate": "medrun ablate sc-unext --dataset isic2018 --fixture",
+        "complexity": "medrun complexity sc-unext --dataset isic2018 --fixture",
+    },
 )

@@ -80,7 +80,7 @@ from medrun.errors import DataError, UsageError
 from .. import training
 from ..base import Pipeline
 from ..report import learning_curves, markdown_table, paper_md
-from ..segmentation import case_metrics, overlay_png, summarise, write_per_case
+from ..tasks.segmentation import case_metrics, overlay_png, summarise, write_per_case
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -370,7 +370,7 @@ class ScUnext(Pipeline):
         from PIL import Image
 
         from medrun.artifacts import atomic_write
-        from medrun.datasets._images import list_images
+        from medrun.datasets.images import list_images
 
         net, size, bs = self.trained_model(), self.m.dataset.img_size, self.m.train.batch_size
         if self.m.predict.input:

@@ -81,11 +81,11 @@ from medrun.errors import DataError, UsageError
 from medrun.models.fusion import SMSAFE
 from medrun.models.fusion_hierarchical import SMSAFEHierarchical
 
-from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
-from ..classification import write_csv
 from ..report import learning_curves, markdown_table, paper_md
+from ..tasks import segmentation as seg
+from ..tasks.classification import write_csv
 
 _RAS = (("L", "R"), ("P", "A"), ("I", "S"))
 METRICS = ("dice", "iou", "hd95")

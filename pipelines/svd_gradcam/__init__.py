@@ -15,4 +15,10 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.svd_gradcam.config:SvdGradCamManifest",
     impl="medrun.pipelines.svd_gradcam.pipeline:SvdGradCam",
     parents={"eval": "train", "predict": "train", "explain": "train"},
+    stage_help={
+        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
+    },
+    examples={
+        "explain": "medrun explain svd-gradcam --dataset mura --fixture",
+    },
 )

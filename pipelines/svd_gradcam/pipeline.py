@@ -69,10 +69,10 @@ from medrun.metrics import classification as cm
 from medrun.metrics import saliency
 from medrun.models.camnet import CamNet, densenet169, load_torchvision_densenet, tiny_cnn
 
-from .. import classification as clf
 from .. import training
 from ..base import Pipeline
 from ..report import confusion_png, learning_curves, markdown_table, paper_md, save_figure
+from ..tasks import classification as clf
 from . import cams
 
 # Table 2 of the paper (MURA elbow valid, DenseNet-169): AvgDrop, AvgInc, Coherency, Complexity, ADCC (percent).

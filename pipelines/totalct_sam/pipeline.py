@@ -82,10 +82,10 @@ from medrun.errors import DataError, UsageError
 from medrun.models.memorizing import TotalCTSAM
 from medrun.models.sam3d import Sam3dConfig, load_sammed3d_checkpoint
 
-from .. import segmentation as segm
 from .. import training
 from ..base import Pipeline
 from ..report import learning_curves, markdown_table, paper_md
+from ..tasks import segmentation as segm
 
 warnings.filterwarnings("ignore", message=".*no available indices of class.*")
 warnings.filterwarnings("ignore", message=".*num_classes.*")

@@ -15,4 +15,12 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.unet_lrp.config:UnetLrpManifest",
     impl="medrun.pipelines.unet_lrp.pipeline:UnetLrp",
     parents={"eval": "train", "predict": "train", "explain": "train", "lrp-stats": "train"},
+    stage_help={
+        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
+        "lrp-stats": "Relevance statistics of a finished train run (max |R|, conservation, relevance inside the object).",
+    },
+    examples={
+        "explain": "medrun explain unet-lrp --dataset montgomery --fixture",
+        "lrp-stats": "medrun lrp-stats unet-lrp --dataset montgomery --fixture",
+    },
 )

@@ -66,10 +66,10 @@ from medrun.datasets import cityscapes, montgomery, pairs, shenzhen
 from medrun.errors import DataError, UsageError
 from medrun.models import lrp_unet as L
 
-from .. import segmentation as seg
 from .. import training
 from ..base import Pipeline
 from ..report import learning_curves, markdown_table, paper_md, save_figure
+from ..tasks import segmentation as seg
 
 
 class UnetLrp(Pipeline):

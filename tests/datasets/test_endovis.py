@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from medrun.datasets import endovis, get
-from medrun.datasets._surgical import check_same_size
+from medrun.datasets.surgical import check_same_size
 from medrun.errors import DataError
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from medrun.datasets import alzheimer, busi, chestxray, get, ncnp_ecog, pairs
-from medrun.datasets._images import DataWarning, read_rgb, to_8bit
+from medrun.datasets.images import DataWarning, read_rgb, to_8bit
 from medrun.errors import DataError
 
 RAMP = np.linspace(0, 65535, 128 * 128).round().astype(np.uint16).reshape(128, 128)  # spans 0–65535

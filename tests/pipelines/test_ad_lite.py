@@ -42,7 +42,7 @@ def test_tx_layer_modes():
 
 
 def test_lr_schedule_is_keras_style():
-    from medrun.pipelines.classification import LitClassifier
+    from medrun.pipelines.tasks.classification import LitClassifier
 
     m = LitClassifier(torch.nn.Linear(2, 2), lr=1.0, decay_from=4, decay_factor=0.95)
     assert [round(m.lr_at(e), 6) for e in range(7)] == [1, 1, 1, 1, 0.95, 0.9025, 0.857375]

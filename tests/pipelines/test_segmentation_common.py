@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from medrun.metrics import segmentation as seg
-from medrun.pipelines import segmentation as common
+from medrun.pipelines.tasks import segmentation as common
 
 
 def _disc(r, size=32, c=16):

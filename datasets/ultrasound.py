@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medrun.errors import DataError
 
-from ._images import to_8bit
+from .images import to_8bit
 
 CLASSES = ("benign", "malignant")  # label 0, 1 (malignant is the positive class)
 

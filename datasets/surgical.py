@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medrun.errors import DataError
 
-from ._images import to_8bit
+from .images import to_8bit
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Frame:
 
 def open_image(path: Path, mode: str, scale: bool = False):
     """A PIL image converted to ``mode``, or a DataError naming the file. ``scale``: an intensity image, whose
-    16-bit or float values are brought to 8 bits by ``_images.to_8bit`` first (labels are converted as they are)."""
+    16-bit or float values are brought to 8 bits by ``images.to_8bit`` first (labels are converted as they are)."""
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from medrun.datasets._images import read_rgb
+from medrun.datasets.images import read_rgb
 from medrun.metrics import classification as cm
 
 
@@ -48,7 +48,7 @@ def stratified_split(samples, fraction: float, seed: int):
 
 def loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
     """Training loaders (``shuffle``) are resumable mid-epoch, shuffled by (seed, epoch); others keep their order."""
-    from .training import ResumableLoader
+    from ..training import ResumableLoader
 
     if shuffle:
         return ResumableLoader(ds, batch_size, seed, num_workers=num_workers, persistent_workers=num_workers > 0)
@@ -96,18 +96,28 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-@torch.no_grad()
-def predict_probs(net: torch.nn.Module, ds: Dataset, batch_size: int = 64) -> np.ndarray:
-    net.eval()
-    out = [torch.softmax(net(x), dim=1) for x, _ in loader(ds, batch_size, shuffle=False)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 1))
+def predict_probs(net: torch.nn.Module, ds: Dataset, batch_size: int = 64, predictor=None) -> np.ndarray:
+    """Softmax scores over a dataset of ``(x, y)`` items, through ``predictor`` (the manifest's hardware and
+    precision; a CPU float32 one when not given)."""
+    from ..predictor import Predictor
+
+    pred = predictor or Predictor(accelerator="cpu")
+    out = pred.map(net, loader(ds, batch_size, shuffle=False))
+    return torch.softmax(torch.cat(out), dim=1).numpy() if out else np.zeros((0, 1))
 
 
-def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64) -> tuple[dict, list[dict]]:
+def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64, predictor=None
+             ) -> tuple[dict, list[dict]]:
     """Accuracy, per-class and macro/weighted P/R/F1, micro and macro AUROC, confusion matrix; per-case rows."""
     t0 = time.perf_counter()
-    probs = predict_probs(net, ImageSamples(samples, size), batch_size)
-    y = np.array([s.label for s in samples])
+    probs = predict_probs(net, ImageSamples(samples, size), batch_size, predictor)
+    return scores(probs, np.array([s.label for s in samples]), [str(s.path) for s in samples], classes, t0)
+
+
+def scores(probs: np.ndarray, y: np.ndarray, files: list[str], classes: list[str], t0: float | None = None
+           ) -> tuple[dict, list[dict]]:
+    """The classification metrics of class scores ``probs`` (N, C) against labels ``y``; one row per case."""
+    t0 = time.perf_counter() if t0 is None else t0
     pred = probs.argmax(1)
     prf = cm.precision_recall_f1(y, pred, num_classes=len(classes))
     metrics = {
@@ -121,9 +131,9 @@ def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64) 
         "confusion_matrix": cm.confusion_matrix(y, pred, num_classes=len(classes)).tolist(),
         "eval_seconds": round(time.perf_counter() - t0, 3),
     }
-    rows = [{"file": str(s.path), "true": classes[s.label], "pred": classes[p],
+    rows = [{"file": f, "true": classes[t], "pred": classes[p],
              **{f"prob_{c}": round(float(probs[i, j]), 6) for j, c in enumerate(classes)}}
-            for i, (s, p) in enumerate(zip(samples, pred, strict=True))]
+            for i, (f, t, p) in enumerate(zip(files, y, pred, strict=True))]
     return metrics, rows
 
 
@@ -141,7 +151,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def per_class_table(metrics: dict) -> str:
-    from .report import markdown_table
+    from ..report import markdown_table
 
     rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
     rows += [["macro", metrics["precision_macro"], metrics["recall_macro"], metrics["f1_macro"], metrics["n"]],

@@ -1,0 +1,203 @@
+"""The pipeline kit (issue 15): the stage context's writers, the predictor on the manifest's hardware, and the
+sweep harness (child runs, resume at the first unfinished fold, one summary with stated statistics)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from medrun.pipelines.base import StageContext
+from medrun.pipelines.predictor import Predictor
+from medrun.pipelines.sweep import Child, child_request, stats, summarise
+
+
+# -- writers -----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def ctx(tmp_path):
+    from medrun.artifacts import RunDir
+
+    run = RunDir(tmp_path / "run").open()
+    run.write_json("data.lock.json", {"splits": {}})
+    data = tmp_path / "ctx-data"
+    (data / "imgs").mkdir(parents=True)
+    yield StageContext(stage="train", manifest=None, run=run, data_roots={"data": data})
+    run.close()
+
+
+def test_writers_write_atomically_into_the_run(ctx):
+    ctx.write_csv("per_case.csv", [{"case": "a", "dice": 0.123456789}, {"case": "b", "dice": 1.0, "extra": 2}])
+    assert (ctx.path / "per_case.csv").read_text().splitlines() == ["case,dice,extra", "a,0.123457,", "b,1.0,2"]
+    ctx.write_npy("maps/a.npy", np.arange(4))
+    assert np.load(ctx.path / "maps" / "a.npy").tolist() == [0, 1, 2, 3]
+    ctx.write_png("pred/a.png", np.full((4, 5), 255, np.uint8))
+    from PIL import Image
+
+    assert Image.open(ctx.path / "pred" / "a.png").size == (5, 4)
+    with ctx.figure("curve", figsize=(2, 2)) as (_, ax):
+        ax.plot([0, 1])
+    assert (ctx.path / "figures" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(RuntimeError), ctx.figure("broken") as (_, ax):
+        raise RuntimeError("a figure that fails half-way writes nothing")
+    assert not (ctx.path / "figures" / "broken.png").exists()
+    assert not [p for p in ctx.path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_record_splits_makes_paths_relative_to_the_data(ctx):
+    root = ctx.data_roots["data"]
+    ctx.record_splits({"train": [root / "imgs" / "a.png"], "test": ["case-7"]})
+    ctx.record_splits({"test@1": [root / "imgs" / "b.png"]}, merge=True)
+    lock = json.loads((ctx.path / "data.lock.json").read_text())
+    assert lock["splits"] == {"train": ["imgs/a.png"], "test": ["case-7"], "test@1": ["imgs/b.png"]}
+
+
+def test_predict_inputs_file_folder_glob_and_errors(ctx, tmp_path):
+    from medrun.errors import DataError
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("b.png", "a.jpg", ".hidden.png", "notes.txt"):
+        (d / n).write_bytes(b"x")
+    assert [p.name for p in ctx.predict_inputs(d)] == ["a.jpg", "b.png"]
+    assert [p.name for p in ctx.predict_inputs(d / "b.png")] == ["b.png"]
+    assert [p.name for p in ctx.predict_inputs(f"{d}/*.png")] == ["b.png"]
+    for bad, needle in ((d / "missing", "not found"), (d / "notes.txt", "is not one of"), (tmp_path / "ctx-data", "no images")):
+        with pytest.raises(DataError, match=needle):
+            ctx.predict_inputs(bad)
+
+
+def test_parent_file_is_checked_against_the_parents_manifest(ctx, tmp_path, make_run, data):
+    from medrun.errors import DataError, UsageError
+
+    parent = make_run(tmp_path / "runs", data)
+    from medrun.artifacts import RunDir
+
+    ctx.parent = RunDir(parent)
+    assert ctx.parent_file("checkpoints/model.safetensors").read_text() == "weights"
+    with pytest.raises(UsageError, match="no checkpoints/other"):
+        ctx.parent_file("checkpoints/other.safetensors")
+    (parent / "checkpoints" / "model.safetensors").write_text("tampered")
+    with pytest.raises(DataError, match="does not match"):
+        ctx.parent_file("checkpoints/model.safetensors")
+
+
+# -- predictor ---------------------------------------------------------------------------------------------------
+class _Probe(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 3)
+        self.seen = []
+
+    def forward(self, x):
+        y = self.lin(x)
+        self.seen.append(y.dtype)
+        return y
+
+
+def test_predictor_runs_under_bf16_autocast_and_32_true_is_exact():
+    torch.manual_seed(0)
+    net, x = _Probe(), torch.randn(5, 8)
+    plain = net(x).detach()
+    out32 = Predictor(accelerator="cpu", precision="32-true")(net, x)
+    assert net.seen[-1] == torch.float32 and torch.equal(out32, plain)
+    out16 = Predictor(accelerator="cpu", precision="bf16-mixed")(net, x)
+    assert net.seen[-1] == torch.bfloat16  # inside the model: bf16 autocast on the CPU
+    assert out16.dtype == torch.float32 and torch.allclose(out16, plain, atol=5e-2)
+
+
+def test_predictor_sliding_window_matches_a_whole_volume_pass():
+    conv = torch.nn.Conv3d(1, 2, 1)
+    vol = torch.randn(1, 1, 12, 10, 8)
+    out = Predictor(accelerator="cpu", sliding={"roi_size": [6, 5, 4], "overlap": 0.5, "mode": "constant"}
+                    ).sliding_window(conv, vol)
+    assert torch.allclose(out, conv(vol).detach(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eval_under_bf16_uses_the_manifests_precision_and_32_true_gives_the_train_numbers(cli, runs):
+    small = ("--dataset", "oasis", "--fixture", "--runs-dir", runs, "-o", "dataset.img_size=32", "-o", "train.epochs=1",
+             "--json")
+    trained = cli("train", "ad-lite", *small)
+    assert trained.code == 0, trained.err
+    same = cli("eval", "ad-lite", *small).json()["metrics"]
+    for k in ("accuracy", "f1_weighted", "auroc_micro"):  # eval's float32 forward = the train run's test metrics
+        assert same[k] == trained.json()["metrics"][k], k
+    bf16 = cli("eval", "ad-lite", *small, "--precision", "bf16-mixed")
+    assert bf16.code == 0, bf16.err
+    assert bf16.json()["run_id"] != cli("eval", "ad-lite", *small).json()["run_id"]  # precision is part of the id
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+def test_stats_state_their_rules():
+    from scipy import stats as st
+
+    vals = [0.8, 0.9, 0.85, float("nan"), 0.7]
+    s = stats(vals)
+    finite = np.array([0.8, 0.9, 0.85, 0.7])
+    assert s["n"] == 4 and s["nonfinite"] == 1
+    assert math.isclose(s["mean"], finite.mean()) and math.isclose(s["sd"], finite.std(ddof=1))
+    lo, hi = st.t.interval(0.95, 3, loc=finite.mean(), scale=st.sem(finite))
+    assert np.allclose(s["ci95"], [lo, hi])
+    one = stats([0.5])
+    assert one["sd"] == 0.0 and all(math.isnan(v) for v in one["ci95"])
+
+
+def test_summarise_groups_rows():
+    rows = [{"variant": "a", "fold": 1, "dice": 0.5}, {"variant": "a", "fold": 2, "dice": 0.7},
+            {"variant": "b", "fold": 1, "dice": 0.9}, {"variant": "b", "fold": 2, "dice": float("inf")}]
+    out = {r["variant"]: r for r in summarise(rows, ["dice"], by=["variant"])}
+    assert math.isclose(out["a"]["dice"], 0.6) and out["a"]["dice_n"] == 2
+    assert out["b"]["dice"] == 0.9 and out["b"]["dice_nonfinite"] == 1 and out["b"]["dice_n"] == 1
+
+
+def test_child_request_adds_overrides_after_the_parents():
+    from medrun.pipelines.runner import Request
+
+    parent = Request(pipeline="ad-lite", stage="cv", dataset="oasis", overrides=["train.epochs=1"], seed=3,
+                     argv=["medrun", "cv", "ad-lite", "--dataset", "oasis"])
+    req = child_request(parent, Child("fold2", {"dataset.fold": 1, "seed": 7}))
+    assert req.stage == "train" and req.overrides == ["train.epochs=1", "dataset.fold=1"] and req.seed == 7
+    assert req.argv == ["medrun", "train", "ad-lite", "--dataset", "oasis", "-o", "dataset.fold=1", "--seed", "7"]
+
+
+# -- the sweep harness end to end: cv of ad-lite ----------------------------------------------------------------
+SMALL_CV = ["--dataset", "oasis", "--fixture", "-o", "dataset.img_size=32", "-o", "train.epochs=1",
+            "-o", "dataset.folds=3", "-o", "train.batch_size=16"]
+
+
+def _medrun(args, runs, cache, **env):
+    return subprocess.run([sys.executable, "-m", "medrun.cli.main", *map(str, args), "--runs-dir", str(runs)],
+                          env={**os.environ, "MEDRUN_PLAIN": "1", "MEDRUN_CACHE": str(cache), **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cv_folds_are_child_runs_and_a_killed_cv_resumes_at_the_first_unfinished_fold(tmp_path):
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    first = _medrun(["train", "ad-lite", *SMALL_CV, "-o", "dataset.fold=0", "--json"], runs, cache)
+    assert first.returncode == 0, first.stderr
+    fold1 = json.loads(first.stdout)["run_dir"]
+    killed = _medrun(["cv", "ad-lite", *SMALL_CV], runs, cache, MEDRUN_TEST_KILL_AT_STEP="2")
+    assert killed.returncode == -9, killed.stderr
+    assert "fold 1/3 fold1: reused" in killed.stderr  # the fold trained beforehand is this cv's fold 1
+    done = _medrun(["cv", "ad-lite", *SMALL_CV, "--json"], runs, cache)
+    assert done.returncode == 0, done.stderr
+    assert "fold 1/3 fold1: reused" in done.stderr and "fold 2/3 fold2: running" in done.stderr
+    out = json.loads(done.stdout)
+    info = json.loads((tmp_path / out["run_dir"] / "run.json").read_text())
+    children = info["children"]
+    assert [c["name"] for c in children] == ["fold1", "fold2", "fold3"] and children[0]["run_dir"] == fold1
+    fold2 = json.loads((tmp_path / children[1]["run_dir"] / "run.json").read_text())
+    assert fold2["stage"] == "train" and "dataset.fold=1" in fold2["command"]
+    m = out["metrics"]
+    assert m["folds"] == 3 and m["accuracy_n"] == 3 and len(m["accuracy_ci95"]) == 2
+    per_fold = (tmp_path / out["run_dir"] / "per_fold.csv").read_text()
+    assert per_fold.count("\n") == 4 and "mean ± sd" in (tmp_path / out["run_dir"] / "paper.md").read_text()
+    again = _medrun(["cv", "ad-lite", *SMALL_CV, "--json"], runs, cache)
+    assert json.loads(again.stdout)["reused"]
