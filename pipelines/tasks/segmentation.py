@@ -62,16 +62,8 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
 
 
-def overlay_png(image, gt, pred, path: Path, title: str | None = None) -> Path:
-    """Image with the true outline in green and the predicted outline in red (2D; pass one slice of a volume)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from medrun.artifacts import atomic_write
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+def overlay_axes(ax, image, gt, pred, title: str | None = None) -> None:
+    """Draw the image with the true outline in green and the predicted outline in red (2D: one slice)."""
     img = _gray(image)
     ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
     for mask, colour in ((gt, "lime"), (pred, "red")):
@@ -80,12 +72,29 @@ def overlay_png(image, gt, pred, path: Path, title: str | None = None) -> Path:
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
-    import io
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buf.getvalue())
-    return path
+
+def overlay(ctx, name: str, image, gt, pred, title: str | None = None) -> Path:
+    """``figures/<name>.png`` through the run's writer: ``overlay_axes`` on one panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    overlay_axes(ax, image, gt, pred, title)
+    return ctx.save_figure(fig, name, bbox_inches="tight")
+
+
+def overlay_png(image, gt, pred, path: Path, title: str | None = None) -> Path:
+    """Transitional: ``overlay`` to an explicit path (pipelines not yet on the kit's writers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..report import save_figure
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    overlay_axes(ax, image, gt, pred, title)
+    return save_figure(fig, Path(path), bbox_inches="tight")
