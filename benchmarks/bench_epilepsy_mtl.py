@@ -49,7 +49,8 @@ def main() -> None:
 
             def step(net=net, opt=opt):
                 la, lb = net(xa[:32], xb[:32])
-                loss = F.cross_entropy(la, ya) + F.cross_entropy(lb, yb) + 0.01 * sum(w.abs().sum() for w in net.conv_kernels())
+                loss = F.cross_entropy(la, ya) + F.cross_entropy(lb, yb)
+                loss = loss + 0.01 * sum(w.abs().sum() for w in net.conv_kernels())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -64,7 +65,8 @@ def main() -> None:
     with torch.no_grad():
         t = best(lambda: ref(x), 2) * 10
     params = sum(p.numel() for p in ref.parameters())
-    rows.append(("MONAI ResNet-18 2D at 224² (reference; 60 images × 10)", os.cpu_count(), params, size_mib(ref), 1000 * t, None))
+    rows.append(("MONAI ResNet-18 2D at 224² (reference; 60 images × 10)", os.cpu_count(), params, size_mib(ref),
+                 1000 * t, None))
 
     load = os.getloadavg()[0]
     print("## epilepsy-mtl: model size and time to classify 300 HFO + 300 IED images (Table 3)\n")

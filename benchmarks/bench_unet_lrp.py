@@ -60,7 +60,8 @@ def main() -> None:
     print("| net | norm | parameters | LRP (s/map) | LRP maps/s | gradient×input (s/map) | LRP / gradient |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for arch, norm, params, t_lrp, t_grad in rows:
-        print(f"| {arch} | {norm} | {params:,} | {t_lrp:.2f} | {1 / t_lrp:.3f} | {t_grad:.2f} | {t_lrp / t_grad:.1f}× |")
+        print(f"| {arch} | {norm} | {params:,} | {t_lrp:.2f} | {1 / t_lrp:.3f} | {t_grad:.2f} | "
+              f"{t_lrp / t_grad:.1f}× |")
 
 
 if __name__ == "__main__":

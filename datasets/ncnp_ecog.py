@@ -45,7 +45,8 @@ from .images import open_image, to_8bit, warn_empty
 
 DATASETS = [
     DatasetInfo("ncnp-ecog", "ECoG HFO wavelet + IED waveform images per patient (NCNP Tokyo; private, card layout)",
-                "<root>/{hfo/<patient>/{HFO,nonHFO},ied/<patient>/{IED,nonIED}}/*.png (227×227 RGB) + optional labels.csv",
+                "<root>/{hfo/<patient>/{HFO,nonHFO},ied/<patient>/{IED,nonIED}}/*.png (227×227 RGB) "
+                "+ optional labels.csv",
                 "private (NCNP Tokyo, not released): arrange your own HFO/IED candidate images in this layout and pass "
                 "--data-dir",
                 "medrun.datasets.ncnp_ecog:fixture", ("classification", "ecog", "multitask")),
@@ -81,7 +82,8 @@ def check_layout(root: Path) -> None:
                         fix=f"use {inner[0]} instead" if inner else _HINT)
     for t in TASKS:
         if not any(p.is_dir() for p in (root / t).iterdir()):
-            raise DataError(f"{root / t} has no patient folders", fix=f"add {t}/<patient_id>/{{{','.join(CLASSES[t])}}}/*.png")
+            raise DataError(f"{root / t} has no patient folders",
+                            fix=f"add {t}/<patient_id>/{{{','.join(CLASSES[t])}}}/*.png")
 
 
 def read(root: Path, image_size: int | None = 227) -> dict[str, list[Sample]]:
@@ -110,8 +112,8 @@ def read(root: Path, image_size: int | None = 227) -> dict[str, list[Sample]]:
                         warn_empty(folder)
                     samples += found
             if len(samples) == n0:
-                raise DataError(f"no images under {patient}", fix=f"add {'/ or '.join(CLASSES[task])}/ folders of PNGs, "
-                                                                  "or remove the patient folder")
+                raise DataError(f"no images under {patient}",
+                                fix=f"add {'/ or '.join(CLASSES[task])}/ folders of PNGs, or remove the patient folder")
         out[task] = samples
     if (root / LABELS_CSV).is_file():
         out = _apply_labels(root, out)
@@ -165,7 +167,8 @@ def read_folds(path: Path, patients: list[str]) -> dict[str, int]:
     """``patient,fold`` rows → {patient: fold}; a patient in two folds, or one of ``patients`` missing, is an error."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"fold file not found: {path}", fix="pass a CSV with columns patient,fold via -o cv.fold_file=PATH")
+        raise DataError(f"fold file not found: {path}",
+                        fix="pass a CSV with columns patient,fold via -o dataset.fold_file=PATH")
     folds: dict[str, int] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -181,11 +184,13 @@ def read_folds(path: Path, patients: list[str]) -> dict[str, int]:
                                 fix="folds are integers") from None
             if p in folds and folds[p] != k:
                 raise DataError(f"patient {p} is in two folds ({folds[p]} and {k}) in {path} (line {line})",
-                                fix="put every patient in exactly one fold, so no patient is both trained and tested on")
+                                fix="put every patient in exactly one fold, so no patient is both trained and "
+                                    "tested on")
             folds[p] = k
     absent = [p for p in patients if p not in folds]
     if absent:
-        raise DataError(f"patient {absent[0]} is not in {path}" + (f" (nor {len(absent) - 1} more)" if len(absent) > 1 else ""),
+        more = f" (nor {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise DataError(f"patient {absent[0]} is not in {path}{more}",
                         fix="give every patient of the data a fold")
     unknown = sorted(set(folds) - set(patients))
     if unknown:
@@ -226,7 +231,8 @@ def hfo_image(rng, positive: bool, brightness: float = 0.0, noise: float = 1.0, 
     if positive:
         t0, f0 = rng.uniform(130, 210), rng.uniform(300, 450)
         dur = rng.uniform(30, 80)
-        power += rng.uniform(0.45, 0.7) * np.exp(-((t - t0) ** 2) / (2 * (dur / 3) ** 2) - (f - f0) ** 2 / (2 * 28.0**2))
+        power += rng.uniform(0.45, 0.7) * np.exp(-((t - t0) ** 2) / (2 * (dur / 3) ** 2)
+                                                 - (f - f0) ** 2 / (2 * 28.0**2))
     elif rng.random() < 0.5:  # a broadband artefact: a narrow vertical stripe over all frequencies
         t0, w = rng.uniform(30, 310), rng.uniform(4, 12)
         power += rng.uniform(0.35, 0.6) * np.exp(-((t - t0) ** 2) / (2 * w**2)) * np.ones_like(f)
@@ -235,7 +241,8 @@ def hfo_image(rng, positive: bool, brightness: float = 0.0, noise: float = 1.0, 
 
 
 def ied_trace(rng, positive: bool, gain: float = 1.0, noise: float = 1.0, n: int = 240):
-    """A 600 ms trace (µV-like units) sampled at n points; positives carry a biphasic spike + slow wave at the centre."""
+    """A 600 ms trace (µV-like units) sampled at n points; positives carry a biphasic spike + slow wave at the
+    centre."""
     import numpy as np
     from scipy.ndimage import gaussian_filter1d
 

@@ -83,6 +83,15 @@ class StageContext:
         np.save(buf, np.asarray(array), allow_pickle=False)
         return self.write_bytes(rel, buf.getvalue())
 
+    def write_npz(self, rel: str, *, compressed: bool = True, **arrays) -> Path:
+        """Several named arrays as one ``.npz`` (zip-compressed unless ``compressed=False``; no pickled objects)."""
+        import numpy as np
+
+        buf = io.BytesIO()
+        save = np.savez_compressed if compressed else np.savez
+        save(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
+        return self.write_bytes(rel, buf.getvalue())
+
     def write_png(self, rel: str, image) -> Path:
         """A PIL image, or an array (H, W) / (H, W, 3|4) of uint8 or uint16, as PNG."""
         from PIL import Image
@@ -92,6 +101,17 @@ class StageContext:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         return self.write_bytes(rel, buf.getvalue())
+
+    def write_nifti(self, rel: str, array, affine) -> Path:
+        """An array (label map, probability or weight map) with its 4×4 affine as NIfTI-1; ``.nii.gz`` is gzipped
+        without a timestamp, so the same array gives the same bytes."""
+        import gzip
+
+        import nibabel as nib
+        import numpy as np
+
+        data = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)).to_bytes()
+        return self.write_bytes(rel, gzip.compress(data, mtime=0) if rel.endswith(".gz") else data)
 
     @contextlib.contextmanager
     def figure(self, name: str, *, nrows: int = 1, ncols: int = 1, dpi: int = 100, **subplots):

@@ -15,6 +15,7 @@ Usage in a stage::
     net = pred.setup(self.trained_model())
     probs = torch.cat([torch.softmax(pred(net, x), 1) for x, _ in loader])    # on the CPU, float32
     mask = pred.sliding_window(net, volume)                                    # (1, C, D, H, W) in, logits out
+    weights = pred.sliding_window(Forward(net, "fusion_weights"), volume)      # another entry point of the net
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ class Predictor:
                                        sw_device=self.device, device=torch.device("cpu"))
         net = self.setup(net)
         return _to_cpu(inferer(image, lambda x: net(x)))
+
+
+class Forward(torch.nn.Module):
+    """A network's other entry point as a module's ``forward``, so the predictor runs it on its device under its
+    precision (calling ``net.method`` on a set-up network would bypass the autocast): ``fn`` is a method name of
+    ``net`` or a function ``fn(net, *inputs)``. ``pred.sliding_window(Forward(net, "semantic"), volume)``,
+    ``pred(Forward(net, text_logits), x, text_embeddings)``."""
+
+    def __init__(self, net: torch.nn.Module, fn: str | Callable):
+        super().__init__()
+        self.net, self.fn = net, fn
+
+    def forward(self, *inputs, **kw):
+        fn = getattr(self.net, self.fn) if isinstance(self.fn, str) else lambda *a, **k: self.fn(self.net, *a, **k)
+        return fn(*inputs, **kw)
 
 
 def _to_cpu(obj):

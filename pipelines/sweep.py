@@ -50,6 +50,14 @@ class ChildRun:
         return {"name": self.child.name, **self.child.labels,
                 **{k: v for k, v in self.metrics.items() if _number(v)}, "run_id": self.run_id[:12]}
 
+    def read_csv(self, rel: str = "per_case.csv") -> list[dict]:
+        """A CSV the child wrote (its ``per_case.csv`` …): one dict per row, each value the text in the file, so
+        that a parent gathering its children's cases writes them back unchanged (ids such as ``000012`` stay)."""
+        import csv
+
+        with open(self.run_dir / rel, newline="") as f:
+            return list(csv.DictReader(f))
+
 
 def child_request(parent, child: Child):
     """The runner Request of one child: the parent's request (manifest, dataset, data, fixture, runs folder,

@@ -1,7 +1,8 @@
-"""epilepsy-mtl: cross-stitch multitask CNN classifying HFO and IED images together (card:
-shared/papers/epilepsy-mtl.md).
+"""epilepsy-mtl: cross-stitch multitask CNN classifying HFO and IED images together (paper notes:
+docs/papers/epilepsy-mtl.md).
 
-The manifest lives in ``config.py``, the method in ``pipeline.py`` (saliency maps in ``explain.py``, segment rendering in ``render.py``).
+The manifest lives in ``config.py``, the method in ``pipeline.py`` (the fold sweeps ``cv`` and ``ablate`` in
+``cv.py``, saliency maps in ``explain.py``, segment rendering in ``render.py``), the paper's tables in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -18,15 +19,21 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.epilepsy_mtl.pipeline:EpilepsyMtl",
     parents={"eval": "train", "predict": "train", "explain": "train"},
     stage_help={
-        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
-        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
-        "render": "Render raw signal segments into the images the pipeline reads (epilepsy-mtl: HFO wavelet maps, IED traces).",
+        "cv": "Table 1: one train run per fold of dataset.protocol (cv: 5 stratified folds; lopo: one per patient), "
+              "mean ± sd over folds.",
+        "ablate": "Fig. 5: the folds once per number of stitch units (ablate.n_stitch: 0, 1, 2), gains beside the "
+                  "paper's.",
+        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): saliency maps of both heads as .npy, "
+                   "overlays, per-pair CSV.",
+        "render": "Render raw signal segments into the images the pipeline reads (HFO wavelet maps, IED traces).",
     },
     examples={
-        "cv": "medrun cv epilepsy-mtl --dataset ncnp-ecog --fixture",
+        "cv": "medrun cv epilepsy-mtl --dataset ncnp-ecog --fixture\n\n"
+              "  medrun cv epilepsy-mtl --dataset ncnp-ecog --fixture -o dataset.protocol=lopo",
         "ablate": "medrun ablate epilepsy-mtl --dataset ncnp-ecog --fixture",
         "explain": "medrun explain epilepsy-mtl --dataset ncnp-ecog --fixture",
         "render": "medrun render epilepsy-mtl --dataset ncnp-ecog --fixture",
     },
+    no_export="the network classifies an HFO image and an IED image together (two inputs, paired), which a "
+              "single-input MONAI bundle cannot express",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medrun.manifests.schema import (
     BatchSize,
@@ -15,6 +15,7 @@ from medrun.manifests.schema import (
     EvalSection,
     LearningRate,
     Manifest,
+    NonNegInt,
     Section,
     Seed,
     TrainSection,
@@ -30,11 +31,24 @@ class Data(DatasetSection):
     input_size: Count = Field(28, description="the model's input side (the paper resizes to 28×28)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="train stage: stratified hold-out per task (1200/300)")
     split_seed: Seed = Field(123, description="the paper's seed: splits, folds and the pairing")
+    protocol: Literal["cv", "lopo"] = Field("cv", description="the folds of `medrun cv` / `ablate` and dataset.fold: "
+                                                              "cv stratified k-fold per task; lopo leave patients out")
+    folds: int = Field(5, ge=2, description="cv: number of folds")
+    fold_file: str | None = Field(None, description="lopo: CSV patient,fold grouping patients into folds "
+                                                    "(default: one fold per patient)")
+    fold: NonNegInt | None = Field(None, description="hold out this fold (0-based) of the protocol as the test split "
+                                                     "instead of the 80/20 hold-out; set by `medrun cv` and `ablate`")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self):
+        if self.protocol == "cv" and self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"dataset.fold {self.fold} is not one of the {self.folds} folds (0 … {self.folds - 1})")
+        return self
 
 
 class Model(Section):
-    stitch: Literal["full", "channel"] = Field("full", description="full: square α over both streams' flattened maps "
-                                                                   "(1,068,208 params); channel: Misra's 2×2 per channel")
+    stitch: Literal["full", "channel"] = Field("full", description=(
+        "full: square α over both streams' flattened maps (1,068,208 params); channel: Misra's 2×2 per channel"))
     n_stitch: Literal[0, 1, 2] = Field(2, description="0: independent nets, 1: after pool 1 only, 2: proposed")
     dropout: float = Field(0.8, ge=0, lt=1)
     bn_momentum: float = Field(0.01, gt=0, le=1, description="BatchNorm running-average momentum; Keras' 0.99 is 0.01")
@@ -50,8 +64,9 @@ class Train(TrainSection):
     l1: float = Field(0.01, ge=0, description="L1 penalty on the conv kernels (Keras l1() default)")
     repair_each_epoch: bool = Field(False, description="reshuffle the IED partners of the training pairs every epoch "
                                                        "(default: one fixed pairing per fit, Keras' joint fit)")
-    intra_op_threads: int | None = Field(1, ge=1, description="torch threads while fitting and scoring (the model is "
-                                                              "tiny: more threads cost more than they gain); null: torch's")
+    intra_op_threads: int | None = Field(1, ge=1, description=(
+        "torch threads while fitting and scoring (the model is tiny: more threads cost more than they gain); "
+        "null: torch's"))
 
 
 class Eval(EvalSection):
@@ -60,16 +75,9 @@ class Eval(EvalSection):
     repairings: int = Field(10, ge=0, description="random re-pairings of the test images, a diagnostic (the card)")
 
 
-class CV(Section):
-    protocol: Literal["cv", "lopo"] = Field("cv", description="cv: stratified k-fold per task; lopo: leave patients out")
-    folds: int = Field(5, ge=2, description="cv: number of folds")
-    fold_file: str | None = Field(None, description="lopo: CSV patient,fold grouping patients into folds "
-                                                    "(default: one fold per patient)")
-
-
 class Ablate(Section):
-    n_stitch: list[Literal[0, 1, 2]] = Field(default_factory=lambda: [0, 1, 2],
-                                             description="Fig. 5: the cv protocol once per number of stitch units")
+    n_stitch: list[Literal[0, 1, 2]] = Field(default_factory=lambda: [0, 1, 2], description=(
+        "Fig. 5: every fold of dataset.protocol once per number of stitch units"))
 
 
 class Explain(Section):
@@ -86,7 +94,8 @@ class Render(Section):
 
 
 class Predict(Section):
-    hfo: str | None = Field(None, description="folder of HFO images to classify (with predict.ied; default: test split)")
+    hfo: str | None = Field(None, description="folder of HFO images to classify, subfolders included (with "
+                                              "predict.ied; default: the eval split)")
     ied: str | None = Field(None, description="folder of IED images to classify, paired with the HFO images")
 
 
@@ -96,7 +105,6 @@ class EpilepsyMtlManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
-    cv: CV = Field(default_factory=CV)
     ablate: Ablate = Field(default_factory=Ablate)
     explain: Explain = Field(default_factory=Explain)
     predict: Predict = Field(default_factory=Predict)

@@ -24,22 +24,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medrun.artifacts import atomic_write
 from medrun.datasets.ncnp_ecog import CLASSES, TASKS
 
-from ..report import markdown_table, paper_md, save_figure
-from ..tasks import classification as clf
+from ..report import markdown_table, paper_md
 
 HEADS = {"hfo": 0, "ied": 1}
 TITLES = {"saliency": "Saliency", "integrated_gradients": "Integrated Gradients"}
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 def attributions(net, xa: torch.Tensor, xb: torch.Tensor, head: str, method: str, target: torch.Tensor,
@@ -79,24 +69,24 @@ def explain(pipe) -> dict:
     net = pipe.trained_model().eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    samples, images = pipe.data()
-    idx = pipe.holdout()[ex.split]
-    pipe._record_splits({ex.split: idx})
-    a, b = pipe._pairs(idx)
+    samples, images = pipe.samples, pipe.images
+    a, b = pipe.pairs(pipe.splits()[ex.split])
     if ex.max_pairs:
         a, b = a[:ex.max_pairs], b[:ex.max_pairs]
     xa, xb = torch.as_tensor(images["hfo"][a]), torch.as_tensor(images["ied"][b])
-    ya, yb = pipe._labels("hfo", a), pipe._labels("ied", b)
-    with torch.no_grad():
+    ya, yb = pipe.labels("hfo", a), pipe.labels("ied", b)
+    with torch.no_grad():  # the explained logits, on the CPU in float32 like the attributions
         la, lb = net(xa, xb)
     prob = {"hfo": torch.softmax(la, 1)[:, 1].numpy(), "ied": torch.softmax(lb, 1)[:, 1].numpy()}
     pred = {t: (prob[t] >= 0.5).astype(int) for t in TASKS}
     labels = {"hfo": ya, "ied": yb}
     rows = [{"pair": i, "hfo_file": samples["hfo"][ia].rel(pipe.root), "ied_file": samples["ied"][ib].rel(pipe.root),
-             **{f"{t}_{k}": v for t in TASKS for k, v in (("label", CLASSES[t][labels[t][i]]), ("pred", CLASSES[t][pred[t][i]]),
-                                                          ("prob", round(float(prob[t][i]), 6)))}}
+             **{f"{t}_{k}": v for t in TASKS for k, v in (("label", CLASSES[t][labels[t][i]]),
+                                                         ("pred", CLASSES[t][pred[t][i]]),
+                                                         ("prob", round(float(prob[t][i]), 6)))}}
             for i, (ia, ib) in enumerate(zip(a, b, strict=True))]
-    metrics: dict = {"n_pairs": len(a), "split": ex.split, "n_stitch": pipe.m.model.n_stitch, "stitch": pipe.m.model.stitch}
+    metrics: dict = {"n_pairs": len(a), "split": ex.split, "n_stitch": pipe.m.model.n_stitch,
+                     "stitch": pipe.m.model.stitch}
     maps: dict[tuple[str, str], np.ndarray] = {}
     width = xa.shape[-1]
     lo, hi = int(round(0.3 * width)), int(round(0.7 * width))
@@ -107,7 +97,7 @@ def explain(pipe) -> dict:
             ma, mb, delta = attributions(net, xa, xb, head, method, target, ex.ig_steps)
             stack = torch.stack([ma, mb], 1).numpy().astype(np.float32)  # (N, 2, H, W)
             maps[(method, head)] = stack
-            atomic_write(ctx.run.path / "maps" / f"{method}_{head}.npy", _npy(stack))
+            ctx.write_npy(f"maps/{method}_{head}.npy", stack)
             own, cross = stack[:, own_i].reshape(len(a), -1).sum(1), stack[:, 1 - own_i].reshape(len(a), -1).sum(1)
             share = cross / np.maximum(own + cross, 1e-12)
             peak_col = stack[:, own_i].reshape(len(a), -1).argmax(1) % width
@@ -118,22 +108,23 @@ def explain(pipe) -> dict:
                 r[f"{method}_{head}_peak_col"] = int(peak_col[i])
             metrics[f"cross_share_{method}_{head}"] = float(share.mean())
             tp = (labels[head] == 1) & (pred[head] == 1)
-            metrics[f"peak_central_{method}_{head}"] = float(np.mean((peak_col[tp] >= lo) & (peak_col[tp] < hi))) if tp.any() else float("nan")
+            central = (peak_col[tp] >= lo) & (peak_col[tp] < hi)
+            metrics[f"peak_central_{method}_{head}"] = float(np.mean(central)) if tp.any() else float("nan")
             if delta is not None:
                 metrics[f"ig_delta_max_{head}"] = float(delta.abs().max())
             ctx.log(f"{TITLES[method]} [{head}]: cross-task share {share.mean():.4f}, "
                     f"own-map peak central in {metrics[f'peak_central_{method}_{head}']:.2f} of true positives")
-    clf.write_csv(ctx.run.path / "per_case.csv", rows)
+    ctx.write_csv("per_case.csv", rows)
     _overlays(pipe, xa, xb, labels, pred, maps, a, b, samples)
     body = [[TITLES[m], t.upper(), metrics[f"cross_share_{m}_{t}"], metrics[f"peak_central_{m}_{t}"]]
             for t in TASKS for m in ex.methods]
-    section = ("## Saliency (this run)\n\nThe paper shows no saliency maps; these are the card's `explain` diagnostics. "
+    section = ("## Saliency (this run)\n\nThe paper shows no saliency maps; these are the card's `explain` "
+               "diagnostics. "
                "Cross-task share: the part of a head's attribution that falls on the partner image (through the "
                "stitches). Peak central: true positives whose own-map peak lies in the central 40 % of the time axis "
                "(chance 0.4).\n\n" + markdown_table(["method", "head", "cross-task share", "peak central"], body))
-    m = pipe.m.model_copy(update={"paper": None, "eval": pipe.m.eval.model_copy(update={"metrics": []})})
-    ctx.run.write_text("paper.md", paper_md(ctx.spec, m, metrics, ctx, title="Cross-stitch HFO + IED saliency",
-                                            sections=[section]))
+    ctx.write_text("paper.md", paper_md(ctx.spec, pipe.m, metrics, ctx, title="Cross-stitch HFO + IED saliency",
+                                        expect={}, keys=[], table="", setting="", sections=[section]))
     return metrics
 
 
@@ -168,5 +159,4 @@ def _overlays(pipe, xa, xb, labels, pred, maps, a, b, samples) -> None:
             fig.suptitle(f"{head.upper()} head: pred {CLASSES[head][pred[head][i]]}", fontsize=8)
             fig.tight_layout()
             stem = samples[head][(a if head == "hfo" else b)[i]].path.stem
-            out = pipe.ctx.run.path / "figures" / f"saliency_{head}_{stem}.png"
-            save_figure(fig, out, dpi=90)
+            pipe.ctx.save_figure(fig, f"saliency_{head}_{stem}", dpi=90)

@@ -16,7 +16,6 @@ read (pass that folder as ``--data-dir``).
 
 from __future__ import annotations
 
-import io
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medrun.artifacts import atomic_write
 from medrun.datasets import ncnp_ecog
 from medrun.errors import DataError
 
@@ -101,39 +99,42 @@ def load_segment(path: Path, default_fs: float | None) -> tuple[np.ndarray, floa
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 if "x" not in z:
-                    raise DataError(f"{path} has no array 'x' (has: {', '.join(z.files)})", fix="save np.savez(f, x=..., fs=...)")
+                    raise DataError(f"{path} has no array 'x' (has: {', '.join(z.files)})",
+                                    fix="store the signal as array x (and the rate as fs) in the .npz")
                 x = np.asarray(z["x"], dtype=np.float64)
                 fs = float(z["fs"]) if "fs" in z else default_fs
         else:
             x, fs = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64), default_fs
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read segment {path}: {e.__class__.__name__}: {e}", fix="replace or delete the file") from None
+        raise DataError(f"cannot read segment {path}: {e.__class__.__name__}: {e}",
+                        fix="replace or delete the file") from None
     if fs is None:
         raise DataError(f"segment {path} has no sampling rate", fix="store fs in the .npz, or set -o render.fs=HZ")
     if x.ndim != 1 or not np.isfinite(x).all():
-        raise DataError(f"segment {path} is not one finite 1-D channel (shape {x.shape})", fix="save one channel per file")
+        raise DataError(f"segment {path} is not one finite 1-D channel (shape {x.shape})",
+                        fix="save one channel per file")
     return x, fs
 
 
 def render(pipe) -> dict:
-    root, run = pipe.root, pipe.ctx.run
+    root, ctx = pipe.root, pipe.ctx
     t0 = time.perf_counter()
     counts = {}
     for task, draw in (("hfo", hfo_image), ("ied", ied_image)):
-        files = sorted(p for p in (root / task).rglob("*") if p.suffix in (".npz", ".npy") and not p.name.startswith("."))
+        files = sorted(p for p in (root / task).rglob("*")
+                       if p.suffix in (".npz", ".npy") and not p.name.startswith("."))
         for f in files:
             rel = f.relative_to(root)
             if len(rel.parts) != 4 or rel.parts[2] not in ncnp_ecog.CLASSES[task]:
-                raise DataError(f"segment {f} is not at {task}/<patient>/{{{','.join(ncnp_ecog.CLASSES[task])}}}/<name>",
+                classes = ",".join(ncnp_ecog.CLASSES[task])
+                raise DataError(f"segment {f} is not at {task}/<patient>/{{{classes}}}/<name>",
                                 fix="arrange segments in the image layout, by patient and class")
             x, fs = load_segment(f, pipe.m.render.fs)
-            buf = io.BytesIO()
-            Image.fromarray(draw(x, fs, f)).save(buf, format="png")
-            atomic_write(run.path / "images" / rel.with_suffix(".png"), buf.getvalue())
+            ctx.write_png(f"images/{rel.with_suffix('.png').as_posix()}", draw(x, fs, f))
         counts[task] = len(files)
     if not any(counts.values()):
         raise DataError(f"no .npz/.npy segments under {root}/hfo or {root}/ied",
                         fix="pass --data-dir with <task>/<patient>/<class>/*.npz segments (x, fs)")
-    pipe.ctx.log(f"rendered {counts['hfo']} HFO and {counts['ied']} IED images into {run.path / 'images'}")
-    return {"n_hfo": counts["hfo"], "n_ied": counts["ied"], "images": str(run.path / "images"),
+    ctx.log(f"rendered {counts['hfo']} HFO and {counts['ied']} IED images into {ctx.path / 'images'}")
+    return {"n_hfo": counts["hfo"], "n_ied": counts["ied"], "images": str(ctx.path / "images"),
             "seconds": round(time.perf_counter() - t0, 2)}

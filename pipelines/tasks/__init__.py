@@ -4,7 +4,7 @@
   split, LightningModule, evaluation, figures), so a paper package overrides only what differs.
 - ``classification``: image datasets, stratified splits, the cross-entropy LightningModule, evaluation with the
   shared metrics.
-- ``segmentation``: per-case metrics, summaries over cases, overlays.
+- ``segmentation``: per-case metrics, summaries over cases, overlays, predicted masks at the input's size.
 
 Families added later (generative, retrieval, …) get a module here when two pipelines need the same thing.
 """

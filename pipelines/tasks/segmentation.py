@@ -1,4 +1,5 @@
-"""Shared segmentation task code: per-case metrics, ``per_case.csv``, summaries and overlay PNGs.
+"""Shared segmentation task code: per-case metrics, ``per_case.csv``, summaries, overlay PNGs and predicted masks
+written at the input's size (``write_mask``).
 
 Pipelines keep their own networks, losses and data handling; what every segmentation run writes the same way
 lives here. Masks are numpy arrays (2D or 3D), any non-zero value foreground; images are 2D (H, W) or (H, W, 3).
@@ -84,6 +85,57 @@ def overlay(ctx, name: str, image, gt, pred, title: str | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     overlay_axes(ax, image, gt, pred, title)
     return ctx.save_figure(fig, name, bbox_inches="tight")
+
+
+def write_mask(ctx, rel: str, pred, size: tuple[int, int] | None = None, *, threshold: float | None = None,
+               foreground: int = 255) -> np.ndarray:
+    """A predicted mask as a PNG in the run (``ctx.write_png``), at the input's own size. ``pred`` is either a
+    probability map, with ``threshold``: resized bilinearly to ``size`` first and then ``> threshold``, so the
+    outline is drawn at the input's resolution; or a mask (any non-zero value foreground), resized by nearest
+    neighbour. ``size`` is the input's (width, height), PIL's order; None keeps the array's. The PNG holds
+    0 / ``foreground`` (uint8); returns the mask written (bool, H×W)."""
+    from PIL import Image
+
+    arr, size = np.asarray(pred), None if size is None else (int(size[0]), int(size[1]))
+    if threshold is not None:
+        img = Image.fromarray(arr.astype(np.float32))
+        mask = np.asarray(img.resize(size, Image.BILINEAR) if size else img) > threshold
+    else:
+        mask = arr > 0
+        if size and size != (mask.shape[1], mask.shape[0]):
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    ctx.write_png(rel, mask.astype(np.uint8) * np.uint8(foreground))
+    return mask
+
+
+# a MONAI-bundle converter's reader of 8 bits by the image's own depth, as medrun's readers (datasets.images)
+TO_8BIT = "__import__('medrun.datasets.images', fromlist=['to_8bit']).to_8bit"
+
+
+def bundle_parts(*, task: str, network_def: dict, preprocessing: list, predict: str, in_channels: int,
+                 size: int | None, labels: dict, modality: str, readme: str, classes=(),
+                 suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")) -> dict:
+    """``Pipeline.bundle_parts()`` (``medrun export``) of a 2D segmentation network. ``predict`` is a Python
+    expression of ``x``, one preprocessed image as a batch on the bundle's device, whose value (a dict, e.g.
+    ``mask_entry(...)``) goes into ``predictions.json`` for each file; ``size`` is the network's input side (None:
+    each image's own); ``labels`` the output's channel definition."""
+    shape = [size, size] if size else ["*", "*"]
+    return {"task": task, "network_def": network_def, "classes": list(classes), "suffixes": list(suffixes),
+            "preprocessing": preprocessing,
+            "predict": f"$torch.no_grad()(lambda f: (lambda x: {predict})(@preprocessing(f)[None].to(@device)))",
+            "input": {"type": "image", "format": "magnitude", "modality": modality, "num_channels": in_channels,
+                      "spatial_shape": shape, "dtype": "float32", "value_range": [], "is_patch_data": False,
+                      "channel_def": {str(i): "image" for i in range(in_channels)}},
+            "output": {"type": "image", "format": "segmentation", "num_channels": 1, "spatial_shape": shape,
+                       "dtype": "uint8", "value_range": sorted(labels), "is_patch_data": False,
+                       "channel_def": {str(k): v for k, v in labels.items()}},
+            "readme": readme}
+
+
+def mask_entry(mask: str) -> str:
+    """A bundle ``predict`` expression: the (H, W) integer mask that the expression ``mask`` gives, as
+    ``{'mask': rows of 0/1, 'foreground_fraction': …}``."""
+    return f"(lambda m: {{'mask': m.int().tolist(), 'foreground_fraction': float((m > 0).float().mean())}})({mask})"
 
 
 def overlay_png(image, gt, pred, path: Path, title: str | None = None) -> Path:

@@ -12,7 +12,8 @@ A paper subclasses :class:`Supervised` and implements the hooks that carry its m
 =====================  ==================================================================================
 
 and optionally ``figures(...)`` (overlays, confusion matrices), ``paper_sections(metrics)`` (the paper's table
-and notes for paper.md), ``weights_metadata()``, ``predict_items()`` / ``predict_rows(net, items)``.
+and notes for paper.md), ``paper_kwargs(split, metrics)`` (that page's title and expected numbers),
+``weights_metadata()``, ``predict_items()`` / ``predict_rows(net, items)``.
 
 What the template does for every paper: the Trainer from the manifest (``training.make_trainer``), exact resume
 from ``last.ckpt``, weights as safetensors, learning curves, ``per_case.csv``, ``paper.md`` beside the paper's
@@ -52,6 +53,12 @@ class Supervised(Pipeline):
 
     def paper_sections(self, metrics: dict) -> list[str]:
         return []
+
+    def paper_kwargs(self, split: str, metrics: dict) -> dict:
+        """Extra arguments of ``report.paper_md`` for a train/eval page (``title``, ``expect``, ``table``,
+        ``setting``, ``keys``, ``present_only``): e.g. ``expect={}`` where the manifest's ``paper:`` numbers are not
+        this network's (the paper reports only an attack or its explanations)."""
+        return {}
 
     def summary_line(self, split: str, metrics: dict) -> str:
         shown = [k for k in (self.m.paper.expect if self.m.paper else {}) if isinstance(metrics.get(k), float)]
@@ -125,7 +132,8 @@ class Supervised(Pipeline):
         self.figures(net, data, metrics, rows, split)
         self.ctx.log(self.summary_line(split, metrics))
         self.ctx.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx,
-                                                 sections=self.paper_sections(metrics)))
+                                                 sections=self.paper_sections(metrics),
+                                                 **self.paper_kwargs(split, metrics)))
         return metrics
 
     def predict_items(self):

@@ -1,6 +1,7 @@
-"""unet-lrp: layer-wise relevance propagation on U-Nets (card: shared/papers/unet-lrp.md).
+"""unet-lrp: layer-wise relevance propagation on U-Nets (paper notes: docs/papers/unet-lrp.md).
 
-The manifest lives in ``config.py``, the method in ``pipeline.py``.
+The manifest lives in ``config.py``, the method in ``pipeline.py`` (the explain and lrp-stats stages in
+``explain.py``), the paper's figures and notes in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -16,10 +17,13 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.unet_lrp.pipeline:UnetLrp",
     parents={"eval": "train", "predict": "train", "explain": "train", "lrp-stats": "train"},
     stage_help={
-        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
-        "lrp-stats": "Relevance statistics of a finished train run (max |R|, conservation, relevance inside the object).",
+        "explain": "LRP relevance maps of a finished train run (--run ID or --checkpoint FILE): .npy maps, "
+                   "overlays, per-image CSV.",
+        "lrp-stats": "Relevance statistics of a finished train run (max |R| with and without the residual fix, "
+                     "conservation, relevance inside the object).",
     },
     examples={
+        "predict": "medrun predict unet-lrp --dataset montgomery --fixture -o predict.input=path/to/images",
         "explain": "medrun explain unet-lrp --dataset montgomery --fixture",
         "lrp-stats": "medrun lrp-stats unet-lrp --dataset montgomery --fixture",
     },

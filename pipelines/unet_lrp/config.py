@@ -56,8 +56,23 @@ class Train(TrainSection):
     epochs: Epochs = 100
     batch_size: BatchSize = Field(4, description="author code: 2 images × 2 crops")
     lr: LearningRate = 8e-4
-    val_every: int = Field(3, ge=1, description="validate Dice every N epochs; the best checkpoint is kept")
+    val_every: int = Field(3, ge=1, description="validate Dice every N epochs; the best epoch's weights are kept "
+                                                "(Lightning's ModelCheckpoint on val_dice)")
     lrp_images: int = Field(4, ge=0, description="validation images the train run's LRP check explains (0: none)")
+
+
+class Inference(Section):
+    """Sliding-window inference of validation, eval and predict (MONAI's ``sliding_window_inference`` defaults, as
+    the author code calls it)."""
+
+    roi_size: tuple[Count, Count] | None = Field(None, description="window (H, W); default dataset.crop × dataset.crop")
+    sw_batch_size: Count = 1
+    overlap: float = Field(0.25, ge=0, lt=1)
+    mode: Literal["constant", "gaussian"] = "constant"
+
+
+class Predict(Section):
+    input: str | None = Field(None, description="an image file, folder or glob to segment (default: the eval split)")
 
 
 class LRP(Section):
@@ -87,6 +102,8 @@ class UnetLrpManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: EvalSection = Field(default_factory=lambda: EvalSection(split="val", metrics=["dice"]))
+    inference: Inference = Field(default_factory=Inference)
+    predict: Predict = Field(default_factory=Predict)
     # one section for the explain and lrp-stats stages (and the train run's LRP check): its name is a stage on a
     # finished run, so changing it never hides the train run from those stages (runner.train_key drops it)
     explain: LRP = Field(default_factory=LRP)

@@ -35,7 +35,7 @@ def fixture_root(tmp_path_factory):
 
 
 def test_pairing_is_seeded_and_covers_every_image():
-    from medrun.pipelines.epilepsy_mtl.pipeline import pair_indices
+    from medrun.pipelines.epilepsy_mtl.data import pair_indices
 
     a, b = pair_indices(7, 3, seed=123)
     assert len(a) == len(b) == 7 and sorted(a) == list(range(7)) and set(b) == {0, 1, 2}
@@ -45,10 +45,11 @@ def test_pairing_is_seeded_and_covers_every_image():
 def test_repair_each_epoch_reshuffles_partners_only():
     import torch
 
-    from medrun.pipelines.epilepsy_mtl.pipeline import RepairingPairs, epoch_sampler
+    from medrun.pipelines.epilepsy_mtl.data import RepairingPairs, epoch_sampler
 
     n = 12
-    ds = RepairingPairs(torch.arange(n).float(), torch.zeros(n), torch.arange(100, 100 + n).float(), torch.zeros(n), seed=1)
+    ds = RepairingPairs(torch.arange(n).float(), torch.zeros(n), torch.arange(100, 100 + n).float(), torch.zeros(n),
+                        seed=1)
     sampler = epoch_sampler(n, 4, seed=1)
     pairs = {}
     for epoch in (0, 1, 0):
@@ -89,7 +90,8 @@ def test_learns_on_fixture_then_eval_predict(cli, trained):
               "figures/confusion_hfo.png", "figures/confusion_ied.png", "MANIFEST.sha256"):
         assert (run / f).exists(), f
     lock = json.loads((run / "data.lock.json").read_text())
-    assert {k: len(v) for k, v in lock["splits"].items()} == {"train_hfo": 240, "train_ied": 240, "test_hfo": 60, "test_ied": 60}
+    assert {k: len(v) for k, v in lock["splits"].items()} == {"train_hfo": 240, "train_ied": 240, "test_hfo": 60,
+                                                              "test_ied": 60}
     paper = (run / "paper.md").read_text()
     assert "Table 1" in paper and "0.9099" in paper and "Table 3" in paper and "VGG19" in paper
 
@@ -136,43 +138,64 @@ def test_explain_on_parent_run(cli, trained):
     ind = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "model.n_stitch=0", "-o", "train.epochs=2",
               "-o", "eval.repairings=0", "-o", "train.repair_each_epoch=true", "--json")
     assert ind.code == 0, ind.err
-    r0 = cli("explain", "epilepsy-mtl", *FX, "--runs-dir", runs, "--run", ind.json()["run_id"], "-o", "model.n_stitch=0",
-             "-o", "explain.overlays=0",
-             "-o", "explain.ig_steps=4", "--json")
+    r0 = cli("explain", "epilepsy-mtl", *FX, "--runs-dir", runs, "--run", ind.json()["run_id"],
+             "-o", "model.n_stitch=0", "-o", "explain.overlays=0", "-o", "explain.ig_steps=4", "--json")
     assert r0.code == 0, r0.err
     assert all(r0.json()["metrics"][f"cross_share_{k}_{t}"] == 0 for k in ("saliency", "integrated_gradients")
                for t in ("hfo", "ied"))
 
 
+def _child_dir(runs, child):
+    return runs / "epilepsy-mtl" / child["run_dir"].replace("\\", "/").rsplit("/", 1)[-1]
+
+
 @pytest.mark.slow
 def test_leave_one_patient_out_protocol(cli, runs):
-    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.protocol=lopo", "-o", "train.epochs=1",
-            "-o", "eval.repairings=0", "--json")
+    lopo = ("-o", "dataset.protocol=lopo", "-o", "train.epochs=1", "-o", "eval.repairings=0")
+    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, *lopo, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
-    assert m["protocol"] == "lopo" and m["folds"] == 5 and m["n_hfo"] == 60
+    assert m["protocol"] == "lopo" and m["folds"] == 5 and m["n_hfo"] == 60 and m["accuracy_hfo_n"] == 5
     run = runs / "epilepsy-mtl" / f"cv-{r.json()['run_id'][:12]}"
     folds = (run / "per_fold.csv").read_text().splitlines()
     assert [line.split(",")[1] for line in folds[1:]] == ["pt01", "pt02", "pt03", "pt04", "pt05"]
     lock = json.loads((run / "data.lock.json").read_text())["splits"]
     assert all(f.split("/")[1] == "pt03" for f in lock["fold3_test_hfo"] + lock["fold3_test_ied"])
     assert "leave-one-patient-out" in (run / "paper.md").read_text() and "0.7803" in (run / "paper.md").read_text()
-    assert len(list((run / "checkpoints").glob("fold*.safetensors"))) == 5
+    # each fold is a train run of its own (weights, splits), listed in the cv run's run.json
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == [f"fold{k}" for k in range(1, 6)]
+    fold3 = json.loads((_child_dir(runs, children[2]) / "data.lock.json").read_text())["splits"]
+    assert fold3["test_hfo"] == lock["fold3_test_hfo"] and all(f.split("/")[1] != "pt03" for f in fold3["train_ied"])
+    assert all((_child_dir(runs, c) / "checkpoints" / "model.safetensors").exists() for c in children)
+    # … so `medrun train` of that fold is the same run (reused), and eval finds it
+    again = cli("train", "epilepsy-mtl", *FX, "--runs-dir", runs, *lopo, "-o", "dataset.fold=2", "--json")
+    assert again.code == 0 and again.json()["reused"] and again.json()["run_id"] == children[2]["id"]
+    ev = cli("eval", "epilepsy-mtl", *FX, "--runs-dir", runs, *lopo, "-o", "dataset.fold=2", "--json")
+    assert ev.code == 0, ev.err
+    assert ev.json()["metrics"]["accuracy_hfo"] == pytest.approx(float(folds[3].split(",")[2]), abs=1e-6)
 
 
 @pytest.mark.slow
-def test_ablate_stitch_units(cli, runs):
-    r = cli("ablate", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.folds=2", "-o", "ablate.n_stitch=[0,2]",
-            "-o", "train.epochs=1", "-o", "eval.repairings=0", "--json")
+def test_ablate_stitch_units_then_cv_reuses_its_folds(cli, runs):
+    small = ("-o", "dataset.folds=2", "-o", "ablate.n_stitch=[0,2]", "-o", "train.epochs=1", "-o", "eval.repairings=0")
+    r = cli("ablate", "epilepsy-mtl", *FX, "--runs-dir", runs, *small, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
     assert m["variants"] == ["n0", "n2"] and m["folds"] == 2
     assert m["gain_accuracy_hfo"] == pytest.approx(m["n2.accuracy_hfo"] - m["n0.accuracy_hfo"])
     run = runs / "epilepsy-mtl" / f"ablate-{r.json()['run_id'][:12]}"
     paper = (run / "paper.md").read_text()
-    assert "Fig. 5" in paper and "11.86" in paper and "| 0 |" in paper
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "fold1_n0.safetensors", "fold1_n2.safetensors", "fold2_n0.safetensors", "fold2_n2.safetensors"]
+    assert "Fig. 5" in paper and "0.1186" in paper and "| 0 |" in paper  # the paper's +11.86 points
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["n0-fold1", "n0-fold2", "n2-fold1", "n2-fold2"]
+    assert all((_child_dir(runs, c) / "checkpoints" / "model.safetensors").exists() for c in children)
+    # the proposed model's folds are cv's folds: a cv with the same manifest trains nothing
+    cv = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, *small, "--json")
+    assert cv.code == 0, cv.err
+    cv_children = json.loads((runs / "epilepsy-mtl" / f"cv-{cv.json()['run_id'][:12]}" / "run.json").read_text())
+    assert [(c["id"], c["reused"]) for c in cv_children["children"]] == [(c["id"], True) for c in children[2:]]
+    assert cv.json()["metrics"]["accuracy_hfo"] == pytest.approx(m["n2.accuracy_hfo"])
 
 
 def _failed_run(runs, stage):
@@ -197,7 +220,8 @@ def test_image_of_wrong_size_is_named(cli, runs, fixture_root, tmp_path):
 def test_subject_in_two_folds_is_named(cli, runs, tmp_path):
     folds = tmp_path / "folds.csv"
     folds.write_text("patient,fold\npt01,1\npt02,1\npt03,2\npt04,2\npt05,3\npt03,3\n")
-    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "cv.protocol=lopo", "-o", f"cv.fold_file={folds}")
+    r = cli("cv", "epilepsy-mtl", *FX, "--runs-dir", runs, "-o", "dataset.protocol=lopo",
+            "-o", f"dataset.fold_file={folds}")
     assert r.code == 3, r.err
     assert "patient pt03 is in two folds (2 and 3)" in r.err and str(folds) in r.err and "Traceback" not in r.err
     _failed_run(runs, "cv")
@@ -208,7 +232,8 @@ def test_patient_with_one_task_only_cannot_be_left_out(cli, runs, fixture_root, 
     shutil.copytree(fixture_root, data)
     shutil.rmtree(data / "ied" / "pt05")
     (data / "labels.csv").unlink()
-    r = cli("cv", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", data, "--runs-dir", runs, "-o", "cv.protocol=lopo")
+    r = cli("cv", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", data, "--runs-dir", runs,
+            "-o", "dataset.protocol=lopo")
     assert r.code == 3 and "patient pt05 has hfo images but no ied images" in r.err and "Traceback" not in r.err
 
 
@@ -231,8 +256,10 @@ def _segments(root):
     burst = np.sin(2 * np.pi * 400 * t) * np.exp(-((t - 0.5) ** 2) / (2 * 0.015**2)) * 20
     ti = np.arange(1000) / 1000
     spike = -40 * np.exp(-((ti - 0.5) ** 2) / (2 * 0.008**2)) + 3 * np.sin(2 * np.pi * 50 * ti)
-    for task, cls, x, fs in (("hfo", "HFO", burst + rng.normal(0, 1, 2000), 2000), ("hfo", "nonHFO", rng.normal(0, 1, 2000), 2000),
-                             ("ied", "IED", spike + rng.normal(0, 1, 1000), 1000), ("ied", "nonIED", rng.normal(0, 1, 1000), 1000)):
+    for task, cls, x, fs in (("hfo", "HFO", burst + rng.normal(0, 1, 2000), 2000),
+                             ("hfo", "nonHFO", rng.normal(0, 1, 2000), 2000),
+                             ("ied", "IED", spike + rng.normal(0, 1, 1000), 1000),
+                             ("ied", "nonIED", rng.normal(0, 1, 1000), 1000)):
         (root / task / "p1" / cls).mkdir(parents=True)
         np.savez(root / task / "p1" / cls / "seg1.npz", x=x, fs=fs)
 
@@ -250,7 +277,8 @@ def test_render_segments_into_the_image_layout(cli, runs, tmp_path):
     from medrun.datasets import ncnp_ecog
 
     _segments(tmp_path / "seg")
-    r = cli("render", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "seg", "--runs-dir", runs, "--json")
+    r = cli("render", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "seg", "--runs-dir", runs,
+            "--json")
     assert r.code == 0, r.err
     assert r.json()["metrics"]["n_hfo"] == 2 and r.json()["metrics"]["n_ied"] == 2
     images = runs / "epilepsy-mtl" / f"render-{r.json()['run_id'][:12]}" / "images"

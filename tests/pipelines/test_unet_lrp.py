@@ -55,10 +55,17 @@ def test_learns_and_checks_lrp_on_fixture(trained):
     assert m["lrp_focus_over_area"] > 1.0 and m["lrp_fix_ratio"] > 100 and m["lrp_residual_units"], m
     assert m["params_total"] == 408005  # resunet, widths (8, 16, 32, 64, 128)
     run = _run_dir(runs, "train", out)
-    for f in ("checkpoints/model.safetensors", "per_case.csv", "paper.md", "figures/learning_curves.png",
-              "MANIFEST.sha256", "logs/metrics.csv"):
+    for f in ("checkpoints/model.safetensors", "checkpoints/best.ckpt", "per_case.csv", "paper.md",
+              "figures/learning_curves.png", "MANIFEST.sha256", "logs/metrics.csv"):
         assert (run / f).exists(), f
     assert "Fig. 3" in (run / "paper.md").read_text()
+    # the best validation epoch (Lightning's ModelCheckpoint on val_dice) is the one kept and scored
+    import csv
+
+    with open(run / "logs" / "metrics.csv") as f:
+        val = [(float(r["val_dice"]), int(r["epoch"])) for r in csv.DictReader(f) if r.get("val_dice")]
+    assert len(val) == 3 and m["best_epoch"] == max(val, key=lambda v: (v[0], -v[1]))[1] + 1
+    assert m["dice"] == pytest.approx(max(v[0] for v in val), abs=1e-4)
     lock = json.loads((run / "data.lock.json").read_text())
     assert len(lock["splits"]["train"]) == 19 and len(lock["splits"]["val"]) == 5  # tail 20 % validates
     assert lock["splits"]["val"][-1] == "CXR_png/MCUCXR_0024_1.png"
@@ -104,11 +111,53 @@ def test_explain_and_lrp_stats_on_the_finished_run(trained, cli):
     deep = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=model.0.conv.unit1.conv", "--json")
     assert deep.code == 0, deep.err
     deep_run = _run_dir(runs, "explain", deep.json())
-    assert np.load(sorted((deep_run / "maps").glob("*_relevance.npy"))[0]).shape == (32, 32)  # after the first stride-2 unit
+    first = sorted((deep_run / "maps").glob("*_relevance.npy"))[0]
+    assert np.load(first).shape == (32, 32)  # after the first stride-2 unit
     assert deep.json()["metrics"]["n_explained"] == 2
 
     nofix = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.residual_fix=false", "--json")
     assert nofix.code == 0 and nofix.json()["metrics"]["max_abs_r"] > 100 * ex.json()["metrics"]["max_abs_r"]
+
+
+@pytest.mark.slow
+def test_predict_on_files_and_the_monai_bundle_agree(trained, cli, tmp_path):
+    """predict.input reads image files as eval reads its cases; MONAI's bundle runner, offline, gives the same masks."""
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    runs, out = trained
+    train_dir = _run_dir(runs, "train", out)
+    lock = json.loads((train_dir / "data.lock.json").read_text())
+    root = lock["trees"]["montgomery"]["root"]
+    images = tmp_path / "images"
+    images.mkdir()
+    for rel in lock["splits"]["val"][:2]:
+        shutil.copy(f"{root}/{rel}", images)
+    pr = cli("predict", *BASE, "--runs-dir", runs, "-o", f"predict.input={images}", "--json")
+    assert pr.code == 0, pr.err
+    ours = {p.stem: np.asarray(Image.open(p)) > 0
+            for p in (_run_dir(runs, "predict", pr.json()) / "predictions").iterdir()}
+    split = cli("predict", *BASE, "--runs-dir", runs, "--json")  # the same images as cases of the eval split
+    split_dir = _run_dir(runs, "predict", split.json()) / "predictions"
+    assert sorted(ours) == [p.rsplit("/", 1)[-1][:-4] for p in lock["splits"]["val"][:2]]
+    assert all(np.array_equal(m, np.asarray(Image.open(split_dir / f"{k}.png")) > 0) for k, m in ours.items())
+
+    ex = cli("export", train_dir, "--format", "monai-bundle", "--out", tmp_path / "bundle", "--runs-dir", runs)
+    assert ex.code == 0, ex.err
+    bundle = tmp_path / "bundle"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run",
+                           "--config_file", bundle / "configs" / "inference.yaml",
+                           "--meta_file", bundle / "configs" / "metadata.json", "--bundle_root", bundle,
+                           "--input_dir", images, "--output_dir", tmp_path / "out"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert sorted(theirs) == sorted(f"{k}.png" for k in ours)
+    for k, mask in ours.items():
+        assert np.array_equal(np.array(theirs[f"{k}.png"], dtype=bool), mask), k
 
 
 @pytest.mark.slow
@@ -120,11 +169,13 @@ def test_bad_input_on_the_finished_run(trained, cli):
     missing = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.object=99")
     assert missing.code == 2 and "object 99 does not exist" in missing.err and "explain.object" in missing.err
     assert "Traceback" not in missing.err
-    (failed,) = [p for p in (runs / "unet-lrp").glob("explain-*") if json.loads((p / "run.json").read_text())["status"] == "failed"]
+    (failed,) = [p for p in (runs / "unet-lrp").glob("explain-*")
+                 if json.loads((p / "run.json").read_text())["status"] == "failed"]
     assert not (failed / "MANIFEST.sha256").exists()
 
     layer = cli("explain", *BASE, "--runs-dir", runs, "-o", "explain.layer=down_9")
-    assert layer.code == 2 and "explain.layer 'down_9' is not a layer of this resunet; valid: model.0.conv.unit0.conv" in layer.err
+    assert layer.code == 2
+    assert "explain.layer 'down_9' is not a layer of this resunet; valid: model.0.conv.unit0.conv" in layer.err
 
     wrong = cli("explain", *BASE, "--runs-dir", runs, "--checkpoint", weights, "-o", "model.arch=unet")
     assert wrong.code == 2 and "do not fit this model" in wrong.err and str(weights) in wrong.err
@@ -165,7 +216,8 @@ def test_wrong_layout_and_channel_mismatch(cli, runs, tmp_path):
     (tmp_path / "x" / "stuff").mkdir(parents=True)
     r = cli("train", "unet-lrp", "--dataset", "cityscapes", "--data-dir", tmp_path / "x", "--runs-dir", runs)
     assert r.code == 3 and "does not have the Cityscapes layout" in r.err and not runs.exists()
-    r = cli("train", "unet-lrp", "--dataset", "cityscapes", "--fixture", "--runs-dir", runs, "-o", "model.in_channels=1")
+    r = cli("train", "unet-lrp", "--dataset", "cityscapes", "--fixture", "--runs-dir", runs,
+            "-o", "model.in_channels=1")
     assert r.code == 2 and "-o model.in_channels=3" in r.err
     r = cli("train", "unet-lrp", "--dataset", "montgomery", "--fixture", "--runs-dir", runs, "-o", "dataset.crop=100")
     assert r.code == 2 and "multiple of 16" in r.err
