@@ -1,4 +1,4 @@
-"""lorasam: LoRA adaptation of SAM with text prompts for surgical scene segmentation (card: shared/papers/lorasam.md).
+"""lorasam: LoRA adaptation of SAM with text prompts for surgical scene segmentation (card: docs/papers/lorasam.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -14,4 +14,6 @@ SPEC = PipelineSpec(
     stages=("train", "eval", "predict"),
     manifest="medrun.pipelines.lorasam.config:LorasamManifest",
     impl="medrun.pipelines.lorasam.pipeline:LoraSamPipeline",
+    no_export="A run stores only the LoRA/TAL weights over a separate base SAM checkpoint and prompts with class-name "
+              "text embeddings, so one network on one image input cannot hold it.",
 )

@@ -32,7 +32,8 @@ class Split(Section):
 
 class Data(DatasetSection):
     name: Literal["endovis17", "endovis18", "cholecseg8k"]
-    classes: list[str] | None = Field(None, description="class names to train and score (default: all of the dataset's)")
+    classes: list[str] | None = Field(None, description="class names to train and score (default: all of the "
+                                                        "dataset's)")
     split: Split = Field(default_factory=Split)
     img_size: int = Field(256, ge=32, description="square input size (bilinear image, nearest mask); a multiple of 16")
 
@@ -44,8 +45,10 @@ class Model(Section):
     tal: bool = Field(True, description="Text Affine Layer; false: the text token is the first dims of the CLIP vector")
     pos_embed: bool = True
     norms: bool = True
-    sam_checkpoint: str | None = Field(None, description="official SAM ViT-B .pth (e.g. sam_vit_b_01ec64.pth); never downloaded")
-    clip_checkpoint: str | None = Field(None, description="local HF CLIP ViT-B/32 folder; none: the stand-in text tower")
+    sam_checkpoint: str | None = Field(None, description="official SAM ViT-B .pth (e.g. sam_vit_b_01ec64.pth); "
+                                                          "never downloaded")
+    clip_checkpoint: str | None = Field(None, description="local HF CLIP ViT-B/32 folder; none: the stand-in text "
+                                                           "tower")
     threshold: float = Field(0.5, gt=0, lt=1)
 
 

@@ -1,5 +1,5 @@
 """sm-safe: SM-SAFE, multi-modal fusion + attentive structural encoding + U-Net on the MSD tasks
-(card: shared/papers/sm-safe.md).
+(card: docs/papers/sm-safe.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -18,11 +18,14 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.sm_safe.pipeline:SmSafe",
     parents={"eval": "train", "predict": "train", "fuse-maps": "train", "summarize": "train"},
     stage_help={
-        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
+        "cv": "Patient-level k-fold CV: one train run per fold (reused when complete), out-of-fold means and per-fold "
+              "mean ± sd.",
         "fuse-maps": "Write a finished train run's per-modality fusion weight maps (NIfTI) and their means per label.",
         "summarize": "Summarise a finished multi-task train run: mean ± sd across its tasks.",
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "ablate": "The paper's Table 1: one train run per variant in ablate.variants (dotted overrides), one table.",
     },
+    no_export="A train run holds one network per MSD task, each with its own modalities and classes, not the one "
+              "network a bundle carries.",
     examples={
         "cv": "medrun cv sm-safe --dataset msd --fixture",
         "fuse-maps": "medrun fuse-maps sm-safe --dataset msd --fixture",

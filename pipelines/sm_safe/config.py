@@ -31,7 +31,8 @@ class Data(DatasetSection):
     split_seed: Seed = Field(0, description="seed of the fold assignment")
     exclude: list[str] = Field(default_factory=list, description="case ids to leave out (e.g. BRATS_001)")
     max_cases: int | None = Field(None, ge=1, description="use only the first N training cases per task (quick runs)")
-    spacing: tuple[float, float, float] | None = Field(None, description="target spacing in mm; default: the task's median")
+    spacing: tuple[float, float, float] | None = Field(None, description="target spacing in mm; default: the "
+                                                                         "task's median")
     ct_percentiles: tuple[float, float] = Field((0.5, 99.5), description="CT clip range: percentiles of foreground HU")
 
     @model_validator(mode="after")
@@ -93,14 +94,19 @@ class Train(TrainSection):
 class Eval(EvalSection):
     split: Literal["test"] = Field("test", description="the held-out fold of dataset.fold")
     metrics: list[str] = Field(default_factory=lambda: ["dice", "iou", "hd95"])
-    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap")
-    sw_batch_size: int = Field(1, ge=1)
-    blend: Literal["gaussian", "constant"] = "gaussian"
     overlays: int = Field(1, ge=0, description="overlay PNGs per task")
 
 
+class Inference(Section):  # sliding window of eval, predict and fuse-maps (the predictor's settings)
+    roi_size: tuple[int, int, int] | None = Field(None, description="window; default: train.patch_size")
+    sw_batch_size: int = Field(1, ge=1)
+    overlap: float = Field(0.5, ge=0, lt=1)
+    mode: Literal["gaussian", "constant"] = Field("gaussian", description="blending of overlapping windows")
+
+
 class Predict(Section):
-    input: str | None = Field(None, description="folder of .nii.gz images (default: each task's imagesTs)")
+    input: str | None = Field(None, description="a .nii.gz file, a folder of them or a glob (default: each task's "
+                                                "imagesTs)")
 
 
 class Ablate(Section):
@@ -114,8 +120,15 @@ class SmSafeManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
+    inference: Inference = Field(default_factory=Inference)
     predict: Predict = Field(default_factory=Predict)
     ablate: Ablate = Field(default_factory=Ablate)
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.inference.roi_size is None:  # the training patch, as the card's inference
+            self.inference.roi_size = self.train.patch_size
+        return self
 
 
 def data_paths(m: SmSafeManifest) -> dict[str, Path]:

@@ -1,5 +1,5 @@
 """totalct-sam: TotalCT-SAM, whole-body CT semantic segmentation with a memorizing transformer
-(card: shared/papers/totalct-sam.md).
+(card: docs/papers/totalct-sam.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -15,4 +15,6 @@ SPEC = PipelineSpec(
     stages=("train", "eval", "predict"),
     manifest="medrun.pipelines.totalct_sam.config:TotalCTSamManifest",
     impl="medrun.pipelines.totalct_sam.pipeline:TotalCTSam",
+    no_export="Its output is a whole-CT label volume from sliding-window inference (or a mask from a click), which "
+              "a bundle's per-file JSON predictions cannot carry.",
 )

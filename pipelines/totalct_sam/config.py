@@ -82,8 +82,13 @@ class Train(TrainSection):
 class Eval(EvalSection):
     split: str = "val"
     metrics: list[str] = Field(default_factory=lambda: ["dice", "iou", "accuracy", "pixel_accuracy"])
-    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap")
+
+
+class Inference(Section):  # prompt-free sliding window of eval and predict (the predictor's settings)
+    roi_size: tuple[Count, Count, Count] | None = Field(None, description="window; default: model.img_size³")
     sw_batch_size: int = Field(1, ge=1)
+    overlap: float = Field(0.5, ge=0, lt=1)
+    mode: Literal["constant", "gaussian"] = Field("constant", description="blending of overlapping windows")
 
 
 class Predict(Section):
@@ -98,7 +103,14 @@ class TotalCTSamManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
+    inference: Inference = Field(default_factory=Inference)
     predict: Predict = Field(default_factory=Predict)
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.inference.roi_size is None:  # the training crop, as the paper's inference
+            self.inference.roi_size = (self.model.img_size,) * 3
+        return self
 
 
 def data_paths(m: TotalCTSamManifest) -> dict[str, Path]:

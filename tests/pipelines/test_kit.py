@@ -49,6 +49,28 @@ def test_writers_write_atomically_into_the_run(ctx):
     assert not [p for p in ctx.path.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_write_nifti_keeps_array_and_affine(ctx):
+    import nibabel as nib
+
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = ctx.write_nifti("predictions/case.nii.gz", labels, affine)
+    img = nib.load(path)
+    assert np.array_equal(np.asarray(img.dataobj), labels) and np.allclose(img.affine, affine)
+    assert ctx.write_nifti("again.nii.gz", labels, affine).read_bytes() == path.read_bytes()  # no timestamp
+
+
+def test_write_npz_holds_named_arrays_and_refuses_objects(ctx):
+    ctx.write_npz("features.npz", x=np.ones((2, 3), np.float32), subject=["a", "b"])
+    with np.load(ctx.path / "features.npz", allow_pickle=False) as z:
+        assert z["x"].shape == (2, 3) and z["subject"].tolist() == ["a", "b"]
+    ctx.write_npz("plain.npz", compressed=False, y=np.arange(3))
+    assert np.load(ctx.path / "plain.npz")["y"].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError):
+        ctx.write_npz("bad.npz", o=np.array([object()], dtype=object))
+    assert not (ctx.path / "bad.npz").exists()
+
+
 def test_record_splits_makes_paths_relative_to_the_data(ctx):
     root = ctx.data_roots["data"]
     ctx.record_splits({"train": [root / "imgs" / "a.png"], "test": ["case-7"]})
@@ -87,6 +109,32 @@ def test_parent_file_is_checked_against_the_parents_manifest(ctx, tmp_path, make
         ctx.parent_file("checkpoints/model.safetensors")
 
 
+def test_supervised_report_takes_the_pages_paper_kwargs(ctx):
+    """``Supervised.paper_kwargs``: a train/eval page whose network the paper reports no numbers for (an attack's
+    target classifier, an explained classifier) gets its own title and no paper column."""
+    from types import SimpleNamespace
+
+    from medrun.pipelines.tasks.supervised import Supervised
+
+    class Classifier(Supervised):
+        def build_model(self):
+            return None
+
+        def evaluate(self, net, data):
+            return {"accuracy": 0.75}, [{"case": "a", "ok": 1}]
+
+        def paper_kwargs(self, split, metrics):
+            return {"title": "Target classifier F", "expect": {}, "table": ""}
+
+    ctx.spec = SimpleNamespace(title="Attack", paper="An attack paper", slug="attack")
+    ctx.manifest = SimpleNamespace(paper=SimpleNamespace(expect={"asr": 0.99}, table="Table 1", setting=None),
+                                   eval=SimpleNamespace(metrics=["accuracy"]))
+    metrics = Classifier(ctx.manifest, ctx).report(None, "test", [])
+    page = (ctx.path / "paper.md").read_text()
+    assert metrics == {"accuracy": 0.75, "split": "test"} and page.startswith("# Target classifier F: train run")
+    assert "| accuracy | 0.7500 | — |" in page and "asr" not in page and "Table 1" not in page
+
+
 # -- predictor ---------------------------------------------------------------------------------------------------
 class _Probe(torch.nn.Module):
     def __init__(self):
@@ -117,6 +165,28 @@ def test_predictor_sliding_window_matches_a_whole_volume_pass():
     out = Predictor(accelerator="cpu", sliding={"roi_size": [6, 5, 4], "overlap": 0.5, "mode": "constant"}
                     ).sliding_window(conv, vol)
     assert torch.allclose(out, conv(vol).detach(), atol=1e-5)
+
+
+def test_forward_runs_another_entry_point_through_the_predictor():
+    from medrun.pipelines.predictor import Forward
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def scores(self, x, scale=1.0):
+            return self.lin(x) * scale
+
+    net, x = Net(), torch.randn(4, 3)
+    pred = Predictor(accelerator="cpu")
+    assert torch.equal(pred(Forward(net, "scores"), x, scale=2.0), net.scores(x, 2.0).detach())
+    both = Forward(net, lambda n, a, b: n.scores(a) + b)
+    assert torch.equal(pred(both, x, x[:, :2]), (net.scores(x) + x[:, :2]).detach())
+    vol = torch.randn(1, 3, 6, 5)
+    out = Predictor(accelerator="cpu", sliding={"roi_size": [3, 5], "mode": "constant"}).sliding_window(
+        Forward(net, lambda n, v: n.scores(v.movedim(1, -1)).movedim(-1, 1)), vol)
+    assert out.shape == (1, 2, 6, 5) and not net.training
 
 
 @pytest.mark.slow
@@ -164,6 +234,30 @@ def test_child_request_adds_overrides_after_the_parents():
     req = child_request(parent, Child("fold2", {"dataset.fold": 1, "seed": 7}))
     assert req.stage == "train" and req.overrides == ["train.epochs=1", "dataset.fold=1"] and req.seed == 7
     assert req.argv == ["medrun", "train", "ad-lite", "--dataset", "oasis", "-o", "dataset.fold=1", "--seed", "7"]
+
+
+def test_child_run_reads_its_csv_as_written(ctx):
+    from medrun.pipelines.sweep import ChildRun
+
+    ctx.write_csv("per_case.csv", [{"case": "000012", "dice": 0.5}, {"case": "b", "dice": float("inf")}])
+    child = ChildRun(Child("fold1"), "ab" * 32, ctx.path, {}, reused=True)
+    assert child.read_csv() == [{"case": "000012", "dice": "0.5"}, {"case": "b", "dice": "inf"}]
+
+
+def test_write_mask_at_the_inputs_size(ctx):
+    from PIL import Image
+
+    from medrun.pipelines.tasks.segmentation import write_mask
+
+    prob = np.zeros((4, 4), np.float32)
+    prob[1:3, 1:3] = 0.9
+    mask = write_mask(ctx, "pred/a.png", prob, (8, 6), threshold=0.5)  # probabilities: bilinear, then > 0.5
+    png = np.asarray(Image.open(ctx.path / "pred" / "a.png"))
+    assert png.shape == (6, 8) and set(np.unique(png).tolist()) == {0, 255} and np.array_equal(png > 0, mask)
+    write_mask(ctx, "pred/b.png", prob > 0.5, (8, 8), foreground=1)  # a mask: nearest neighbour, 0/1
+    expected = np.kron(prob > 0.5, np.ones((2, 2))).astype(np.uint8)
+    assert np.array_equal(np.asarray(Image.open(ctx.path / "pred" / "b.png")), expected)
+    assert write_mask(ctx, "pred/c.png", prob > 0.5).shape == (4, 4)
 
 
 # -- the sweep harness end to end: cv of ad-lite ----------------------------------------------------------------

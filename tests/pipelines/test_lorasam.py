@@ -75,10 +75,12 @@ def test_learns_on_fixture_then_eval_predict_and_base_check(cli, runs, tmp_path)
     with safe_open(str(run / "checkpoints" / "model.safetensors"), "pt") as f:
         meta, keys = f.metadata(), list(f.keys())
         n = sum(f.get_tensor(k).numel() for k in keys if "running" not in k and "num_batches" not in k)
-    assert n == 64_960 and meta["base_sha256"] == sha256_file(run / "checkpoints" / "base.safetensors") == info["base_sha256"]
+    base_sha = sha256_file(run / "checkpoints" / "base.safetensors")
+    assert n == 64_960 and meta["base_sha256"] == base_sha == info["base_sha256"]
     assert not any("patch_embed" in k or "rel_pos" in k for k in keys)
 
-    ev = cli("eval", "lorasam", "--dataset", "cholecseg8k", "--fixture", "--runs-dir", runs, *SMALL, "--split", "test", "--json")
+    ev = cli("eval", "lorasam", "--dataset", "cholecseg8k", "--fixture", "--runs-dir", runs, *SMALL, "--split", "test",
+             "--json")
     assert ev.code == 0, ev.err
     em = ev.json()["metrics"]
     assert em["dice"] == pytest.approx(m["dice"]) and em["dice_liver"] == pytest.approx(m["dice_liver"])
@@ -172,6 +174,24 @@ def test_wrong_variant_and_corrupt_sam_checkpoints(cli, runs, tmp_path):
     assert _not_complete(runs)
 
 
+def test_the_best_validation_epoch_is_kept_through_a_model_checkpoint(cli, runs, tmp_path):
+    """With a validation video, Lightning's ModelCheckpoint on val_dice picks the epoch; its weights are the run's."""
+    import csv
+
+    from safetensors.torch import load_file
+
+    r = _train(cli, runs, _fixture_copy(tmp_path), "-o", "train.epochs=3", "-o",
+               "dataset.split={train: [video01], val: [video09], test: [video12]}", "--json")
+    assert r.code == 0, r.err
+    run, m = Path(r.json()["run_dir"]), r.json()["metrics"]
+    with open(run / "logs" / "metrics.csv") as f:
+        val = [float(row["val_dice"]) for row in csv.DictReader(f) if row.get("val_dice")]
+    assert len(val) == 3 and m["best_val_dice"] == pytest.approx(max(val))
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    saved = load_file(str(run / "checkpoints" / "model.safetensors"))
+    assert saved and all(torch.equal(v, best[f"net.{k}"]) for k, v in saved.items())
+
+
 def test_with_a_sam_checkpoint_only_trainable_weights_are_stored(cli, runs, tmp_path):
     """The real-data path: an official-layout SAM file as the base. The run stores no base weights, records the
     file's sha256, and eval needs that same file."""
@@ -191,7 +211,7 @@ def test_with_a_sam_checkpoint_only_trainable_weights_are_stored(cli, runs, tmp_
     with safe_open(str(run / "checkpoints" / "model.safetensors"), "pt") as f:
         assert f.metadata()["base_sha256"] == sha256_file(base)
         assert sum(f.get_tensor(k).numel() for k in f.keys() if "running" not in k and "num_batches" not in k) == 64_960
-    ev = cli("eval", "lorasam", "--manifest", FIXTURE, "--data-dir", root, "--runs-dir", runs, "-o", "pretrain.epochs=1",
-             "-o", "train.epochs=1", "-o", f"model.sam_checkpoint={base}", "--json")
+    ev = cli("eval", "lorasam", "--manifest", FIXTURE, "--data-dir", root, "--runs-dir", runs,
+             "-o", "pretrain.epochs=1", "-o", "train.epochs=1", "-o", f"model.sam_checkpoint={base}", "--json")
     assert ev.code == 0, ev.err
     assert ev.json()["metrics"]["dice"] == pytest.approx(r.json()["metrics"]["dice"])

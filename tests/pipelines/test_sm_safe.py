@@ -60,8 +60,9 @@ def test_learns_on_fixture(trained):
     assert len(rows) == 2 * 2 + 2 * 1  # 2 held-out cases × (2 labels of Task90 + 1 of Task91)
     assert {r["label"] for r in rows} == {"blob", "cube", "organ"}
     splits = json.loads((run / "data.lock.json").read_text())["splits"]
-    assert {k: (len(v["train"]), len(v["test"])) for k, v in splits.items()} == {
-        "Task90_SynthMulti": (6, 2), "Task91_SynthCT": (6, 2)}
+    assert {k: len(v) for k, v in splits.items()} == {"Task90_SynthMulti/train": 6, "Task90_SynthMulti/test": 2,
+                                                       "Task91_SynthCT/train": 6, "Task91_SynthCT/test": 2}
+    assert splits["Task90_SynthMulti/test"][0].startswith("imagesTr/syn_")  # relative to the task folder
     paper = (run / "paper.md").read_text()
     assert "Table 1" in paper and "| dice |" in paper and "0.8700" in paper and "Task91_SynthCT | organ" in paper
 
@@ -131,13 +132,17 @@ def test_ablate_writes_one_table(cli, runs):
     assert r.code == 0, r.err
     run = runs / "sm-safe" / f"ablate-{r.json()['run_id'][:12]}"
     rows = _rows(run / "ablation.csv")
-    assert [(row["variant"], row["model"]) for row in rows] == [("unet", "unet"), ("amf-net", "amf-net"),
-                                                                 ("sm-safe", "sm-safe"), ("sm-safe-hierarchical", "sm-safe")]
+    assert [(row["variant"], row["model"]) for row in rows] == [
+        ("unet", "unet"), ("amf-net", "amf-net"), ("sm-safe", "sm-safe"), ("sm-safe-hierarchical", "sm-safe")]
     assert int(rows[0]["params"]) < int(rows[1]["params"]) < int(rows[2]["params"]) < int(rows[3]["params"])
     paper = (run / "paper.md").read_text()
     assert "Table 1" in paper and "0.78 ± 0.12" in paper and "ordering" in paper
-    assert (run / "checkpoints" / "amf-net_Task90_SynthMulti.safetensors").exists()
-    assert {row["variant"] for row in _rows(run / "per_case.csv")} == {"unet", "amf-net", "sm-safe", "sm-safe-hierarchical"}
+    children = {c["name"]: c for c in json.loads((run / "run.json").read_text())["children"]}
+    assert list(children) == ["unet", "amf-net", "sm-safe", "sm-safe-hierarchical"]  # each variant a train run
+    amf = runs / "sm-safe" / f"train-{children['amf-net']['id'][:12]}"
+    assert (amf / "checkpoints" / "Task90_SynthMulti.safetensors").exists() and (amf / "MANIFEST.sha256").exists()
+    assert json.loads((amf / "metrics.json").read_text())["variant"] == "amf-net"
+    assert {row["variant"] for row in _rows(run / "per_case.csv")} == set(children)
 
 
 def test_ablate_variant_with_unknown_key_is_a_manifest_error(cli, runs):
@@ -147,13 +152,22 @@ def test_ablate_variant_with_unknown_key_is_a_manifest_error(cli, runs):
     assert _no_complete_run(runs)
 
 
-def test_cv_reports_out_of_fold_means(cli, runs):
-    r = cli("cv", "sm-safe", "--dataset", "msd", "--fixture", "--runs-dir", runs, "--json", *QUICK,
+def test_cv_reports_out_of_fold_means_and_reuses_a_trained_fold(cli, runs):
+    args = ("--dataset", "msd", "--fixture", "--runs-dir", runs, "--json", *QUICK,
             "-o", "dataset.tasks=[Task91_SynthCT]", "-o", "dataset.folds=2")
+    fold0 = cli("train", "sm-safe", *args)  # dataset.fold 0: the cv's first fold
+    assert fold0.code == 0, fold0.err
+    r = cli("cv", "sm-safe", *args)
     assert r.code == 0, r.err
     run = runs / "sm-safe" / f"cv-{r.json()['run_id'][:12]}"
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [(c["name"], c["reused"]) for c in children] == [("fold0", True), ("fold1", False)]
+    assert children[0]["id"] == fold0.json()["run_id"]
     assert len(_rows(run / "per_fold.csv")) == 2
     assert sorted(r["case"] for r in _rows(run / "per_case.csv")) == [f"synct_{i:03d}" for i in range(8)]
+    m = r.json()["metrics"]
+    assert m["fold"] == "all" and m["folds"] == 2 and m["over_folds"]["dice_n"] == 2
+    assert "Mean over folds" in (run / "paper.md").read_text()
 
 
 # -- bad input: one line naming the file, the right exit code, nothing complete ---------------------------------

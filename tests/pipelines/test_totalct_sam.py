@@ -55,14 +55,16 @@ def test_click_simulation():
                 if labels[b, j] >= 0:
                     v = tuple(coords[b, j].long().tolist())
                     assert labels[b, j] == int(target[b, 0][v])  # positive on misses, negative on false positives
-    assert simulate_clicks(torch.zeros(1, 4, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4, 4, dtype=torch.long), 3)[0] is None
+    empty = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    assert simulate_clicks(empty, empty, 3)[0] is None
 
 
 @pytest.mark.slow
 def test_learns_on_fixture_then_eval_predict(cli, runs):
     """A smaller smoke: 24 epochs × 5 steps without flips (they hide the left/right position cue), val Dice
     clearly above chance (≈0) in about a minute on 2 cores."""
-    r = cli("train", SLUG, "--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0", "--json")
+    small = ("--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0")
+    r = cli("train", SLUG, *small, "--json")
     assert r.code == 0, r.err
     out = r.json()
     # chance (random labels) is ≈0.02–0.06 per organ, all-background 0; the full 400-step smoke reaches ≥ 0.6
@@ -77,23 +79,23 @@ def test_learns_on_fixture_then_eval_predict(cli, runs):
     assert list((run / "figures").glob("overlay_*.png"))
     assert out["metrics"]["memory_entries"] == 512
 
-    ev = cli("eval", SLUG, "--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0", "--json")
+    ev = cli("eval", SLUG, *small, "--json")
     assert ev.code == 0, ev.err
     assert ev.json()["metrics"]["dice"] == pytest.approx(out["metrics"]["dice"])  # memory frozen, same weights
-    test = cli("eval", SLUG, "--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0",
-               "--split", "test", "--json")
+    test = cli("eval", SLUG, *small, "--split", "test", "--json")
     assert test.code == 0 and test.json()["metrics"]["n_cases"] == 1
 
-    pred = cli("predict", SLUG, "--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0", "--json")
+    pred = cli("predict", SLUG, *small, "--json")
     assert pred.code == 0, pred.err
     pdir = runs / SLUG / f"predict-{pred.json()['run_id'][:12]}" / "predictions"
     import nibabel as nib
 
     assert nib.load(pdir / "s0005.nii.gz").shape == (48, 48, 48)
-    point = cli("predict", SLUG, "--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0",
-                "-o", "predict.point=[20,24,26]", "--json")
+    point = cli("predict", SLUG, *small, "-o", "predict.point=[20,24,26]", "--json")
     assert point.code == 0, point.err
     assert point.json()["metrics"]["mode"] == "point"
+    clicked = runs / SLUG / f"predict-{point.json()['run_id'][:12]}" / "predictions" / "s0005_point.nii.gz"
+    assert set(np.unique(np.asarray(nib.load(clicked).dataobj))) <= {0, 1}
 
 
 def test_ablation_and_full_size_dry_run(cli, runs):
