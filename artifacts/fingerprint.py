@@ -2,7 +2,8 @@
 
 Data: every file under the dataset's folder(s), hashed by content (``mode="content"``) or by size and mtime
 (``mode="stat"``). Content hashes are cached in SQLite keyed by (path, size, mtime_ns), so re-fingerprinting an
-unchanged tree only stats it. Code: sha256 over the installed medrun sources (see ``code_fingerprint``).
+unchanged tree only stats it. Code: sha256 over the installed medrun sources a stage imports (see
+``code_fingerprint`` and ``imports``).
 """
 
 from __future__ import annotations
@@ -143,20 +144,45 @@ def _source_dirs() -> list[Path]:
     return dirs
 
 
-def code_fingerprint() -> dict:
-    """sha256 over the medrun version and every installed ``.py`` source, so any code change gives a new run id
-    while a docs-only commit does not. The git commit and dirty state are recorded beside it for provenance."""
+def source_root() -> Path:
+    """The folder holding the package folders: the repository root of an editable install (``make setup``)."""
+    dirs = _source_dirs()
+    return dirs[0].parent if dirs else Path.cwd()
+
+
+def code_fingerprint(roots=None, *, dirs: list[Path] | None = None) -> dict:
+    """sha256 over the medrun version and the sources a stage depends on, so an edit changes the run ids of
+    exactly the stages that can execute it, and a docs-only commit changes none.
+
+    ``roots``: start module names (``pkg.*``: a package and everything below it); the covered files are their
+    transitive imports (``artifacts.imports``). None covers every source (runs recorded before per-stage
+    fingerprints). ``dirs`` replaces the installed package folders (tests fingerprint a copy). The result records
+    the roots and each covered file's sha256 (by its repository path), so ``verify`` can name what changed; the
+    git commit and dirty state are recorded beside it for provenance only."""
     from medrun import __version__
 
-    h = hashlib.sha256(__version__.encode())
-    dirs = _source_dirs()
-    for d in dirs:
-        for p in sorted(d.rglob("*.py")):
-            if "__pycache__" in p.parts:
-                continue
-            h.update(f"{d.name}/{p.relative_to(d)}".encode())
-            h.update(p.read_bytes())
-    return {"version": __version__, "sha256": h.hexdigest(), **_git_state(dirs[0].parent if dirs else Path.cwd())}
+    from . import imports
+
+    dirs = _source_dirs() if dirs is None else list(dirs)
+    idx = imports.index(dirs)
+    if roots is None:
+        files = {s.label: hashlib.sha256(s.path.read_bytes()).hexdigest() for s in idx.values()}
+    else:
+        cache = Path(os.environ.get("MEDRUN_CACHE", Path.home() / ".cache" / "medrun")) / "code-imports.json"
+        imports.load_cache(cache)
+        files = {idx[n].label: p.sha256 for n, p in imports.covered(roots, idx).items()}
+        imports.save_cache(cache)
+    files = dict(sorted(files.items()))
+    return {"version": __version__, "sha256": sha256_json({"version": __version__, "files": files}),
+            "roots": None if roots is None else list(roots), "files": files,
+            **_git_state(dirs[0].parent if dirs else Path.cwd())}
+
+
+def code_changes(recorded: dict, current: dict) -> dict[str, list[str]]:
+    """Covered files changed, no longer covered (or gone) and newly covered between two code fingerprints."""
+    rf, cf = recorded.get("files") or {}, current.get("files") or {}
+    return {"changed": sorted(k for k in rf if k in cf and rf[k] != cf[k]),
+            "removed": sorted(k for k in rf if k not in cf), "added": sorted(k for k in cf if k not in rf)}
 
 
 def _git_state(where: Path) -> dict:

@@ -7,7 +7,8 @@ Four checks, each a category of the report:
 - data: every tree in ``data.lock.json`` re-fingerprinted in its recorded mode and compared file by file, its
   content re-hashed (``rehash``; by default when the recorded data is at most ``REHASH_MAX_BYTES``) or taken from
   the stat cache; hidden files in the data folders, which the fingerprint leaves out, are a warning;
-- code: the recorded code fingerprint against the installed medrun sources;
+- code: the recorded code fingerprint against the installed medrun sources it covers, naming the covered
+  files that changed;
 - environment: ``env.json`` against the running interpreter and installed packages.
 
 Artifacts and data are failures (exit 5); code and environment drift, temp files and hidden data files are
@@ -29,7 +30,7 @@ from pathlib import Path
 from medrun.errors import DataError, UsageError, VerifyError
 
 from .env import capture_env
-from .fingerprint import StatCache, code_fingerprint, fingerprint_tree, hidden_entries
+from .fingerprint import StatCache, code_changes, code_fingerprint, fingerprint_tree, hidden_entries
 from .hashing import sha256_file
 from .rundir import MANIFEST, RunDir, resolve_run
 
@@ -145,11 +146,19 @@ def _check_tree(fp: dict, cache: StatCache, rehash: bool) -> dict:
 
 
 def check_code(run: RunDir) -> dict:
+    """The recorded code fingerprint against the installed sources, from the same start modules (``roots``), so
+    the covered set is recomputed: a file the run's code imports since then shows as ``added``. A run recorded
+    before per-stage fingerprints (no ``roots``) is compared against every source, without file names."""
     recorded = run.info().get("code") or {}
-    current = code_fingerprint()
+    roots = recorded.get("roots")
+    ok_roots = isinstance(roots, list) and all(isinstance(r, str) for r in roots)
+    current = code_fingerprint(roots if ok_roots else None)
     same = recorded.get("sha256") == current["sha256"]
-    return {"status": "ok" if same else "drift", "recorded": {k: recorded.get(k) for k in ("version", "sha256", "git_commit")},
-            "current": {k: current.get(k) for k in ("version", "sha256", "git_commit")}}
+    named = not same and isinstance(recorded.get("files"), dict)
+    keys = ("version", "sha256", "git_commit")
+    return {"status": "ok" if same else "drift", "recorded": {k: recorded.get(k) for k in keys},
+            "current": {k: current.get(k) for k in keys},
+            "files": code_changes(recorded, current) if named else {"changed": [], "removed": [], "added": []}}
 
 
 def env_differences(recorded: dict, current: dict) -> list[dict]:
@@ -215,7 +224,8 @@ def failures(report: dict, strict: bool = False) -> list[str]:
     if sig.get("status") == "fail":
         out.append(f"signature: {sig['problem']}")
     if strict and c["code"]["status"] != "ok":
-        out.append("code fingerprint differs from the installed code")
+        files = [f for fs in (c["code"].get("files") or {}).values() for f in fs]
+        out.append("code fingerprint differs from the installed code" + (f": {_few(files, 5)}" if files else ""))
     if strict and c["environment"]["status"] != "ok":
         n = len(c["environment"]["differences"])
         out.append(f"environment differs ({n} difference{'s' * (n != 1)})")

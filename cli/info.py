@@ -100,22 +100,26 @@ def show(
         else:
             stdout().print(f"{spec.slug}: {counts['params_total']:,} parameters, {counts['params_trainable']:,} trainable")
         return 0
-    run_id, note = None, None
-    try:
-        from medrun.pipelines import runner
+    from medrun.pipelines import runner
 
+    run_id, note, code = None, None, None
+    try:
         p = runner.plan(req, log=log)
-        run_id = p.run_id
+        run_id, code = p.run_id, p.code_fp
     except MedrunError as e:
         note = f"run id needs the data: {e.line()}"
+    code = code or runner.stage_code(spec)  # the code part of the id needs no data
     out = m.model_dump(mode="json")
     if json_out:
-        emit_json({"manifest": out, "source": str(resolved.source), "stage": stage, "run_id": run_id, "note": note})
+        emit_json({"manifest": out, "source": str(resolved.source), "stage": stage, "run_id": run_id, "note": note,
+                   "code": {"sha256": code["sha256"], "files": code["files"]}})
         return 0
     con = stdout()
     con.print(f"# {resolved.source}")
     con.print(yaml.safe_dump(out, sort_keys=False).rstrip(), markup=False)
     con.print(f"# {stage} run id: {run_id}" if run_id else f"# {note}", markup=False)
+    con.print(f"# code fingerprint: {code['sha256'][:12]} over {len(code['files'])} source files "
+              "(see --json for the list)", markup=False)
     return 0
 
 
@@ -236,21 +240,36 @@ def smoke(
     pipelines: Annotated[list[str] | None, typer.Argument(help="pipelines to smoke-test (default: all)")] = None,
     runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS")] = Path("runs"),
     force: Annotated[bool, typer.Option("--force")] = False,
+    changed_since: Annotated[str | None, typer.Option(
+        "--changed-since", metavar="GIT_REF",
+        help="only pipelines whose covered source files or manifests differ from this git ref")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> int:
     """Run every fixture manifest (`<dataset>.fixture.yaml`) and check the card's thresholds; print a table.
+
+    Complete runs with the same manifest, code and data are reused (the table says "reused"), so a second smoke
+    over the same runs folder reruns only the pipelines whose code, data or manifests changed.
 
     Examples:
 
       medrun smoke
 
-      medrun smoke ad-lite
+      medrun smoke ad-lite sc-unext
+
+      medrun smoke --changed-since origin/main --json > smoke.json
     """
     from medrun.pipelines import smoke as smoke_runs
 
-    rows, failed = smoke_runs.run(pipelines, runs_dir, force, log=log)
+    selected, skipped = pipelines, []
+    if changed_since is not None:
+        from medrun.pipelines import registry
+
+        selected = smoke_runs.affected(pipelines, smoke_runs.changed_files(changed_since))
+        skipped = [s for s in (pipelines or sorted(registry())) if s not in selected]
+        log(f"smoke: {len(skipped)} pipeline(s) unchanged since {changed_since}, not run: {', '.join(skipped) or '-'}")
+    rows, failed = smoke_runs.run(selected, runs_dir, force, log=log) if selected != [] else ([], 0)
     if json_out:
-        emit_json({"rows": rows, "failed": failed})
+        emit_json({"rows": rows, "failed": failed, "changed_since": changed_since, "skipped": skipped})
     else:
         from rich.table import Table
 
@@ -264,6 +283,8 @@ def smoke(
                           "[green]yes[/]" if r["pass"] else "[red]NO[/]",
                           "reused" if r["reused"] else str(r["seconds"]))
         stdout().print(table)
+        reused = len({r["run_dir"] for r in rows if r["reused"]})
+        stdout().print(f"{reused} run(s) reused, {len({r['run_dir'] for r in rows}) - reused} ran", markup=False)
     if failed:
         raise VerifyError(f"{failed} smoke threshold(s) not met", fix="see the table above and each run's paper.md")
     return 0

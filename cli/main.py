@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         from click import ClickException as ArgumentError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("MEDRUN_ARGV", " ".join(["medrun", *argv]))
+    os.environ["MEDRUN_ARGV"] = " ".join(["medrun", *argv])  # this call's command (tests call main() repeatedly)
     try:
         code = app(args=argv, prog_name="medrun", standalone_mode=False)
         return code if isinstance(code, int) else 0

@@ -178,6 +178,9 @@ def _print_verify(r: dict) -> None:
     k = c["code"]
     con.print(f"code         {mark[k['status']]}  recorded {str(k['recorded']['sha256'])[:12]}, "
               f"installed {str(k['current']['sha256'])[:12]}")
+    for kind, files in (k.get("files") or {}).items():
+        for rel in files:
+            con.print(f"    {kind:8s} {rel}", markup=False)
     e = c["environment"]
     con.print(f"environment  {mark[e['status']]}" + (f"  {e['problem']}" if e.get("problem") else ""))
     for diff in e["differences"]:

@@ -35,7 +35,7 @@ from medrun.artifacts import (
     sha256_file,
     sha256_json,
 )
-from medrun.artifacts.fingerprint import StatCache, code_fingerprint, combine, fingerprint_tree
+from medrun.artifacts.fingerprint import StatCache, code_changes, code_fingerprint, combine, fingerprint_tree
 from medrun.artifacts.replace import FIXTURE_MARKER
 from medrun.errors import DataError, EnvError, UsageError, unknown_name
 from medrun.manifests.schema import ID_EXCLUDED
@@ -284,7 +284,7 @@ def plan(req: Request, log=print) -> Plan:
                                 f"or add --fixture to run on a generated miniature")
     fps = fingerprint_data(data_roots, m.fingerprint, log)
     datasets.check_headers_once(fps, cache_dir() / "header-checks" / f"{combine(fps)}.ok")  # corrupt images fail before fit
-    code = code_fingerprint()
+    code = stage_code(spec)
     mdict = m.model_dump(mode="json")
     parent, ckpt_sha = None, None
     if req.stage in spec.parents:
@@ -293,6 +293,30 @@ def plan(req: Request, log=print) -> Plan:
                  parent=(parent.info()["id"] if parent else ckpt_sha))
     return Plan(req, spec, m, mdict, data_roots, fps, code, rid, run_path(req.runs_dir, spec.slug, req.stage, rid),
                 parent, ckpt_sha)
+
+
+# Modules every stage runs whatever the pipeline; their imports (artifacts, manifests, …) follow from them.
+RUNNER_CODE = ("medrun", "medrun.errors", "medrun.pipelines.runner", "medrun.pipelines.base",
+               "medrun.pipelines.training", "medrun.pipelines.predictor", "medrun.pipelines.report",
+               "medrun.pipelines.sweep", "medrun.pipelines.replicates")
+
+
+def code_roots(spec) -> list[str]:
+    """Start modules of a pipeline's code fingerprint: the runner layer, the pipeline's whole package, and the
+    modules of its datasets (the dataset registry imports them by name, which the import graph cannot follow).
+
+    The CLI is not among them: what it passes on (manifest, data, stage) is hashed into the run id itself."""
+    package = ".".join(spec.impl.split(":")[0].split(".")[:3])
+    reg = datasets.registry()
+    named = [reg[d] for d in spec.datasets if d in reg]
+    defining = {n for n, mod in list(sys.modules.items()) if n.startswith("medrun.datasets.")
+                and any(i in named for i in getattr(mod, "DATASETS", ()))}
+    return [*RUNNER_CODE, f"{package}.*", *sorted(defining | {i.fixture.split(":")[0] for i in named})]
+
+
+def stage_code(spec) -> dict:
+    """The code fingerprint of the pipeline's stages (``artifacts.fingerprint.code_fingerprint``)."""
+    return code_fingerprint(code_roots(spec))
 
 
 def fingerprint_data(roots: dict[str, Path], mode: str, log=print) -> dict[str, dict]:
@@ -368,13 +392,14 @@ def identity_manifest(mdict: dict) -> dict:
 
 
 def train_key(mdict: dict, spec) -> str:
-    """What identifies 'the same training': the manifest without where data lies, hardware (and precision, so an
-    eval on another device or in bf16 finds the train run it evaluates), or the sections named
+    """What identifies 'the same training': the manifest without where data lies, hardware (and precision and the
+    ``inference:`` settings, so an eval on another device, in bf16 or with another window finds the train run it
+    evaluates), or the sections named
     after stages whose runs no other stage consumes (``eval``, ``predict``, ``explain``, ``cv``, ``ablate`` …), so a
     train run is found again by an eval or explain with other settings for those stages. A stage whose runs are
     consumed (``train``, or a ``pretrain`` under it) keeps its section."""
     others = [s.replace("-", "_") for s in spec.stages if s not in spec.parents.values()]  # stages no stage consumes
-    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", *others, "trainer.devices", "trainer.num_nodes",
+    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", "inference", *others, "trainer.devices", "trainer.num_nodes",
                                          "trainer.strategy", "trainer.accelerator", "trainer.precision")))
 
 
@@ -517,8 +542,10 @@ def _launcher(p: Plan, run: RunDir, log):
         from .sweep import run_children
 
         done = run_children(p.request, children, log=log, title=title)
-        run.update_info(children=[{"name": c.child.name, "stage": c.child.stage, "id": c.run_id,
-                                   "run_dir": str(c.run_dir), "reused": c.reused} for c in done])
+        # a stage may run several sweeps (transfer: train runs, then attack runs on them): run.json lists them all
+        run.update_info(children=[*run.info().get("children", []),
+                                  *({"name": c.child.name, "stage": c.child.stage, "id": c.run_id,
+                                     "run_dir": str(c.run_dir), "reused": c.reused} for c in done)])
         return done
 
     return launch
@@ -601,7 +628,9 @@ def rerun(original: RunDir, argv: list[str], *, compare: bool = False, log=print
     p = plan(req, log=log)
     warnings = []
     if p.code_fp["sha256"] != (info.get("code") or {}).get("sha256"):
-        warnings.append("the installed code differs from the original's (code fingerprint changed)")
+        changed = [f for fs in code_changes(info.get("code") or {}, p.code_fp).values() for f in fs]
+        warnings.append("the installed code differs from the original's (code fingerprint changed"
+                        + (f": {', '.join(changed[:5])}{' …' * (len(changed) > 5)})" if changed else ")"))
     if combine(p.data_fp) != info.get("data_sha256"):
         warnings.append("the data differs from the original's (data fingerprint changed)")
     for w in warnings:

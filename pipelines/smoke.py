@@ -3,13 +3,19 @@ the thresholds in their ``smoke:`` section.
 
 A smoke stage that works on a finished run (``spec.parents``, e.g. ``attack`` on ``train``) first runs or reuses
 that parent stage. Runs are ordinary runs in the runs folder, so a complete one (same manifest, code and data) is
-reused: a second ``medrun smoke`` over the same folder only re-checks thresholds.
+reused: a second ``medrun smoke`` over the same folder only re-checks thresholds. Since a run's code fingerprint
+covers only the sources its pipeline imports, an edit to one pipeline reruns that pipeline's smoke alone.
+``changed_since`` goes further and does not even plan the pipelines whose covered files and manifests are unchanged
+since a git ref (CI on a pull request).
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
+
+from medrun.errors import EnvError, UsageError
 
 
 def fixture_manifests(slugs=None):
@@ -56,3 +62,43 @@ def run(slugs=None, runs_dir: Path = Path("runs"), force: bool = False, log=prin
                          "threshold": f"{op} {limit}", "pass": ok, "seconds": round(secs, 1),
                          "reused": result["reused"], "run_dir": result["run_dir"]})
     return rows, failed
+
+
+def changed_files(ref: str, root: Path | None = None) -> set[str]:
+    """Paths (relative to the source root, as in a code fingerprint's ``files``) that differ from git ``ref`` in
+    the working tree, staged or not, plus untracked files that git does not ignore."""
+    from medrun.artifacts.fingerprint import source_root
+
+    root = root or source_root()
+    diff = _git(root, "diff", "--name-only", "--no-renames", "--relative", ref, "--")
+    new = _git(root, "ls-files", "--others", "--exclude-standard")
+    return {line for line in (diff + new).splitlines() if line}
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as e:
+        raise EnvError("--changed-since needs git, which is not installed", fix="install git, or drop --changed-since") from e
+    except subprocess.TimeoutExpired as e:
+        raise EnvError(f"git {args[0]} in {root} took over 60 s", fix="drop --changed-since") from e
+    if out.returncode != 0:
+        why = (out.stderr.strip().splitlines() or ["git failed"])[-1].replace("[", "(").replace("]", ")")
+        raise UsageError(f"--changed-since: git {args[0]} in {root} failed: {why}",
+                         fix="name a commit, branch or tag of this checkout (e.g. origin/main); medrun must be an "
+                             "editable install of a git checkout (make setup)")
+    return out.stdout
+
+
+def affected(slugs, changed: set[str]) -> list[str]:
+    """The pipelines (of ``slugs``, default all) whose smoke could differ after ``changed``: a covered source file
+    (the pipeline's code fingerprint) or one of its manifests changed; a manifest outside every pipeline's folder
+    (``manifests/_base/``, which manifests extend) counts for all."""
+    from . import get, registry
+    from .runner import stage_code
+
+    owners = {p.split("/")[1] if p.count("/") >= 2 else None
+              for p in changed if p.startswith("manifests/") and not p.endswith(".py")}
+    shared = bool(owners - set(registry()))
+    return [slug for slug in slugs or sorted(registry())
+            if shared or slug in owners or changed & set(stage_code(get(slug))["files"])]

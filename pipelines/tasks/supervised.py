@@ -99,7 +99,8 @@ class Supervised(Pipeline):
     def fit(self, splits: dict, net=None, *, checkpoint: bool = True):
         """Train ``net`` (default ``build_model()``) on the splits; resumes this run's ``last.ckpt`` when
         ``checkpoint``. Returns the trained network and the seconds per epoch."""
-        module = self.lit_module(self.build_model() if net is None else net)
+        # a network evaluated before (e.g. a zero-shot score) is in eval mode, which Lightning keeps: train it
+        module = self.lit_module(self.build_model() if net is None else net).train()
         trainer = training.make_trainer(self.ctx, self.epochs, checkpoint=checkpoint, logger=checkpoint,
                                         **self.trainer_kwargs())
         val = self.val_loader(splits)
