@@ -13,6 +13,10 @@ export MEDRUN_RUNS ?= $(CURDIR)/runs
 setup: $(VENV)/.medrun-setup
 
 $(VENV)/.medrun-setup: pyproject.toml setup.py
+	# open3d (endo-depth, drivpocket) loads Debian's libusb; install it where apt-get can (root on a bare machine)
+	@ldconfig -p 2>/dev/null | grep -q libusb-1.0 || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null) || \
+		echo "note: libusb-1.0 is missing; install it (apt-get install libusb-1.0-0) for open3d"; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, so that resolving the project never pulls a multi-GB CUDA build
