@@ -16,7 +16,9 @@ def capture_env() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or None,
         "cpu_count": os.cpu_count(),
-        "packages": dict(sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())),
+        "packages": dict(
+            sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
+        ),
     }
     if "torch" in sys.modules:
         import torch
@@ -25,5 +27,9 @@ def capture_env() -> dict:
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         env["torch_threads"] = torch.get_num_threads()
-        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+        env["gpus"] = (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        )
     return env

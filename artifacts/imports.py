@@ -181,7 +181,8 @@ def _is_model_factory(f: ast.expr, pkg_aliases: set[str], fn_aliases: set[str]) 
         return False
     v = f.value
     return (isinstance(v, ast.Name) and v.id in pkg_aliases) or (
-        isinstance(v, ast.Attribute) and v.attr == "models" and isinstance(v.value, ast.Name) and v.value.id == "medrun")
+        isinstance(v, ast.Attribute) and v.attr == "models" and isinstance(v.value, ast.Name) and v.value.id == "medrun"
+    )
 
 
 def _first_name(call: ast.Call) -> str:

@@ -261,17 +261,32 @@ def diff_runs(a: RunDir, b: RunDir) -> dict:
     for name in sorted(set(lock_a.get("trees", {})) | set(lock_b.get("trees", {}))):
         fa = lock_a.get("trees", {}).get(name, {}).get("files", {})
         fb = lock_b.get("trees", {}).get(name, {}).get("files", {})
-        data_files[name] = {"changed": sorted(k for k in fa if k in fb and fa[k] != fb[k]),
-                            "only_a": sorted(k for k in fa if k not in fb), "only_b": sorted(k for k in fb if k not in fa)}
+        data_files[name] = {
+            "changed": sorted(k for k in fa if k in fb and fa[k] != fb[k]),
+            "only_a": sorted(k for k in fa if k not in fb),
+            "only_b": sorted(k for k in fb if k not in fa),
+        }
     return {
-        "a": {"id": ia.get("id"), "run_dir": str(a.path)}, "b": {"id": ib.get("id"), "run_dir": str(b.path)},
-        "manifest": dict_diff(_read(a.path / "manifest.yaml", yaml.safe_load), _read(b.path / "manifest.yaml", yaml.safe_load)),
+        "a": {"id": ia.get("id"), "run_dir": str(a.path)},
+        "b": {"id": ib.get("id"), "run_dir": str(b.path)},
+        "manifest": dict_diff(
+            _read(a.path / "manifest.yaml", yaml.safe_load), _read(b.path / "manifest.yaml", yaml.safe_load)
+        ),
         "metrics": dict_diff(a.metrics(), b.metrics()),
-        "environment": [{"key": d["key"], "a": d["recorded"], "b": d["current"]} for d in env_differences(env_a, env_b)],
-        "data": {"a": ia.get("data_sha256"), "b": ib.get("data_sha256"), "same": ia.get("data_sha256") == ib.get("data_sha256"),
-                 "files": data_files},
-        "code": {"a": (ia.get("code") or {}).get("sha256"), "b": (ib.get("code") or {}).get("sha256"),
-                 "same": (ia.get("code") or {}).get("sha256") == (ib.get("code") or {}).get("sha256")},
+        "environment": [
+            {"key": d["key"], "a": d["recorded"], "b": d["current"]} for d in env_differences(env_a, env_b)
+        ],
+        "data": {
+            "a": ia.get("data_sha256"),
+            "b": ib.get("data_sha256"),
+            "same": ia.get("data_sha256") == ib.get("data_sha256"),
+            "files": data_files,
+        },
+        "code": {
+            "a": (ia.get("code") or {}).get("sha256"),
+            "b": (ib.get("code") or {}).get("sha256"),
+            "same": (ia.get("code") or {}).get("sha256") == (ib.get("code") or {}).get("sha256"),
+        },
     }
 
 

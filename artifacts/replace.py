@@ -51,20 +51,33 @@ def check_target(target: Path, *, marker: str | tuple[str, ...], force: bool, ru
     for s in map(_resolve, sources):
         why = "it is" if t == s else "it holds" if t in s.parents else "it lies inside" if s in t.parents else None
         if why:
-            raise UsageError(f"refusing to write {t}: {why} the source {s}", fix=f"pass a folder outside {s} as {option}")
+            raise UsageError(
+                f"refusing to write {t}: {why} the source {s}", fix=f"pass a folder outside {s} as {option}"
+            )
     markers = (marker,) if isinstance(marker, str) else marker
     if t.is_dir() and any(t.iterdir()):
         if not any((t / m).exists() for m in markers):
             raise UsageError(f"{t} is not empty and was not written by medrun (it has no {markers[0]})",
                              fix=f"pass a new or empty folder as {option}; medrun replaces only folders it wrote")
         if not force:
-            raise UsageError(f"{t} exists and is not empty", fix=f"choose another {option}, or add --force to replace it")
+            raise UsageError(
+                f"{t} exists and is not empty", fix=f"choose another {option}, or add --force to replace it"
+            )
     return t
 
 
-def replace_dir(target: Path, build: Callable[[Path], object], *, marker: str, marker_data: Callable[[Path, object], dict],
-                force: bool, runs: Iterable[Path] = (), sources: Iterable[Path] = (), option: str = "--out",
-                lost_race_ok: bool = False) -> tuple[Path, object]:
+def replace_dir(
+    target: Path,
+    build: Callable[[Path], object],
+    *,
+    marker: str,
+    marker_data: Callable[[Path, object], dict],
+    force: bool,
+    runs: Iterable[Path] = (),
+    sources: Iterable[Path] = (),
+    option: str = "--out",
+    lost_race_ok: bool = False,
+) -> tuple[Path, object]:
     """Check ``target``, let ``build(folder)`` fill a new hidden folder beside it, write the marker (with
     ``marker_data(folder, build's result)``) and swap the folder into place. Returns (resolved target, result).
 

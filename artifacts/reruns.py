@@ -35,7 +35,9 @@ def compare_runs(original: RunDir, rerun: RunDir) -> dict:
     ma, mb = flatten(original.metrics()), flatten(rerun.metrics())
     for k in sorted(set(ma) | set(mb)):
         if ma.get(k) != mb.get(k):
-            (timings if is_timing(k) else diffs).append({"what": f"metrics.{k}", "original": ma.get(k), "rerun": mb.get(k)})
+            (timings if is_timing(k) else diffs).append(
+                {"what": f"metrics.{k}", "original": ma.get(k), "rerun": mb.get(k)}
+            )
     wa, wb = original.path / WEIGHTS, rerun.path / WEIGHTS
     sha_a = sha256_file(wa) if wa.exists() else None
     sha_b = sha256_file(wb) if wb.exists() else None

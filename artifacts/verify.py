@@ -38,7 +38,11 @@ ENV_KEYS = ("python", "implementation", "machine")
 # Re-hash data by default up to this many recorded bytes: sha256 runs at about 1 GB/s on one core, so 256 MiB takes
 # 0.3 s from the page cache and about 2 s from a 150 MB/s disk. Larger data trusts the stat cache unless --rehash.
 REHASH_MAX_BYTES = 256 << 20
-REHASHED, TRUSTED, STAT_ONLY = "re-hashed", "stat cache trusted (use --rehash)", "size and mtime only (fingerprint: stat)"
+REHASHED, TRUSTED, STAT_ONLY = (
+    "re-hashed",
+    "stat cache trusted (use --rehash)",
+    "size and mtime only (fingerprint: stat)",
+)
 
 
 def open_run(runs_root: Path, ref: str) -> RunDir:

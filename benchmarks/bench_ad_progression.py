@@ -44,7 +44,8 @@ def train_steps(bucket: int) -> float:
     t0 = time.perf_counter()
     for _ in range(STEPS):
         b = batch(2, (16, 20, 16), g)
-        out = net(b["images"], b["img_mask"], b["x"], b["x_mask"], b["dx"], b["dx_in"], b["times"], b["fill"], sample=True)
+        out = net(b["images"], b["img_mask"], b["x"], b["x_mask"], b["dx"], b["dx_in"], b["times"], b["fill"],
+                  sample=True)
         loss = net.losses(out, b)["loss"]
         opt.zero_grad()
         loss.backward()

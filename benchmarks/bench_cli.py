@@ -33,7 +33,10 @@ def main() -> None:
         ("python -m monai.bundle --help (reference)", wall([sys.executable, "-m", "monai.bundle", "--help"], 2)),
     ]
     print("## CLI start-up (benchmarks/bench_cli.py)\n")
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. Median wall time of fresh processes.\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
+        "Median wall time of fresh processes.\n"
+    )
     print("| command | seconds | target |")
     print("|---|---|---|")
     for name, secs in rows:

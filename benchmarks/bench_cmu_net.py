@@ -7,8 +7,9 @@ Training: one SGD step (forward, cmu-net's Dice + CE loss with deep supervision 
 backward, update) on the same random batch of ``BATCH`` 1×256×256 images with random binary masks, for CMU-Net at
 full size (5 stages 32–512, d_state 16, ``scan="ssd"``, T = 64), its plain U-Net variant (no Mamba, no CBAM: the
 same convolutions) and MONAI's ``UNet`` with the same widths and ``num_res_units=3`` (9.6 M parameters against
-CMU-Net's 10.1 M). Images/s = BATCH / (median seconds per step over ``STEPS`` steps after one warm-up); batch 1 and a single
-timed step because at 256² the level-1 Mamba runs over 65,536 tokens and one step takes minutes on the 2-core CPU.
+CMU-Net's 10.1 M). Images/s = BATCH / (median seconds per step over ``STEPS`` steps after one warm-up); batch 1 and a
+single timed step because at 256² the level-1 Mamba runs over 65,536 tokens and one step takes minutes on the
+2-core CPU.
 
 Scan: the shapes of ``benchmarks/bench_selective_scan.py`` (batch 1, E = 64, N = 16, L = 4096), whose table has
 the chunked scan; here ``selective_scan_ssd`` at T = 64 against the same sequential loop, reusing that script's
@@ -28,7 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BATCH, SIZE, STEPS = 1, 256, 1  # one image, one timed step: a CMU-Net step at 256² takes minutes on the shared 2-core CPU
+BATCH, SIZE, STEPS = (
+    1,
+    256,
+    1,
+)  # one image, one timed step: a CMU-Net step at 256² takes minutes on the shared 2-core CPU
 
 
 def _step_time(net, loss_fn) -> tuple[float, int]:

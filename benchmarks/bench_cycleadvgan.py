@@ -26,8 +26,8 @@ def best(fn, repeats: int = REPEATS) -> float:
 def main() -> None:
     from medrun.models import attack_targets
     from medrun.models.cyclegan import CycleGAN, ResnetGenerator
+    from medrun.pipelines.cycleadvgan.attack import LitCycleAdvGAN, gradient_attack, translate
     from medrun.pipelines.cycleadvgan.config import Attack
-    from medrun.pipelines.cycleadvgan.pipeline import LitCycleAdvGAN, gradient_attack, translate
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -40,7 +40,8 @@ def main() -> None:
     rows = []
     for blocks in (6, 9):
         g = ResnetGenerator(3, 3, 64, blocks).eval()
-        rows.append((f"CycleAdvGAN, generator forward ({blocks} blocks)", best(lambda g=g: translate(g, x, BATCH)) / BATCH))
+        secs = best(lambda g=g: translate(g, x, BATCH)) / BATCH  # through a CPU float32 predictor
+        rows.append((f"CycleAdvGAN, generator forward ({blocks} blocks)", secs))
     rows.append(("FGSM (captum, ε 0.03)", best(lambda: gradient_attack(f, x, y, "fgsm", a, 0)) / BATCH))
     rows.append(("PGD (captum, 10 steps)", best(lambda: gradient_attack(f, x, y, "pgd", a, 0), 1) / BATCH))
     fwd = best(lambda: torch.no_grad()(f)(x)) / BATCH
@@ -67,12 +68,14 @@ def main() -> None:
     for name, secs in rows:
         print(f"| {name} | {secs:.3f} | {1 / secs:.1f} | {secs / fwd:.1f} |")
     print(f"\nOne ResNet-50 forward: {fwd:.3f} s/image.\n")
-    print("| CycleAdvGAN training step (batch 1, ngf = ndf = 64, F = ResNet-50) | s/step | hours for 200 epochs of 934 steps |")
+    print("| CycleAdvGAN training step (batch 1, ngf = ndf = 64, F = ResNet-50) | s/step "
+          "| hours for 200 epochs of 934 steps |")
     print("|---|---|---|")
     for size, blocks, secs in train:
         print(f"| {size}², {blocks} blocks | {secs:.2f} | {secs * 200 * 934 / 3600:.0f} |")
     print("\n934 steps per epoch: the ~467 malignant images of ISIC 2020's 80 % training part and as many benign ones "
-          "at batch 1 (the card's recipe); the real protocol is GPU-scale. PGD is timed once, after FGSM has warmed up F.")
+          "at batch 1 (the card's recipe); the real protocol is GPU-scale. PGD is timed once, after FGSM has warmed "
+          "up F.")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, mode], capture_output=True, text=True, check=True).stdout
         rows[mode] = json.loads(out.strip().splitlines()[-1])
     load = os.getloadavg()
-    print("## lorasam: full-size LoRASAM (SAM ViT-B, 256², r = 4) forward+backward and inference (benchmarks/bench_lorasam.py)\n")
+    print(
+        "## lorasam: full-size LoRASAM (SAM ViT-B, 256², r = 4) forward+backward and inference "
+        "(benchmarks/bench_lorasam.py)\n"
+    )
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__} on 1 thread, "
           f"Python {platform.python_version()}. Shared with other jobs while measured (load average "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores), so the figures are noisy upper bounds. "
@@ -80,8 +83,14 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     tu, tm = rows["train-unmerged"], rows["train-merged"]
     iu, im = rows["infer-unmerged"], rows["infer-merged"]
-    print(f"| forward+backward, batch 2 (s) | {tu['value']:.2f} | {tm['value']:.2f} | {tu['peak_mb']:.0f} / {tm['peak_mb']:.0f} |")
-    print(f"| inference, batch 2 (images/s) | {iu['value']:.2f} | {im['value']:.2f} | {iu['peak_mb']:.0f} / {im['peak_mb']:.0f} |")
+    print(
+        f"| forward+backward, batch 2 (s) | {tu['value']:.2f} | {tm['value']:.2f} | "
+        f"{tu['peak_mb']:.0f} / {tm['peak_mb']:.0f} |"
+    )
+    print(
+        f"| inference, batch 2 (images/s) | {iu['value']:.2f} | {im['value']:.2f} | "
+        f"{iu['peak_mb']:.0f} / {im['peak_mb']:.0f} |"
+    )
     print(f"\nTrainable parameters: {tu['trainable']:,}. Merged, the LoRA branches are folded into the frozen weights "
           "(peft `merge`), so their gradients are no longer computed: the merged forward+backward only trains the "
           "norms, position embedding and TAL, and is the inference form.")

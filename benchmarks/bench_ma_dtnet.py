@@ -25,8 +25,14 @@ SIZE = 256
 
 def _batches(n: int):
     g = torch.Generator().manual_seed(0)
-    return [(torch.rand(BATCH, 3, SIZE, SIZE, generator=g), (torch.rand(BATCH, 1, SIZE, SIZE, generator=g) > 0.7).float(),
-             torch.randint(0, 2, (BATCH,), generator=g).float()) for _ in range(n)]
+    return [
+        (
+            torch.rand(BATCH, 3, SIZE, SIZE, generator=g),
+            (torch.rand(BATCH, 1, SIZE, SIZE, generator=g) > 0.7).float(),
+            torch.randint(0, 2, (BATCH,), generator=g).float(),
+        )
+        for _ in range(n)
+    ]
 
 
 def _throughput(net, dual: bool, batches) -> float:
@@ -65,7 +71,11 @@ def main() -> None:
     nets = [
         ("MA-DTNet (ResNet34 + C-SMA, ours)", DualTaskNet(), True),
         ("MA-DTNet without C-SMA (UNet-R34 + classifier)", DualTaskNet(skip_attention="none"), True),
-        ("MONAI UNet (64…1024, 2 res units)", UNet(2, 3, 1, (64, 128, 256, 512, 1024), (2, 2, 2, 2), num_res_units=2), False),
+        (
+            "MONAI UNet (64…1024, 2 res units)",
+            UNet(2, 3, 1, (64, 128, 256, 512, 1024), (2, 2, 2, 2), num_res_units=2),
+            False,
+        ),
     ]
     print("## MA-DTNet training throughput at 256² (benchmarks/bench_ma_dtnet.py)\n")
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__} "

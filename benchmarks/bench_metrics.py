@@ -52,7 +52,9 @@ def main() -> None:
         (
             "ASSD",
             lambda: S.assd(pred, gt, spacing=SPACING),
-            lambda: compute_average_surface_distance(tp, tg, include_background=True, symmetric=True, spacing=list(SPACING)),
+            lambda: compute_average_surface_distance(
+                tp, tg, include_background=True, symmetric=True, spacing=list(SPACING)
+            ),
         ),
     ]
     import monai

@@ -66,7 +66,8 @@ def main() -> None:
             warm = time.perf_counter() - t0
             assert st["computed"] == len(items) and st2["computed"] == 0
             rows[workers] = (cold / SUBJECTS, warm / SUBJECTS, cpu / SUBJECTS if workers == 1 else None)
-            print(f"<!-- {workers} worker(s): cold {cold / SUBJECTS:.2f} s/subject, warm {warm / SUBJECTS:.4f} -->", flush=True)
+            print(f"<!-- {workers} worker(s): cold {cold / SUBJECTS:.2f} s/subject, warm {warm / SUBJECTS:.4f} -->",
+                  flush=True)
 
         # one subject: persistence vs distances, and the per-pair cost of the two Wasserstein backends
         x_all = [ds.read_series(it.path, it.network) for it in items[:6]]
@@ -98,22 +99,22 @@ def main() -> None:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("## ph-mci: persistence + Wasserstein features per subject (160 ROIs, T = 187)\n")
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (2-core CPU, no GPU), {platform.system()}, Python "
-          f"{platform.python_version()}, gudhi {gudhi.__version__}, POT {ot.__version__}. Load average {load:.1f} when it "
-          f"finished (the machine is shared with other jobs). {SUBJECTS} synthetic subjects × 6 network CSVs, "
-          "wall-clock per subject.\n")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (2-core CPU, no GPU), {platform.system()}, "
+          f"Python {platform.python_version()}, gudhi {gudhi.__version__}, POT {ot.__version__}. Load average "
+          f"{load:.1f} when it finished (the machine is shared with other jobs). {SUBJECTS} synthetic subjects × 6 "
+          "network CSVs, wall-clock per subject.\n")
     print("| cache | workers | wall s / subject | CPU s / subject (this process) |")
     print("|---|---:|---:|---:|")
     for w, (cold, _, cpu) in rows.items():
         print(f"| cold | {w} | {cold:.2f} | {f'{cpu:.2f}' if cpu is not None else '— (in the workers)'} |")
     for w, (_, warm, _) in rows.items():
         print(f"| warm | {w} | {warm:.4f} | |")
-    print(f"\nSpeed-up of 2 workers over 1 (cold): {rows[1][0] / rows[2][0]:.2f}×. With other jobs holding the cores, a "
-          "second worker has no free core to run on; the CPU-seconds column is the load-independent figure.")
-    print(f"\nOne subject, 1 worker: Rips persistence of 160 ROIs {t_ph:.2f} s; {pairs} W1 distances (2,179 ROI pairs × "
-          f"H0–H2) {t_w:.2f} s. Each ROI's diagrams are computed once and reused for all its pairs, and only i < j is "
-          f"computed. Per H0 pair (~{len(h0[0])} points per diagram): gudhi + POT (exact, used) {t_pot * 1e3:.2f} ms, "
-          f"gudhi's Hera (auction, approximate; not used) {t_hera * 1e3:.2f} ms.")
+    print(f"\nSpeed-up of 2 workers over 1 (cold): {rows[1][0] / rows[2][0]:.2f}×. With other jobs holding the "
+          "cores, a second worker has no free core to run on; the CPU-seconds column is the load-independent figure.")
+    print(f"\nOne subject, 1 worker: Rips persistence of 160 ROIs {t_ph:.2f} s; {pairs} W1 distances (2,179 ROI "
+          f"pairs × H0–H2) {t_w:.2f} s. Each ROI's diagrams are computed once and reused for all its pairs, and only "
+          f"i < j is computed. Per H0 pair (~{len(h0[0])} points per diagram): gudhi + POT (exact, used) "
+          f"{t_pot * 1e3:.2f} ms, gudhi's Hera (auction, approximate; not used) {t_hera * 1e3:.2f} ms.")
 
 
 if __name__ == "__main__":

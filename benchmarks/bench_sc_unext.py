@@ -37,7 +37,11 @@ def monai_unet():
                 num_res_units=1)
 
 
-MODELS = {"UNeXt-small (medrun)": unext_small, "SC-UNeXt (medrun)": sc_unext, "MONAI UNet (8…128, 1 res unit)": monai_unet}
+MODELS = {
+    "UNeXt-small (medrun)": unext_small,
+    "SC-UNeXt (medrun)": sc_unext,
+    "MONAI UNet (8…128, 1 res unit)": monai_unet,
+}
 
 
 def batches(n: int):

@@ -55,11 +55,13 @@ def main() -> None:
     base = rows[-1][2]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"## SM-SAFE: sliding-window inference at {SIZE}³ against MONAI UNet\n")
-    print(f"Machine: {platform.machine()}, {threads} CPU cores, {platform.system()}, Python {platform.python_version()}, "
-          f"torch {torch.__version__} ({threads} threads), MONAI {monai.__version__}, no GPU. Load average at the end "
-          f"{load:.1f}: the machine was shared with other jobs while measured. Input 1×2×{SIZE}³ float32, "
-          f"3 classes; roi {ROI[0]}³, overlap 0.5, Gaussian blending, sw_batch_size 1 (8 windows); best of "
-          f"{REPEATS} volume(s), wall-clock seconds.\n")
+    print(
+        f"Machine: {platform.machine()}, {threads} CPU cores, {platform.system()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({threads} threads), MONAI {monai.__version__}, no GPU. Load average at the end "
+        f"{load:.1f}: the machine was shared with other jobs while measured. Input 1×2×{SIZE}³ float32, "
+        f"3 classes; roi {ROI[0]}³, overlap 0.5, Gaussian blending, sw_batch_size 1 (8 windows); best of "
+        f"{REPEATS} volume(s), wall-clock seconds.\n"
+    )
     print("| model | parameters | s / volume | × U-Net |")
     print("|---|---:|---:|---:|")
     for name, params, secs in rows:

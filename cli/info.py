@@ -41,7 +41,10 @@ def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-read
     con = stdout()
     con.print("[bold]Pipelines[/]")
     for p in pipes:
-        con.print(f"  [cyan]{p['slug']}[/]  {p['title']} — datasets: {', '.join(p['datasets'])}; stages: {', '.join(p['stages'])}")
+        con.print(
+            f"  [cyan]{p['slug']}[/]  {p['title']} — datasets: {', '.join(p['datasets'])}; "
+            f"stages: {', '.join(p['stages'])}"
+        )
         con.print(f"      {p['paper']}")
     con.print("[bold]Datasets[/]")
     for d in data:
@@ -59,7 +62,9 @@ def show(
     runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS")] = Path("runs"),
     stage: Annotated[str, typer.Option(help="the stage whose run id to show")] = "train",
     schema: Annotated[bool, typer.Option("--schema", help="print the manifest's JSON Schema")] = False,
-    model_summary: Annotated[bool, typer.Option("--model-summary", help="build the model; print parameter counts")] = False,
+    model_summary: Annotated[
+        bool, typer.Option("--model-summary", help="build the model; print parameter counts")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> int:
     """Show the resolved manifest and the run id it would get; or its JSON Schema; or the model's size.
@@ -98,7 +103,9 @@ def show(
         if json_out:
             emit_json(counts)
         else:
-            stdout().print(f"{spec.slug}: {counts['params_total']:,} parameters, {counts['params_trainable']:,} trainable")
+            stdout().print(
+                f"{spec.slug}: {counts['params_total']:,} parameters, {counts['params_trainable']:,} trainable"
+            )
         return 0
     from medrun.pipelines import runner
 
@@ -141,7 +148,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="manifest files")]
             resolved = manifests.load_file(f)
             slug = resolved.data.get("pipeline")
             if not slug:
-                raise UsageError(f"{f}: missing required key 'pipeline'", fix="add `pipeline: <slug>` (see `medrun list`)")
+                raise UsageError(
+                    f"{f}: missing required key 'pipeline'", fix="add `pipeline: <slug>` (see `medrun list`)"
+                )
             manifests.validate(resolved, get(slug).manifest_cls())
             stdout().print(f"[green]ok[/]     {f}")
         except MedrunError as e:
@@ -220,13 +229,16 @@ def doctor(json_out: Annotated[bool, typer.Option("--json")] = False) -> int:
     con.print(f"python {report['python']}  ({report['platform']})")
     if report["torch"]:
         cuda = report["cuda"]
-        con.print(f"torch {report['torch']}  CUDA: {'yes ' + str(cuda['devices']) if cuda['available'] else 'no (CPU only)'}"
-                  f"  CPU threads {report['cpu_threads']}")
+        con.print(
+            f"torch {report['torch']}  CUDA: {'yes ' + str(cuda['devices']) if cuda['available'] else 'no (CPU only)'}"
+            f"  CPU threads {report['cpu_threads']}"
+        )
     else:
         con.print("[red]torch is not installed[/] — run `make setup`")
     for k, v in pkgs.items():
         con.print(f"  {k:14s} {v or '[dim]not installed[/]'}")
-    con.print(f"runs dir {report['runs_dir']['path']} ({'writable' if report['runs_dir']['writable'] else '[red]not writable[/]'})")
+    writable = "writable" if report["runs_dir"]["writable"] else "[red]not writable[/]"
+    con.print(f"runs dir {report['runs_dir']['path']} ({writable})")
     con.print(f"data dir MEDRUN_DATA={data or '[dim]unset[/] (manifests default to ./data)'}")
     return 0 if report["torch"] else 4
 

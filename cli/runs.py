@@ -51,7 +51,8 @@ def export(
 
       medrun export 3fa9c2 --format monai-bundle --out bundles/ad-lite-oasis
 
-      python -m monai.bundle run --config_file bundles/ad-lite-oasis/configs/inference.yaml --bundle_root bundles/ad-lite-oasis --input_dir images/ --output_dir out/
+      python -m monai.bundle run --config_file bundles/ad-lite-oasis/configs/inference.yaml \\
+        --bundle_root bundles/ad-lite-oasis --input_dir images/ --output_dir out/
 
       medrun eval ad-lite --dataset oasis --checkpoint bundles/ad-lite-oasis/models/model.pt
     """
@@ -255,8 +256,20 @@ def runs_list(
         rows = idx.list(pipeline, stage, status)
     finally:
         idx.close()
-    out = [{"id": r["id"], "pipeline": r["pipeline"], "stage": r["stage"], "status": r["status"], "dataset": r["dataset"],
-            "started": r["started"], "ended": r["ended"], "run_dir": r["run_dir"], "metrics": r["metrics"]} for r in rows]
+    out = [
+        {
+            "id": r["id"],
+            "pipeline": r["pipeline"],
+            "stage": r["stage"],
+            "status": r["status"],
+            "dataset": r["dataset"],
+            "started": r["started"],
+            "ended": r["ended"],
+            "run_dir": r["run_dir"],
+            "metrics": r["metrics"],
+        }
+        for r in rows
+    ]
     if json_out:
         emit_json({"runs_dir": str(runs_dir), "runs": out})
         return 0
@@ -265,7 +278,9 @@ def runs_list(
         return 0
     rows = []
     for r in out:
-        head = next(((k, v) for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+        head = next(
+            ((k, v) for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None
+        )
         rows.append([str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), _fmt(r["status"]), _fmt(r["dataset"]),
                      _fmt(r["started"]), f"{head[0]}={_fmt(head[1])}" if head else ""])
     _table(f"runs in {runs_dir}", ["id", "pipeline", "stage", "status", "dataset", "started", "headline metric"], rows)
@@ -293,20 +308,35 @@ def runs_show(
     rd = open_run(runs_dir, run)
     info = rd.info()
     status = live_status(effective_status(info, (rd.path / MANIFEST).exists()), rd.path, info)
-    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "status": status, "run": info, "metrics": rd.metrics()}
+    out = {
+        "run_dir": str(rd.path),
+        "complete": rd.is_complete(),
+        "status": status,
+        "run": info,
+        "metrics": rd.metrics(),
+    }
     if json_out:
         emit_json(out)
         return 0
     con = stdout()
     con.print(f"[bold]{rd.path}[/]  {'[green]complete[/]' if out['complete'] else '[yellow]not complete[/]'}")
     code = info.get("code") or {}
-    for key, val in (("id", info.get("id")), ("pipeline", info.get("pipeline")), ("stage", info.get("stage")),
-                     ("status", status if status == info.get("status") else f"{status} (run.json: {info.get('status')})"),
-                     ("dataset", info.get("dataset")), ("fixture", info.get("fixture")),
-                     ("parent", info.get("parent")), ("started", info.get("started")), ("ended", info.get("ended")),
-                     ("seed", info.get("seed")), ("determinism", info.get("determinism")),
-                     ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"), ("data", info.get("data_sha256")),
-                     ("command", " ".join(info.get("command") or []))):
+    for key, val in (
+        ("id", info.get("id")),
+        ("pipeline", info.get("pipeline")),
+        ("stage", info.get("stage")),
+        ("status", status if status == info.get("status") else f"{status} (run.json: {info.get('status')})"),
+        ("dataset", info.get("dataset")),
+        ("fixture", info.get("fixture")),
+        ("parent", info.get("parent")),
+        ("started", info.get("started")),
+        ("ended", info.get("ended")),
+        ("seed", info.get("seed")),
+        ("determinism", info.get("determinism")),
+        ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"),
+        ("data", info.get("data_sha256")),
+        ("command", " ".join(info.get("command") or [])),
+    ):
         con.print(f"  {key:12s} {_fmt(val)}", markup=False)
     if out["metrics"]:
         con.print("[bold]metrics[/]")
@@ -346,13 +376,21 @@ def runs_diff(
         for x in d[section]:
             con.print(f"  {x['key']}: {_fmt(x['a'])} -> {_fmt(x['b'])}", markup=False)
     data = d["data"]
-    con.print("[bold]data[/]  " + ("(same fingerprint)" if data["same"] else f"{_fmt(data['a'])[:12]} -> {_fmt(data['b'])[:12]}"))
+    con.print(
+        "[bold]data[/]  "
+        + ("(same fingerprint)" if data["same"] else f"{_fmt(data['a'])[:12]} -> {_fmt(data['b'])[:12]}")
+    )
     for name, f in data["files"].items():
         if f["changed"] or f["only_a"] or f["only_b"]:
-            con.print(f"  {name}: {len(f['changed'])} changed, {len(f['only_a'])} only in a, {len(f['only_b'])} only in b",
-                      markup=False)
+            con.print(
+                f"  {name}: {len(f['changed'])} changed, {len(f['only_a'])} only in a, {len(f['only_b'])} only in b",
+                markup=False,
+            )
     code = d["code"]
-    con.print("[bold]code[/]  " + ("(same fingerprint)" if code["same"] else f"{_fmt(code['a'])[:12]} -> {_fmt(code['b'])[:12]}"))
+    con.print(
+        "[bold]code[/]  "
+        + ("(same fingerprint)" if code["same"] else f"{_fmt(code['a'])[:12]} -> {_fmt(code['b'])[:12]}")
+    )
     return 0
 
 
@@ -377,9 +415,19 @@ def runs_compare(
     if json_out:
         emit_json(t)
         return 0
-    _table("metrics", ["id", "pipeline", "stage", *t["columns"]],
-           [[str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), *[_fmt(r["metrics"].get(c)) for c in t["columns"]]]
-            for r in t["rows"]])
+    _table(
+        "metrics",
+        ["id", "pipeline", "stage", *t["columns"]],
+        [
+            [
+                str(r["id"])[:12],
+                _fmt(r["pipeline"]),
+                _fmt(r["stage"]),
+                *[_fmt(r["metrics"].get(c)) for c in t["columns"]],
+            ]
+            for r in t["rows"]
+        ],
+    )
     return 0
 
 

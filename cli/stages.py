@@ -28,26 +28,59 @@ def register(app: typer.Typer) -> None:
 def _command(verb: str):
     def command(
         pipeline: Annotated[str, typer.Argument(help="pipeline slug (see `medrun list`)")],
-        dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name; picks manifests/<pipeline>/<dataset>.yaml")] = None,
-        manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="a manifest file instead of the repository's")] = None,
-        override: Annotated[list[str] | None, typer.Option("--override", "-o", help="key=value, typed as YAML; repeatable")] = None,
-        data_dir: Annotated[Path | None, typer.Option(help="the dataset's folder in its public layout (sets dataset.root)")] = None,
-        fixture: Annotated[bool, typer.Option("--fixture", help="generate the dataset's miniature into a cache and run on it")] = False,
+        dataset: Annotated[
+            str | None, typer.Option("--dataset", "-d", help="dataset name; picks manifests/<pipeline>/<dataset>.yaml")
+        ] = None,
+        manifest: Annotated[
+            Path | None, typer.Option("--manifest", "-m", help="a manifest file instead of the repository's")
+        ] = None,
+        override: Annotated[
+            list[str] | None, typer.Option("--override", "-o", help="key=value, typed as YAML; repeatable")
+        ] = None,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="the dataset's folder in its public layout (sets dataset.root)")
+        ] = None,
+        fixture: Annotated[
+            bool, typer.Option("--fixture", help="generate the dataset's miniature into a cache and run on it")
+        ] = False,
         runs_dir: Annotated[Path, typer.Option(envvar="MEDRUN_RUNS", help="where run directories go")] = Path("runs"),
         seed: Annotated[int | None, typer.Option(help="overrides the manifest's seed")] = None,
-        seeds: Annotated[str | None, typer.Option(help="replicates: one run per seed (e.g. 0,1,2) plus a summary run")] = None,
-        force: Annotated[bool, typer.Option("--force", help="run again even if a complete run with this id exists")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="resolve, validate, fingerprint, build the model; run nothing")] = False,
-        run: Annotated[str | None, typer.Option("--run", help="stages on a finished run (eval, predict, explain …): that run's id, id prefix or directory")] = None,
-        checkpoint: Annotated[Path | None, typer.Option(help="stages on a finished run: a weights file instead of the run")] = None,
+        seeds: Annotated[
+            str | None, typer.Option(help="replicates: one run per seed (e.g. 0,1,2) plus a summary run")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="run again even if a complete run with this id exists")
+        ] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="resolve, validate, fingerprint, build the model; run nothing")
+        ] = False,
+        run: Annotated[
+            str | None,
+            typer.Option(
+                "--run",
+                help="stages on a finished run (eval, predict, explain …): that run's id, id prefix or directory",
+            ),
+        ] = None,
+        checkpoint: Annotated[
+            Path | None, typer.Option(help="stages on a finished run: a weights file instead of the run")
+        ] = None,
         split: Annotated[str | None, typer.Option(help="the split to evaluate (sets eval.split)")] = None,
         accelerator: Annotated[str | None, typer.Option(help="trainer.accelerator: cpu, gpu, auto …")] = None,
         devices: Annotated[str | None, typer.Option(help="trainer.devices: a count, a list like 0,1, or auto")] = None,
         strategy: Annotated[str | None, typer.Option(help="trainer.strategy: auto, ddp, fsdp …")] = None,
-        precision: Annotated[str | None, typer.Option(help="trainer.precision: 32-true, bf16-mixed, 16-mixed …")] = None,
+        precision: Annotated[
+            str | None, typer.Option(help="trainer.precision: 32-true, bf16-mixed, 16-mixed …")
+        ] = None,
         num_nodes: Annotated[int | None, typer.Option(help="trainer.num_nodes")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object at the end")] = False,
-        log_to: Annotated[list[str] | None, typer.Option("--log", help="also log to an experiment tracker: mlflow (local store <runs>/.mlruns unless MLFLOW_TRACKING_URI)")] = None,
+        log_to: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--log",
+                help="also log to an experiment tracker: mlflow (local store <runs>/.mlruns unless "
+                "MLFLOW_TRACKING_URI)",
+            ),
+        ] = None,
     ) -> int:
         from medrun.pipelines.runner import Request
 

@@ -94,7 +94,9 @@ def load_npy_dict(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, _, dtype = read_header(f)
             if dtype.hasobject:
                 obj = _NumpyOnly(f).load()
@@ -104,8 +106,10 @@ def load_npy_dict(path: Path) -> dict:
     except DataError:
         raise
     except (pickle.UnpicklingError, ValueError, EOFError, OSError, AttributeError, TypeError) as e:
-        raise DataError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
-                        fix="use the abide.npy written by BNT's ABIDE script (np.save of a dict of numpy arrays)") from None
+        raise DataError(
+            f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+            fix="use the abide.npy written by BNT's ABIDE script (np.save of a dict of numpy arrays)",
+        ) from None
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, dict):
@@ -150,8 +154,10 @@ def read_communities(path: Path, n_rois: int):
     comm[rois.astype(int)] = df["community"].to_numpy().astype(int)
     k = comm.max() + 1
     if comm.min() < 0 or sorted(set(comm.tolist())) != list(range(k)):
-        raise DataError(f"{path}: communities must be numbered 0..K−1 with none empty (found {sorted(set(comm.tolist()))})",
-                        fix="renumber the community column")
+        raise DataError(
+            f"{path}: communities must be numbered 0..K−1 with none empty (found {sorted(set(comm.tolist()))})",
+            fix="renumber the community column",
+        )
     return comm
 
 
@@ -169,7 +175,9 @@ def read_npy(root: Path, asd_label: int = 1) -> Connectivity:
     if missing:
         raise DataError(f"{path} lacks key(s) {', '.join(missing)} (has {', '.join(map(str, d))})",
                         fix="the dict needs corr (N×R×R), label (N) and site (N); timeseires is optional")
-    arrays = {k: np.asarray(v) for k, v in d.items() if k in ("timeseires", "corr", "pcorr", "label", "site", "subject")}
+    arrays = {
+        k: np.asarray(v) for k, v in d.items() if k in ("timeseires", "corr", "pcorr", "label", "site", "subject")
+    }
     lengths = {k: (a.shape[0] if a.ndim else 0) for k, a in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise DataError(f"{path}: arrays have different lengths ("
@@ -177,7 +185,9 @@ def read_npy(root: Path, asd_label: int = 1) -> Connectivity:
                         fix="every array in the dict needs one entry per subject; regenerate the file")
     corr = arrays["corr"]
     if corr.ndim != 3 or corr.shape[1] != corr.shape[2]:
-        raise DataError(f"{path}: corr has shape {corr.shape}, not N×R×R", fix="corr holds one square FC matrix per subject")
+        raise DataError(
+            f"{path}: corr has shape {corr.shape}, not N×R×R", fix="corr holds one square FC matrix per subject"
+        )
     label = arrays["label"]
     if label.ndim != 1 or not set(np.unique(label).tolist()) <= {0, 1}:
         raise DataError(f"{path}: label must be 0/1 per subject (found {np.unique(label)[:5].tolist()})",
@@ -347,8 +357,8 @@ def _write_communities(path: Path, comm) -> None:
 
 
 def fixture(out_dir: Path, seed: int = 0) -> Path:
-    """60 subjects (30 ASD / 30 control, shuffled), 40 ROIs in 8 communities (8/6/4/4/4/2/4/8), T = 100, 3 sites, written
-    as BNT's abide.npy dictionary (with its ``timeseires`` spelling and a ``pcorr``) + roi_communities.csv."""
+    """60 subjects (30 ASD / 30 control, shuffled), 40 ROIs in 8 communities (8/6/4/4/4/2/4/8), T = 100, 3 sites,
+    written as BNT's abide.npy dictionary (with its ``timeseires`` spelling and a ``pcorr``) + roi_communities.csv."""
     import numpy as np
 
     root = Path(out_dir) / "abide"

@@ -37,7 +37,8 @@ DATASETS = [
 NETWORKS = {"CB": 18, "CO": 32, "DMN": 34, "FP": 21, "OP": 22, "SM": 33}
 CLASSES = ("HC", "MCI", "EMCI", "LMCI")
 ALIASES = {"HC": ("HC", "CN")}  # folders accepted for a class name
-_HINT = "point at the folder holding the class folders (HC or CN, MCI, EMCI, LMCI), each with network folders, or try --fixture"
+_HINT = ("point at the folder holding the class folders (HC or CN, MCI, EMCI, LMCI), each with network folders, "
+         "or try --fixture")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ def list_series(root: Path, classes, networks) -> list[Series]:
                                 fix=f"extract network {net} for every subject, or leave it out of dataset.networks")
             files = sorted(p for p in d.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
             if not files:
-                raise DataError(f"{d} holds no .csv files", fix="one <subject>.csv per subject, rows ROIs, columns time points")
+                raise DataError(
+                    f"{d} holds no .csv files", fix="one <subject>.csv per subject, rows ROIs, columns time points"
+                )
             for p in files:
                 other = seen.setdefault(p.stem, cls)
                 if other != cls:
@@ -128,8 +131,10 @@ def read_series(path: Path, network: str | None = None):
                         f"{r + 1}, time point {c + 1}", fix="re-extract the time series or drop the subject")
     const = np.flatnonzero(np.ptp(x, axis=1) == 0)
     if len(const):
-        raise DataError(f"{path} (subject {path.stem}) has constant ROI row(s) {', '.join(str(i + 1) for i in const[:5])}",
-                        fix="a sphere outside the brain mask? re-extract the time series or drop the subject")
+        raise DataError(
+            f"{path} (subject {path.stem}) has constant ROI row(s) {', '.join(str(i + 1) for i in const[:5])}",
+            fix="a sphere outside the brain mask? re-extract the time series or drop the subject",
+        )
     if (x == 0).any():
         return None
     return x

@@ -138,8 +138,11 @@ def read_adnimerge(path: Path, ignore_viscodes: bool = False):
     if unknown:
         if not ignore_viscodes:
             shown = ", ".join(repr(u) for u in unknown[:8]) + (" …" if len(unknown) > 8 else "")
-            raise DataError(f"{path} has unknown VISCODE(s) {shown} ({int(df['VISCODE'].isna().sum())} rows)",
-                            file=path, fix="fix or remove those rows, or set -o dataset.ignore_viscodes=true to drop them")
+            raise DataError(
+                f"{path} has unknown VISCODE(s) {shown} ({int(df['VISCODE'].isna().sum())} rows)",
+                file=path,
+                fix="fix or remove those rows, or set -o dataset.ignore_viscodes=true to drop them",
+            )
         df = df[df["VISCODE"].notna()].copy()
     df.attrs["dropped_viscodes"] = unknown
     df["PTID"] = df["PTID"].astype(str).str.strip()
@@ -261,7 +264,9 @@ def load_volume(path: Path, shape: tuple[int, int, int], crop: tuple[int, int, i
         arr = arr[tuple(slice(a, a + c) for a, c in zip(starts, crop, strict=True))]
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if tuple(x.shape) != tuple(shape):
-        x = torch.nn.functional.interpolate(x[None, None], size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
+        x = torch.nn.functional.interpolate(x[None, None], size=tuple(shape), mode="trilinear", align_corners=False)[
+            0, 0
+        ]
     lo, hi = x.min(), x.max()
     x = (x - lo) / (hi - lo) if hi > lo else x - lo
     return x.numpy().astype(np.float32)
@@ -362,10 +367,14 @@ def fixture(out_dir: Path, seed: int = 0, n_subjects: int = 30, shape=(16, 20, 1
             radius = 6.0 * (1 - 0.16 * stage) * (shape[0] / 16)
             if rng.random() < 0.85:
                 mri = 0.3 * (dist < radius + 2.0) + 0.7 * (dist < radius) + rng.normal(0, 0.08, shape)
-                nib.save(nib.Nifti1Image(mri.astype(np.float32) * 800, affine), str(img_dir / f"{ptid}_{vis}_MRI.nii.gz"))
+                nib.save(
+                    nib.Nifti1Image(mri.astype(np.float32) * 800, affine), str(img_dir / f"{ptid}_{vis}_MRI.nii.gz")
+                )
             if rng.random() < 0.5:
                 # PET uptake falls with the progression *rate* (what the tables do not show): the image branch's gain
                 pet = (1.0 - 1.4 * rate) * np.exp(-(dist / 5.0) ** 2) + 0.2 + rng.normal(0, 0.05, shape)
-                nib.save(nib.Nifti1Image(pet.astype(np.float32) * 3e4, affine), str(img_dir / f"{ptid}_{vis}_PET.nii.gz"))
+                nib.save(
+                    nib.Nifti1Image(pet.astype(np.float32) * 3e4, affine), str(img_dir / f"{ptid}_{vis}_PET.nii.gz")
+                )
     pd.DataFrame(rows).to_csv(root / "ADNIMERGE.csv", index=False)
     return root

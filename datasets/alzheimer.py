@@ -161,8 +161,12 @@ def fixture_ad(out: Path, seed: int = 0) -> Path:
     root = Path(out) / "Alzheimer_s Dataset"
     counts = {"MildDemented": 40, "ModerateDemented": 20, "NonDemented": 60, "VeryMildDemented": 50}
     for split, frac in (("train", 0.8), ("test", 0.2)):
-        _write_class_folders(root / split, {c: max(1, round(n * frac)) for c, n in counts.items()}, rng,
-                             lambda c, i, s=split: f"{s}_{c.lower()}_{i:03d}.jpg" if s == "test" else f"{c.lower()}_{i:03d}.jpg")
+        _write_class_folders(
+            root / split,
+            {c: max(1, round(n * frac)) for c, n in counts.items()},
+            rng,
+            lambda c, i, s=split: f"{s}_{c.lower()}_{i:03d}.jpg" if s == "test" else f"{c.lower()}_{i:03d}.jpg",
+        )
     return root
 
 

@@ -74,7 +74,9 @@ def read(root: Path, classes=CLASSES) -> list[Case]:
         if not images:
             warn_empty(folder)
         for stem in sorted(set(masks) - set(images)):
-            raise DataError(f"mask {masks[stem][0]} has no image {stem}.png", fix="restore the image or remove the mask")
+            raise DataError(
+                f"mask {masks[stem][0]} has no image {stem}.png", fix="restore the image or remove the mask"
+            )
         for stem in sorted(images, key=_number):
             if stem not in masks:
                 raise DataError(f"no mask for {images[stem]} (expected {stem}_mask.png)",

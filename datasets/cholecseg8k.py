@@ -52,7 +52,11 @@ def check_layout(root: Path) -> list[Path]:
         raise DataError(f"CholecSeg8k not found at {root}", fix=_HINT)
     videos = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("video"))
     if not videos:
-        inner = [p for p in root.iterdir() if p.is_dir() and any(q.name.startswith("video") for q in p.iterdir() if q.is_dir())]
+        inner = [
+            p
+            for p in root.iterdir()
+            if p.is_dir() and any(q.name.startswith("video") for q in p.iterdir() if q.is_dir())
+        ]
         raise DataError(f"{root} does not have the CholecSeg8k layout: no video*/ folders",
                         fix=f"use {inner[0]} instead" if inner else _HINT)
     return videos
@@ -68,10 +72,14 @@ def read(root: Path, videos: list[str] | None = None) -> list[Frame]:
             for suffix in MASK_SUFFIXES:
                 m = img.with_name(img.name.removesuffix("_endo.png") + suffix)
                 if not m.is_file():
-                    raise DataError(f"mask file missing for {img}: {m}",
-                                    fix="re-extract the clip from the Kaggle archive, or delete the frame and its masks")
+                    raise DataError(
+                        f"mask file missing for {img}: {m}",
+                        fix="re-extract the clip from the Kaggle archive, or delete the frame and its masks",
+                    )
             label = img.with_name(img.name.removesuffix("_endo.png") + "_endo_watershed_mask.png")
-            frames.append(Frame(f"{vdir.name}/{img.parent.name}/{img.name.removesuffix('_endo.png')}", vdir.name, img, label))
+            frames.append(
+                Frame(f"{vdir.name}/{img.parent.name}/{img.name.removesuffix('_endo.png')}", vdir.name, img, label)
+            )
     if videos is not None:
         found = {f.video for f in frames}
         missing = [v for v in videos if v not in found]

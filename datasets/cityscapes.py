@@ -63,7 +63,9 @@ def read(root: Path, split: str = "train") -> list[Case]:
         stem = img.name.removesuffix("_leftImg8bit.png")
         label = root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_labelIds.png"
         if not label.is_file():
-            raise DataError(f"label missing for {img}: {label}", fix="unpack gtFine_trainvaltest.zip into the same folder")
+            raise DataError(
+                f"label missing for {img}: {label}", fix="unpack gtFine_trainvaltest.zip into the same folder"
+            )
         cases.append(Case(stem, img, label, img.parent.name, split))
     if not cases:
         raise DataError(f"no *_leftImg8bit.png images under {folder}/<city>/", fix=_HINT)
@@ -85,7 +87,9 @@ def load(case: Case, label: int = PERSON):
     image = _open(case.image, "RGB")
     lab = _open(case.label, "")
     if lab.mode not in ("L", "P", "I", "I;16"):
-        raise DataError(f"{case.label} is a {lab.mode} image, not a label-id map", fix="use the *_gtFine_labelIds.png files")
+        raise DataError(
+            f"{case.label} is a {lab.mode} image, not a label-id map", fix="use the *_gtFine_labelIds.png files"
+        )
     if lab.size != image.size:
         raise DataError(f"label {case.label} is {lab.size[0]}×{lab.size[1]} but its image is "
                         f"{image.size[0]}×{image.size[1]}", fix="labels must have their image's size")

@@ -69,8 +69,10 @@ def _split_dirs(root: Path, what: str, pattern: str, hint: str) -> dict[str, lis
                                key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
     if not out.get("train") and not out.get("test"):
         direct = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(pattern, p.name)]
-        fix = (f"put the sequences under {root / 'train'} (and the test ones under {root / 'test'})" if direct else hint)
-        raise DataError(f"{root} does not have the {what} layout: no train/ or test/ folder with {pattern} inside", fix=fix)
+        fix = f"put the sequences under {root / 'train'} (and the test ones under {root / 'test'})" if direct else hint
+        raise DataError(
+            f"{root} does not have the {what} layout: no train/ or test/ folder with {pattern} inside", fix=fix
+        )
     return out
 
 
@@ -88,14 +90,18 @@ def read17(root: Path, part: str, videos: list[int] | None = None) -> list[Frame
             continue
         gt = seq / "ground_truth"
         if not (seq / "left_frames").is_dir() or not gt.is_dir():
-            raise DataError(f"{seq} lacks left_frames/ or ground_truth/", fix="re-extract the sequence from its archive")
+            raise DataError(
+                f"{seq} lacks left_frames/ or ground_truth/", fix="re-extract the sequence from its archive"
+            )
         tools = []
         for d in sorted(p for p in gt.iterdir() if p.is_dir()):
             name = next((c for key, c in TOOLS17.items() if key in d.name), None)
             if name is None:
                 if d.name.startswith("Other"):
                     continue
-                raise DataError(f"unknown tool folder {d}", fix=f"tool folders must contain one of {', '.join(TOOLS17)}")
+                raise DataError(
+                    f"unknown tool folder {d}", fix=f"tool folders must contain one of {', '.join(TOOLS17)}"
+                )
             tools.append((name, d))
         for img in sorted((seq / "left_frames").glob("frame*.png")):
             parts = []
@@ -180,7 +186,9 @@ def read18(root: Path, part: str, videos: list[int] | None = None) -> list[Frame
             lab = seq / "labels" / img.name
             if not lab.is_file():
                 raise DataError(f"label file missing for {img}: {lab}", fix="re-extract the sequence's labels")
-            frames.append(Frame(f"{part}/{seq.name}/{img.stem}", f"{part}/{seq.name}", img, lab, (("labels.json", lj),)))
+            frames.append(
+                Frame(f"{part}/{seq.name}/{img.stem}", f"{part}/{seq.name}", img, lab, (("labels.json", lj),))
+            )
     if videos is not None:
         found = {int(f.video.rsplit("_", 1)[1]) for f in frames}
         missing = [v for v in videos if v not in found]
@@ -269,12 +277,20 @@ def fixture17(out: Path, seed: int = 0, frames: int = 4, w: int = 96, h: int = 6
     return root
 
 
-_LABELS18 = [("background-tissue", (0, 0, 0), 0), ("instrument-shaft", (0, 255, 0), 1),
-             ("instrument-clasper", (0, 255, 255), 2), ("instrument-wrist", (125, 255, 12), 3),
-             ("kidney-parenchyma", (255, 55, 0), 4), ("covered-kidney", (24, 55, 125), 5), ("thread", (187, 155, 25), 6),
-             ("clamps", (0, 255, 125), 7), ("suturing-needle", (255, 255, 125), 8),
-             ("suction-instrument", (123, 15, 175), 9), ("intestine", (124, 155, 5), 10),
-             ("ultrasound-probe", (12, 255, 141), 11)]
+_LABELS18 = [
+    ("background-tissue", (0, 0, 0), 0),
+    ("instrument-shaft", (0, 255, 0), 1),
+    ("instrument-clasper", (0, 255, 255), 2),
+    ("instrument-wrist", (125, 255, 12), 3),
+    ("kidney-parenchyma", (255, 55, 0), 4),
+    ("covered-kidney", (24, 55, 125), 5),
+    ("thread", (187, 155, 25), 6),
+    ("clamps", (0, 255, 125), 7),
+    ("suturing-needle", (255, 255, 125), 8),
+    ("suction-instrument", (123, 15, 175), 9),
+    ("intestine", (124, 155, 5), 10),
+    ("ultrasound-probe", (12, 255, 141), 11),
+]
 
 
 def fixture18(out: Path, seed: int = 0, frames: int = 4, w: int = 96, h: int = 64) -> Path:

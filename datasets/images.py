@@ -51,7 +51,7 @@ def require_class_folders(root: Path, classes: list[str], *, what: str, hint: st
 
 @contextmanager
 def open_image(path: Path, decode: bool = True, fix: str = "replace or delete the file, then run again"):
-    """``PIL.Image.open`` (and decode, unless only the header is wanted) whose failure is a DataError naming the file."""
+    """``PIL.Image.open`` (and decode, unless only the header is wanted); a failure is a DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:

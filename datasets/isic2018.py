@@ -31,11 +31,16 @@ from . import DatasetInfo
 from .images import to_8bit
 
 DATASETS = [
-    DatasetInfo("isic2018", "ISIC 2018 Task 1 skin-lesion segmentation (official folders or the UNeXt repo layout)",
-                "ISIC2018_Task1-2_Training_Input/ISIC_*.jpg + ISIC2018_Task1_Training_GroundTruth/ISIC_*_segmentation.png"
-                " (or inputs/<name>/{images,masks/0}/*.png)",
-                "ISIC challenge 2018 (challenge.isic-archive.com/data, Task 1); point at the folder holding the "
-                "ISIC2018_Task1* folders", "medrun.datasets.isic2018:fixture", ("segmentation", "dermoscopy")),
+    DatasetInfo(
+        "isic2018",
+        "ISIC 2018 Task 1 skin-lesion segmentation (official folders or the UNeXt repo layout)",
+        "ISIC2018_Task1-2_Training_Input/ISIC_*.jpg + ISIC2018_Task1_Training_GroundTruth/ISIC_*_segmentation.png"
+        " (or inputs/<name>/{images,masks/0}/*.png)",
+        "ISIC challenge 2018 (challenge.isic-archive.com/data, Task 1); point at the folder holding the "
+        "ISIC2018_Task1* folders",
+        "medrun.datasets.isic2018:fixture",
+        ("segmentation", "dermoscopy"),
+    ),
 ]
 
 PARTS = ("Training", "Validation", "Test")
@@ -73,7 +78,9 @@ def layout(root: Path, part: str = "Training") -> str:
     if (root / "images").is_dir() and (root / "masks" / "0").is_dir():
         return "unext"
     if (root / "images").is_dir():
-        raise DataError(f"{root} has images/ but no masks/0/ (the UNeXt layout)", fix="put the binary masks in masks/0/")
+        raise DataError(
+            f"{root} has images/ but no masks/0/ (the UNeXt layout)", fix="put the binary masks in masks/0/"
+        )
     inner = [p for p in sorted(root.iterdir()) if p.is_dir() and official_dirs(p, part)[0].is_dir()]
     inner += [p for p in sorted(root.glob("*/")) if (p / "images").is_dir() and (p / "masks" / "0").is_dir()]
     if inner:

@@ -32,11 +32,16 @@ from medrun.errors import DataError
 from . import DatasetInfo
 
 DATASETS = [
-    DatasetInfo("isic2020", "ISIC 2020 (SIIM-ISIC melanoma) dermoscopy, benign vs malignant",
-                "ISIC_2020_Training_JPEG/train/ISIC_*.jpg + ISIC_2020_Training_GroundTruth.csv (or Kaggle jpeg/train/ + train.csv)",
-                "ISIC archive / Kaggle siim-isic-melanoma-classification; point at the folder holding "
-                "ISIC_2020_Training_JPEG/ and ISIC_2020_Training_GroundTruth.csv",
-                "medrun.datasets.isic2020:fixture", ("classification", "dermoscopy")),
+    DatasetInfo(
+        "isic2020",
+        "ISIC 2020 (SIIM-ISIC melanoma) dermoscopy, benign vs malignant",
+        "ISIC_2020_Training_JPEG/train/ISIC_*.jpg + ISIC_2020_Training_GroundTruth.csv "
+        "(or Kaggle jpeg/train/ + train.csv)",
+        "ISIC archive / Kaggle siim-isic-melanoma-classification; point at the folder holding "
+        "ISIC_2020_Training_JPEG/ and ISIC_2020_Training_GroundTruth.csv",
+        "medrun.datasets.isic2020:fixture",
+        ("classification", "dermoscopy"),
+    ),
 ]
 
 CLASSES = ["benign", "malignant"]  # label 0, 1 (B, M domains of the card)

@@ -22,10 +22,14 @@ from . import DatasetInfo
 from .images import to_8bit
 
 DATASETS = [
-    DatasetInfo("montgomery", "Montgomery County chest X-rays with lung masks (NLM)",
-                "MontgomerySet/{CXR_png,ManualMask/leftMask,ManualMask/rightMask}/MCUCXR_*.png",
-                "NLM (lhncbc.nlm.nih.gov, 'Tuberculosis Chest X-ray Image Data Sets'); point at the 'MontgomerySet' folder",
-                "medrun.datasets.montgomery:fixture", ("segmentation", "xray")),
+    DatasetInfo(
+        "montgomery",
+        "Montgomery County chest X-rays with lung masks (NLM)",
+        "MontgomerySet/{CXR_png,ManualMask/leftMask,ManualMask/rightMask}/MCUCXR_*.png",
+        "NLM (lhncbc.nlm.nih.gov, 'Tuberculosis Chest X-ray Image Data Sets'); point at the 'MontgomerySet' folder",
+        "medrun.datasets.montgomery:fixture",
+        ("segmentation", "xray"),
+    ),
 ]
 
 _HINT = "point at the MontgomerySet folder (it holds CXR_png/ and ManualMask/), or try --fixture"

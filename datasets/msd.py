@@ -96,7 +96,8 @@ def task_dirs(root: Path) -> list[Path]:
 
 
 def resolve_tasks(root: Path, tasks) -> list[Path]:
-    """Task folders for ``tasks`` ("all", or names such as ``Task01_BrainTumour``, ``Task01``, ``01``, ``BrainTumour``)."""
+    """Task folders for ``tasks``: "all", or names such as ``Task01_BrainTumour``, ``Task01``, ``01``,
+    ``BrainTumour``."""
     root = Path(root)
     found = task_dirs(root)
     if not found:

@@ -31,11 +31,15 @@ from medrun.errors import DataError
 from . import DatasetInfo
 
 DATASETS = [
-    DatasetInfo("mura", "MURA v1.1 musculoskeletal radiographs, normal vs abnormal (Stanford)",
-                "MURA-v1.1/{train,valid}/XR_<TYPE>/patientNNNNN/studyK_{positive,negative}/imageM.png (+ *_image_paths.csv)",
-                "Stanford ML Group (stanfordmlgroup.github.io/competitions/mura, registration required); point at the "
-                "'MURA-v1.1' folder",
-                "medrun.datasets.mura:fixture", ("classification", "xray")),
+    DatasetInfo(
+        "mura",
+        "MURA v1.1 musculoskeletal radiographs, normal vs abnormal (Stanford)",
+        "MURA-v1.1/{train,valid}/XR_<TYPE>/patientNNNNN/studyK_{positive,negative}/imageM.png (+ *_image_paths.csv)",
+        "Stanford ML Group (stanfordmlgroup.github.io/competitions/mura, registration required); point at the "
+        "'MURA-v1.1' folder",
+        "medrun.datasets.mura:fixture",
+        ("classification", "xray"),
+    ),
 ]
 
 CLASSES = ["normal", "abnormal"]
@@ -138,7 +142,9 @@ def fixture(out: Path, seed: int = 0, n_train: int = 40, n_valid: int = 16, size
         while written < n:
             patient += 1
             abnormal = patient % 2 == 0
-            study = root / split / "XR_ELBOW" / f"patient{patient:05d}" / f"study1_{'positive' if abnormal else 'negative'}"
+            study = (
+                root / split / "XR_ELBOW" / f"patient{patient:05d}" / f"study1_{'positive' if abnormal else 'negative'}"
+            )
             study.mkdir(parents=True, exist_ok=True)
             studies.append((f"MURA-v1.1/{study.relative_to(root).as_posix()}/", int(abnormal)))
             for k in range(min(1 + int(rng.random() < 0.3), n - written)):
@@ -148,7 +154,9 @@ def fixture(out: Path, seed: int = 0, n_train: int = 40, n_valid: int = 16, size
                 rel = path.relative_to(root).as_posix()
                 paths.append(f"MURA-v1.1/{rel}")
                 if blob:
-                    lesions.append({"path": rel, "cy": round(blob[0], 2), "cx": round(blob[1], 2), "r": round(blob[2], 2)})
+                    lesions.append(
+                        {"path": rel, "cy": round(blob[0], 2), "cx": round(blob[1], 2), "r": round(blob[2], 2)}
+                    )
                 written += 1
         (root / f"{split}_image_paths.csv").write_text("".join(p + "\n" for p in paths))
         (root / f"{split}_labeled_studies.csv").write_text("".join(f"{s},{y}\n" for s, y in studies))

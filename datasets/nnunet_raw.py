@@ -170,7 +170,9 @@ def _read_array(path: Path):
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # an RGB(A) save of a grey image
         arr = arr[..., :3].mean(-1)
     if arr.ndim != 2:
-        raise DataError(f"{path} has shape {arr.shape}; expected a 2D single-channel image", fix="save one 2D plane per file")
+        raise DataError(
+            f"{path} has shape {arr.shape}; expected a 2D single-channel image", fix="save one 2D plane per file"
+        )
     return arr
 
 
@@ -198,8 +200,15 @@ def load(case: Case, labels: dict | None = None):
 
 
 # -- importer ------------------------------------------------------------------------------------------------
-def import_pairs(images: Path, masks: Path, out: Path, name: str = "Dataset501_Organelle",
-                 channel: str = "fluorescence", test_images: Path | None = None, test_masks: Path | None = None) -> Path:
+def import_pairs(
+    images: Path,
+    masks: Path,
+    out: Path,
+    name: str = "Dataset501_Organelle",
+    channel: str = "fluorescence",
+    test_images: Path | None = None,
+    test_masks: Path | None = None,
+) -> Path:
     """Write plain ``images/`` + ``masks/`` pairs (same file stem) as ``out/<name>/`` in the nnU-Net raw layout.
 
     Images are written as 16-bit-safe TIFF when their source is TIFF, else PNG; masks become 0/1 (any non-zero

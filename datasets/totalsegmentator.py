@@ -61,7 +61,9 @@ def read_meta(root: Path):
     try:
         meta = pd.read_csv(path, sep=None, engine="python", dtype=str)
     except Exception as e:
-        raise DataError(f"cannot read {path}: {e.__class__.__name__}", fix="restore meta.csv from the archive") from None
+        raise DataError(
+            f"cannot read {path}: {e.__class__.__name__}", fix="restore meta.csv from the archive"
+        ) from None
     missing = [c for c in ("image_id", "split") if c not in meta.columns]
     if missing:
         raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (has {', '.join(meta.columns)})",

@@ -23,10 +23,15 @@ from . import DatasetInfo
 from .ultrasound import CLASSES, Case, load, synthetic_lesion  # noqa: F401 (load re-exported)
 
 DATASETS = [
-    DatasetInfo("udiat", "UDIAT breast ultrasound Dataset B (163 images, benign / malignant, lesion masks)",
-                "BUS_Dataset_B/{original,GT}/<id>.png + DatasetB.xlsx (or DatasetB.csv)",
-                "UDIAT Diagnostic Centre, Sabadell (on request; Yap et al. 2017); point at the folder holding original/ and GT/",
-                "medrun.datasets.udiat:fixture", ("segmentation", "classification", "ultrasound")),
+    DatasetInfo(
+        "udiat",
+        "UDIAT breast ultrasound Dataset B (163 images, benign / malignant, lesion masks)",
+        "BUS_Dataset_B/{original,GT}/<id>.png + DatasetB.xlsx (or DatasetB.csv)",
+        "UDIAT Diagnostic Centre, Sabadell (on request; Yap et al. 2017); "
+        "point at the folder holding original/ and GT/",
+        "medrun.datasets.udiat:fixture",
+        ("segmentation", "classification", "ultrasound"),
+    ),
 ]
 
 _HINT = "point at the folder holding original/, GT/ and DatasetB.xlsx, or try --fixture"
@@ -78,8 +83,12 @@ def read_labels(path: Path) -> dict[str, int]:
         raise DataError(f"cannot read {path}: {e.__class__.__name__}: {e}", fix="re-export the sheet") from None
     cols = [str(c) for c in df.columns]
     low = [c.lower() for c in cols]
-    id_col = next((c for c, lc in zip(cols, low, strict=True) if "image" in lc or lc == "id"), cols[0] if cols else None)
-    type_col = next((c for c, lc in zip(cols, low, strict=True) if any(w in lc for w in ("type", "class", "label"))), None)
+    id_col = next(
+        (c for c, lc in zip(cols, low, strict=True) if "image" in lc or lc == "id"), cols[0] if cols else None
+    )
+    type_col = next(
+        (c for c, lc in zip(cols, low, strict=True) if any(w in lc for w in ("type", "class", "label"))), None
+    )
     if id_col is None or type_col is None:
         raise DataError(f"{path} has no image-id and type columns (found: {', '.join(cols) or 'none'})",
                         fix="the sheet needs columns 'Image' and 'Type' (Benign / Malignant)")

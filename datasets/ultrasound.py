@@ -44,8 +44,11 @@ def load(case: Case, size: int | None = None):
     for p in case.masks:
         m = _open_gray(p)
         if m.size != image.size:
-            raise DataError(f"mask {p} is {m.size[0]}×{m.size[1]} but its image {case.image.name} is "
-                            f"{image.size[0]}×{image.size[1]}", fix="a mask must have its image's size; fix or remove the pair")
+            raise DataError(
+                f"mask {p} is {m.size[0]}×{m.size[1]} but its image {case.image.name} is "
+                f"{image.size[0]}×{image.size[1]}",
+                fix="a mask must have its image's size; fix or remove the pair",
+            )
         arr = np.asarray(m)
         values = set(np.unique(arr).tolist())
         if not values <= {0, 255} and not values <= {0, 1}:

@@ -22,4 +22,13 @@ def all_manifests() -> list[Path]:
     return sorted(p for p in MANIFEST_DIR.glob("*/*.yaml") if not p.parent.name.startswith("_"))
 
 
-__all__ = ["Resolved", "apply_overrides", "load_file", "parse_override", "validate", "manifest_path", "all_manifests", "MANIFEST_DIR"]
+__all__ = [
+    "Resolved",
+    "apply_overrides",
+    "load_file",
+    "parse_override",
+    "validate",
+    "manifest_path",
+    "all_manifests",
+    "MANIFEST_DIR",
+]

@@ -214,7 +214,10 @@ def _substitute_env(value, where: str):
             return os.environ[name]
         if default is not None:
             return default
-        raise UsageError(f"{where}: environment variable {name} is not set", fix=f"export {name}=... or give a default: ${{{name}:-value}}")
+        raise UsageError(
+            f"{where}: environment variable {name} is not set",
+            fix=f"export {name}=... or give a default: ${{{name}:-value}}",
+        )
 
     return _ENV.sub(repl, value)
 
@@ -244,7 +247,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
-        raise UsageError(f"bad override {text!r}: expected key=value", fix="e.g. -o train.epochs=3 -o model.num_classes=4")
+        raise UsageError(
+            f"bad override {text!r}: expected key=value", fix="e.g. -o train.epochs=3 -o model.num_classes=4"
+        )
     if len(raw.encode("utf-8", "surrogateescape")) > MAX_BYTES:
         _too_big(f"override {key}", len(raw))
     try:

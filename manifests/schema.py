@@ -86,7 +86,9 @@ class Manifest(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     seed: Seed = 0
-    seeds: list[Seed] | None = Field(None, description="replicates: one run per seed, then a summary run (mean, sd, 95 % CI)")
+    seeds: list[Seed] | None = Field(
+        None, description="replicates: one run per seed, then a summary run (mean, sd, 95 % CI)"
+    )
     determinism: Literal["off", "seeded", "strict"] = "seeded"
     fingerprint: Literal["content", "stat"] = Field(
         "content", description="content: sha256 of every data file (cached by path, size, mtime); stat: size+mtime"

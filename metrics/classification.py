@@ -129,6 +129,13 @@ def quadratic_kappa(y_true, y_pred) -> float:
     return float(cohen_kappa_score(to_numpy(y_true).ravel(), to_numpy(y_pred).ravel(), weights="quadratic"))
 
 
+def coverage(y_true, y_pred, alpha: float = 0) -> float:
+    """Ordinal scores: the fraction of cases whose prediction is within ``alpha`` of the truth,
+    |y_pred − y_true| ≤ alpha (covid-severity's Coverage(α) on CT severity scores 0–25). NaN for no cases."""
+    t, p = to_numpy(y_true).ravel().astype(float), to_numpy(y_pred).ravel().astype(float)
+    return float(np.mean(np.abs(p - t) <= alpha)) if t.size else float("nan")
+
+
 def multilabel_auroc(y_true, probs, average: str = "macro") -> float:
     """Multilabel ROC-AUC: ``y_true`` (N, L) of 0/1, ``probs`` (N, L).
 
@@ -139,7 +146,9 @@ def multilabel_auroc(y_true, probs, average: str = "macro") -> float:
 
     y_true, probs = to_numpy(y_true).astype(int), to_numpy(probs).astype(float)
     if y_true.shape != probs.shape or y_true.ndim != 2:
-        raise ValueError(f"multilabel AUROC needs y_true and probs of one (N, L) shape, got {y_true.shape}, {probs.shape}")
+        raise ValueError(
+            f"multilabel AUROC needs y_true and probs of one (N, L) shape, got {y_true.shape}, {probs.shape}"
+        )
     if average == "micro":
         flat = y_true.ravel()
         return float(roc_auc_score(flat, probs.ravel())) if 0 < flat.sum() < flat.size else float("nan")

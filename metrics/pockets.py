@@ -32,7 +32,9 @@ def dcc_distances(pred_centres, ligands) -> np.ndarray:
     out = []
     for c, lig in zip(pred_centres, ligands, strict=True):
         c = _centres(c)
-        out.append(np.inf if c is None or not len(c) else float(np.min(np.linalg.norm(c - _atoms(lig).mean(0), axis=1))))
+        out.append(
+            np.inf if c is None or not len(c) else float(np.min(np.linalg.norm(c - _atoms(lig).mean(0), axis=1)))
+        )
     return np.array(out)
 
 

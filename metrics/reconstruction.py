@@ -9,8 +9,8 @@ Inputs: ``pred`` and ``target`` images of one shape, numpy arrays or torch tenso
 - ``ssim``: Wang et al. (2004) with an 11×11 (11³ in 3D) Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03 and an
   explicit ``data_range``, computed by MONAI's ``SSIMMetric``; the mean is over the valid (border-cropped) window
   positions, as scikit-image's ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``.
-  (torchmetrics' SSIM averages over reflection-padded borders too and differs by ~1e-3; not used.) Cards: seanet (×100), cycleadvgan,
-  counterfactual-ldm (loss).
+  (torchmetrics' SSIM averages over reflection-padded borders too and differs by ~1e-3; not used.) Cards: seanet
+  (×100), cycleadvgan, counterfactual-ldm (loss).
 - ``rmse``, ``mae``: root mean squared and mean absolute error, in image units (seanet: HU; counterfactual-ldm L1/L2
   on [0, 1]).
 - ``mape`` = 100·mean(|pred − target| / |target|) in percent; ``eps`` guards division by zero (seanet scores it on

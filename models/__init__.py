@@ -1,6 +1,7 @@
 """Shared networks and blocks (one file per model family). Import from the submodules:
 
 - ``adlite``: AD-Lite Net (ad-lite card).
+- ``alexnet_hash``: AlexNet deep-hashing network with a multi-label head (hamming-retrieval card).
 - ``sam``, ``sam_lora``, ``sam3d``: Segment Anything ViT-B (official checkpoint loading), its LoRA adaptation
   (lorasam card), and the SAM-Med3D ``vit_b_ori`` layout (totalct-sam card).
 - ``unext``: UNeXt-small / paper widths with the SC-UNeXt flags (CBAM skips, SC skips, PFM).
@@ -11,6 +12,11 @@
 - ``morphology``: learnable erosion / dilation, MA-DTNet's SMA and C-SMA.
 - ``fusion``: SM-SAFE's modality stems, adaptive fusion (AMF), attentive structural encoder (ASE), SM-SAFE model.
 - ``fusion_hierarchical``: SM-SAFE with a second AMF at half resolution added at U-Net level 2 (``--amf-levels 2``).
+- ``flowsets``: flow-cytometry event-set networks: MLP, PointNet, Set Transformer variants, GNNs, GIN/GAT-ST-FPS
+  (mrd-flow card).
+- ``seanet``: SEANet (CTformer + Spectral Residual Units), CTformer, RED-CNN and SEANet² (RED-CNN + SRU) for 2D
+  LDCT denoising; FFC/LaMa Fourier units (seanet card).
+- ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
 
 This package imports only torch and MONAI, never other medrun folders.
 """
@@ -21,19 +27,29 @@ This package imports only torch and MONAI, never other medrun folders.
 _MODELS: dict[str, str] = {
     "adlite": "adlite:AdLiteNet",
     "adxpro": "adxpro:ADxPro",
+    "alexnet-hash": "alexnet_hash:AlexNetHash",
     "asd-transformer": "asd_transformer:AsdTransformer",
     "attack-target": "attack_targets:build",
     "camnet-densenet169": "camnet:densenet169",
     "camnet-tiny": "camnet:tiny_cnn",
     "cmunet": "cmunet:CMUNet",
+    "corner-regressor": "corner_regressor:CornerRegressor",
+    "corner-regressor-b4": "corner_regressor:corner_regressor_b4",
+    "crnn-tiny": "crnn:CRNN",
     "crossstitch": "crossstitch:CrossStitchNet",
     "cyclegan": "cyclegan:CycleGAN",
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",
+    "mrd-flow": "flowsets:FlowNet",
     "sam-vit-b": "sam:build_sam_vit_b",
     "sam3d-vit-b-ori": "sam3d:build_sam3d_vit_b_ori",
+    "seanet": "seanet:seanet",
+    "seanet-ctformer": "seanet:ctformer",
+    "seanet-redcnn": "seanet:redcnn",
+    "seanet2": "seanet:seanet2",
     "smsafe": "fusion:SMSAFE",
     "smsafe-hierarchical": "fusion_hierarchical:SMSAFEHierarchical",
+    "tabddpm-mlp": "tabddpm:MLPDiffusion",
     "unext": "unext:UNeXt",
     "unext-small": "unext:unext_small",
     "unext-paper": "unext:unext_paper",

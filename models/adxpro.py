@@ -213,7 +213,9 @@ class ADxPro(nn.Module):
         y = F.one_hot(dx.clamp(min=0), self.n_classes).float() * (dx >= 0)[..., None]
         v_obs = torch.cat([mu, x, y], -1)
         m_dx = (dx_in * (dx >= 0)).float()
-        m = torch.cat([any_img[..., None].expand(B, T, self.latent), x_mask, m_dx[..., None].expand(B, T, self.n_classes)], -1)
+        m = torch.cat(
+            [any_img[..., None].expand(B, T, self.latent), x_mask, m_dx[..., None].expand(B, T, self.n_classes)], -1
+        )
         delta = elapsed(times, m)
         h = x.new_zeros(B, self.hidden)
         c = x.new_zeros(B, self.hidden)
@@ -230,9 +232,18 @@ class ADxPro(nn.Module):
                 logits.append(y_logit)
             prev = torch.cat([x_hat, torch.softmax(y_logit, -1)], -1)
         x_hat = torch.stack(x_hats, 1)
-        return {"dx_logits": torch.stack(logits, 1), "x_hat": x_hat[..., self.latent:], "z_hat": x_hat[..., : self.latent],
-                "v": torch.stack(vs, 1), "mu": mu, "var": var, "z": z, "mu_i": mu_i, "logvar_i": logvar_i,
-                "any_img": any_img}
+        return {
+            "dx_logits": torch.stack(logits, 1),
+            "x_hat": x_hat[..., self.latent :],
+            "z_hat": x_hat[..., : self.latent],
+            "v": torch.stack(vs, 1),
+            "mu": mu,
+            "var": var,
+            "z": z,
+            "mu_i": mu_i,
+            "logvar_i": logvar_i,
+            "any_img": any_img,
+        }
 
     # -- losses (card Eqs. 4, 22–24) ------------------------------------------------------------------------
     def elbo(self, out, images, img_mask, beta: float = 1.0):

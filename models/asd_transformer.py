@@ -45,7 +45,9 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout, self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``key_padding_mask`` (B, L), True = padding: padded tokens are not attended to, and the feed-forward part
         runs on the real tokens only (padded rows of the output are zeros)."""
         a, w = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=True, average_attn_weights=True)

@@ -75,7 +75,9 @@ def tiny_cnn(width: int = 32, head: str = "linear") -> CamNet:
 
 
 # torchvision's denselayer keys: "norm1.weight" (model.state_dict()) or "norm.1.weight" (the released .pth files)
-_TV_KEY = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_TV_KEY = re.compile(
+    r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
 
 
 def torchvision_to_monai(state: dict) -> dict:

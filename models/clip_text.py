@@ -82,8 +82,11 @@ def load_clip_text(path: str | Path) -> HFClipText:
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     if not path.exists():
-        raise DataError("CLIP checkpoint not found", file=str(path),
-                        fix="pass a local folder with a saved CLIP model (config.json, model.safetensors, tokenizer files)")
+        raise DataError(
+            "CLIP checkpoint not found",
+            file=str(path),
+            fix="pass a local folder with a saved CLIP model (config.json, model.safetensors, tokenizer files)",
+        )
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder} has no config.json: not a saved HF CLIP model", file=str(path),
                         fix="save one with CLIPModel.save_pretrained(folder) and CLIPTokenizer.save_pretrained(folder)")

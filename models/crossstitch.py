@@ -72,8 +72,9 @@ class Stream(nn.Module):
         super().__init__()
         self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.BatchNorm2d(8, eps=bn_eps, momentum=bn_momentum),
                                     nn.MaxPool2d(3, 3))
-        self.block2 = nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.BatchNorm2d(16, eps=bn_eps, momentum=bn_momentum),
-                                    nn.MaxPool2d(3, 3))
+        self.block2 = nn.Sequential(
+            nn.Conv2d(8, 16, 3), nn.ReLU(), nn.BatchNorm2d(16, eps=bn_eps, momentum=bn_momentum), nn.MaxPool2d(3, 3)
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 2), nn.Dropout(dropout), nn.Linear(2, 2))
 
 

@@ -32,7 +32,11 @@ from torch import nn
 
 ARCHS = ("unet", "resunet", "unetpp")
 NORMS = ("batch", "instance")
-FEATURES = {"unet": (32, 64, 128, 256, 512, 32), "resunet": (32, 64, 128, 256, 512), "unetpp": (32, 32, 64, 128, 256, 32)}
+FEATURES = {
+    "unet": (32, 64, 128, 256, 512, 32),
+    "resunet": (32, 64, 128, 256, 512),
+    "unetpp": (32, 32, 64, 128, 256, 32),
+}
 
 
 class Segmenter(nn.Module):

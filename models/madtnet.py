@@ -12,9 +12,10 @@ routed through an attention block (C-SMA in the paper). Source: ``ma-dtnet.md``,
   from a torchvision ``resnet34`` state dict load with those biases left at zero (``load_torchvision_encoder``).
 - ``encoder="unet"`` (the ablations' "small plain U-Net", base width 16, 5 levels): MONAI's ``BasicUNet``
   blocks (features 16, 32, 64, 128, 256, 16; double 3×3 conv + BN + LeakyReLU, max-pool down, non-trainable
-  ×2 upsampling: 1,815,265 parameters, the paper's 1.81 M; transposed-conv upsampling would give 1.95 M), with the skip attention on its four skips x0..x3 ("within each skip connection"). ``mhsa`` instead puts
-  multi-head self-attention (4 heads, a residual connection, a learned positional embedding omitted) on the three
-  deepest maps x2, x3 and the bottleneck x4: on x1 (H/2) the attention matrix would not fit in memory at 256².
+  ×2 upsampling: 1,815,265 parameters, the paper's 1.81 M; transposed-conv upsampling would give 1.95 M), with
+  the skip attention on its four skips x0..x3 ("within each skip connection"). ``mhsa`` instead puts multi-head
+  self-attention (4 heads, a residual connection, a learned positional embedding omitted) on the three deepest maps
+  x2, x3 and the bottleneck x4: on x1 (H/2) the attention matrix would not fit in memory at 256².
 
 Skip attention: ``none`` | ``ca`` (CBAM channel attention, r = 16) | ``sma`` (morphological spatial gate) |
 ``csma`` (CA then SMA, ``models/morphology.py``) | ``cbam`` | ``mhsa`` (unet only).
@@ -111,8 +112,10 @@ def load_torchvision_encoder(encoder: ResNet34Encoder, state: dict) -> ResNet34E
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
-        raise ValueError(f"not a torchvision resnet34 state dict: {len(missing)} missing, {len(unexpected)} unexpected, "
-                         f"{len(wrong)} with other shapes (e.g. {(missing + unexpected + wrong)[0]})")
+        raise ValueError(
+            f"not a torchvision resnet34 state dict: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(wrong)} with other shapes (e.g. {(missing + unexpected + wrong)[0]})"
+        )
     encoder.load_state_dict(state)
     return encoder
 
@@ -130,7 +133,8 @@ class UNetDecoder(nn.Module):
         skips = list(encoder_channels[:-1][::-1]) + [0] * (len(widths) - len(encoder_channels) + 1)
         ins = [encoder_channels[-1], *widths[:-1]]
         self.blocks = nn.ModuleList(
-            nn.Sequential(_conv_bn_relu(i + s, w), _conv_bn_relu(w, w)) for i, s, w in zip(ins, skips, widths, strict=True)
+            nn.Sequential(_conv_bn_relu(i + s, w), _conv_bn_relu(w, w))
+            for i, s, w in zip(ins, skips, widths, strict=True)
         )
 
     def forward(self, bottom: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -205,7 +209,9 @@ class DualTaskNet(nn.Module):
             f = tuple(unet_features)
             if len(f) != 6:
                 raise ValueError(f"unet_features needs 6 widths (5 levels + the last up block), got {f}")
-            base = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=f, upsample="nontrainable")
+            base = BasicUNet(
+                spatial_dims=2, in_channels=in_channels, out_channels=1, features=f, upsample="nontrainable"
+            )
             self.conv_0, self.down_1, self.down_2, self.down_3, self.down_4 = (
                 base.conv_0, base.down_1, base.down_2, base.down_3, base.down_4)
             if seg_head:
@@ -213,7 +219,9 @@ class DualTaskNet(nn.Module):
                     base.upcat_4, base.upcat_3, base.upcat_2, base.upcat_1)
                 self.seg = base.final_conv
                 if skip_attention == "mhsa":  # x0, x1 plain; x2, x3 and the bottleneck x4 attended
-                    self.attentions = nn.ModuleList([nn.Identity(), nn.Identity(), _MHSA(f[2]), _MHSA(f[3]), _MHSA(f[4])])
+                    self.attentions = nn.ModuleList(
+                        [nn.Identity(), nn.Identity(), _MHSA(f[2]), _MHSA(f[3]), _MHSA(f[4])]
+                    )
                 else:  # the four skips; the bottleneck goes straight up
                     self.attentions = nn.ModuleList([*(att(c) for c in f[:4]), nn.Identity()])
             deepest = f[4]

@@ -311,7 +311,9 @@ class PromptEncoder3D(nn.Module):
             labels = torch.cat([labels, -torch.ones_like(labels[:, :1])], dim=1)[..., None]
             emb = self.pe_layer.forward_with_coords(coords, self.input_image_size)
             emb = torch.where(labels == -1, self.not_a_point_embed.weight.expand_as(emb), emb)
-            emb = emb + (labels == 0) * self.point_embeddings[0].weight + (labels == 1) * self.point_embeddings[1].weight
+            emb = (
+                emb + (labels == 0) * self.point_embeddings[0].weight + (labels == 1) * self.point_embeddings[1].weight
+            )
             sparse = torch.cat([sparse, emb], dim=1)
         if masks is not None:
             dense = self.mask_downscaling(masks)

@@ -193,9 +193,9 @@ def selective_scan_ssd(
     Added for cmu-net (its CPU training cost). Inside a chunk the states from a zero start are computed in log
     space, ``h_t = exp(S_t) * cumsum_s(exp(-S_s) x_s)`` with ``S_t`` the chunk's cumulative decay, which is
     safe while the chunk's total decay stays above -60 (``exp(60)`` is far from float32 overflow); the chunk length
-    is shortened below ``chunk_size`` when the strongest per-step decay ``max(delta * |A|)`` requires it. Rather than a Python loop
-    over chunks, all chunks of a group are done in one go and the states handed from chunk to chunk come from a
-    segment sum over the chunks' total decays. Groups of chunks
+    is shortened below ``chunk_size`` when the strongest per-step decay ``max(delta * |A|)`` requires it. Rather than a
+    Python loop over chunks, all chunks of a group are done in one go and the states handed from chunk to chunk come
+    from a segment sum over the chunks' total decays. Groups of chunks
     (sized so the (…, T, T) kernel stays under ``max_elements``) carry the last state to the next group. Far fewer,
     larger operations: on a CPU this is what makes small channel counts fast. The sequence is padded to a multiple
     of T with delta = 0 (decay 1, no input), which leaves the states unchanged.

@@ -58,7 +58,7 @@ def _shift_zero(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
 
 
 def shift_groups(x: torch.Tensor, shift_size: int, dim: int) -> torch.Tensor:
-    """Split channels (dim 1 of a B, C, H, W map) into ``shift_size`` groups and shift group g by ``g - shift_size//2``."""
+    """Split channels (dim 1 of a B, C, H, W map) into ``shift_size`` groups; shift group g by ``g - shift_size//2``."""
     half = shift_size // 2
     groups = torch.tensor_split(x, shift_size, dim=1)
     return torch.cat([_shift_zero(g, i - half, dim) for i, g in enumerate(groups)], dim=1)

@@ -180,7 +180,9 @@ class StageContext:
         elif src.is_dir():
             files = sorted(p for p in src.iterdir() if wanted(p))
         else:
-            raise DataError(f"predict.input not found: {src}", fix=f"-o predict.input=/path/to/{what.replace(' ', '_')}")
+            raise DataError(
+                f"predict.input not found: {src}", fix=f"-o predict.input=/path/to/{what.replace(' ', '_')}"
+            )
         if not files:
             raise DataError(f"no {what} in {src} (looked for {', '.join(suffixes)})",
                             fix=f"point predict.input at a folder of {what}")
@@ -262,7 +264,9 @@ class Pipeline(ABC):
         elif self.ctx.parent is not None:
             path = self.ctx.parent_file(f"checkpoints/{weights}")
         else:
-            raise UsageError(f"stage '{self.ctx.stage}' needs trained weights", fix="pass --run ID or --checkpoint FILE")
+            raise UsageError(
+                f"stage '{self.ctx.stage}' needs trained weights", fix="pass --run ID or --checkpoint FILE"
+            )
         self.ctx.run.update_info(parent_weights_sha256=sha256_file(path))
         return training.load_weights(net, path, prefix=prefix)
 

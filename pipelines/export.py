@@ -78,8 +78,15 @@ def export(run: RunDir, out: Path, fmt: str = "monai-bundle", force: bool = Fals
 
     out, _ = replace_dir(out, build, marker_data=lambda tmp, _: {"format": fmt, "run_id": info["id"],
                                                                  "pipeline": spec.slug}, **guard)
-    return {"bundle": str(out), "format": fmt, "run": info["id"], "pipeline": spec.slug,
-            "files": sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != BUNDLE_MARKER)}
+    return {
+        "bundle": str(out),
+        "format": fmt,
+        "run": info["id"],
+        "pipeline": spec.slug,
+        "files": sorted(
+            p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != BUNDLE_MARKER
+        ),
+    }
 
 
 def _runs_folders(run: RunDir) -> list[Path]:
@@ -144,12 +151,13 @@ def _inference(parts: dict) -> dict:
 
 
 def _readme(spec, info: dict, parts: dict) -> str:
+    fixture = ", generated fixture" if info.get("fixture") else ""
     return f"""# {spec.title} — MONAI bundle exported by medrun
 
-From run `{info['id']}` ({spec.slug} {info.get('stage')}, dataset {info.get('dataset')}{', generated fixture' if info.get('fixture') else ''}).
+From run `{info["id"]}` ({spec.slug} {info.get("stage")}, dataset {info.get("dataset")}{fixture}).
 Paper: {spec.paper}
 
-{parts.get('readme', '')}
+{parts.get("readme", "")}
 
 ## Run it with MONAI's bundle runner (offline; medrun must be installed: the network class comes from it)
 
@@ -164,6 +172,6 @@ with and, under `medrun`, the run id and the hashes of its manifest, data, code 
 ## Evaluate the exported weights with medrun
 
 ```bash
-medrun eval {spec.slug} --dataset {info.get('dataset')} --checkpoint models/model.pt
+medrun eval {spec.slug} --dataset {info.get("dataset")} --checkpoint models/model.pt
 ```
 """

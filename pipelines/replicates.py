@@ -25,7 +25,9 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers", fix="e.g. --seeds 0,1,2") from None
+        raise UsageError(
+            f"--seeds {text!r} is not a comma-separated list of integers", fix="e.g. --seeds 0,1,2"
+        ) from None
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: give at least two different seeds", fix="e.g. --seeds 0,1,2")
     return seeds

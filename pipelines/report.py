@@ -35,8 +35,11 @@ def paper_md(spec, manifest, metrics: dict, ctx, *, title: str | None = None, se
         lines.append(f"Paper's setting: {setting}")
     roots = ", ".join(f"`{p}`" for p in ctx.data_roots.values())
     if ctx.fixture:
-        lines += ["", f"**Data: generated fixture** ({roots}), a miniature in the public layout. These numbers show "
-                      "the pipeline learns; they are not comparable with the paper's, which come from the real dataset."]
+        lines += [
+            "",
+            f"**Data: generated fixture** ({roots}), a miniature in the public layout. These numbers show "
+            "the pipeline learns; they are not comparable with the paper's, which come from the real dataset.",
+        ]
     else:
         lines += ["", f"Data: {roots}"]
     if keys is None:
@@ -169,16 +172,6 @@ def confusion_axes(ax, cm, classes: list[str], title: str = "confusion matrix") 
     ax.set_title(title)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
-
-
-def confusion_png(cm, classes: list[str], out_png: Path, title: str = "confusion matrix") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
-    confusion_axes(ax, cm, classes, title)
-    fig.tight_layout()
-    return save_figure(fig, out_png)
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )

@@ -283,7 +283,9 @@ def plan(req: Request, log=print) -> Plan:
                             fix=f"download {info.source} and pass --data-dir DIR or set MEDRUN_DATA; "
                                 f"or add --fixture to run on a generated miniature")
     fps = fingerprint_data(data_roots, m.fingerprint, log)
-    datasets.check_headers_once(fps, cache_dir() / "header-checks" / f"{combine(fps)}.ok")  # corrupt images fail before fit
+    datasets.check_headers_once(
+        fps, cache_dir() / "header-checks" / f"{combine(fps)}.ok"
+    )  # corrupt images fail before fit
     code = stage_code(spec)
     mdict = m.model_dump(mode="json")
     parent, ckpt_sha = None, None
@@ -337,7 +339,9 @@ def fingerprint_data(roots: dict[str, Path], mode: str, log=print) -> dict[str, 
                       transient=True) as bar:
             for name, root in roots.items():
                 task = bar.add_task(f"fingerprinting {name}", total=None)
-                out[name] = fingerprint_tree(root, cache, mode, progress=lambda i, n, t=task: bar.update(t, completed=i, total=n))
+                out[name] = fingerprint_tree(
+                    root, cache, mode, progress=lambda i, n, t=task: bar.update(t, completed=i, total=n)
+                )
         return out
     finally:
         cache.close()
@@ -399,8 +403,22 @@ def train_key(mdict: dict, spec) -> str:
     train run is found again by an eval or explain with other settings for those stages. A stage whose runs are
     consumed (``train``, or a ``pretrain`` under it) keeps its section."""
     others = [s.replace("-", "_") for s in spec.stages if s not in spec.parents.values()]  # stages no stage consumes
-    return sha256_json(drop_keys(mdict, (*ID_EXCLUDED, "eval", "inference", *others, "trainer.devices", "trainer.num_nodes",
-                                         "trainer.strategy", "trainer.accelerator", "trainer.precision")))
+    return sha256_json(
+        drop_keys(
+            mdict,
+            (
+                *ID_EXCLUDED,
+                "eval",
+                "inference",
+                *others,
+                "trainer.devices",
+                "trainer.num_nodes",
+                "trainer.strategy",
+                "trainer.accelerator",
+                "trainer.precision",
+            ),
+        )
+    )
 
 
 def _find_parent(req: Request, spec, mdict: dict, data_sha: str) -> tuple[RunDir | None, str | None]:
@@ -414,8 +432,10 @@ def _find_parent(req: Request, spec, mdict: dict, data_sha: str) -> tuple[RunDir
         run = resolve_run(req.runs_dir, req.run_ref)
         info = run.info()
         if info.get("pipeline") != spec.slug or info.get("stage") != want:
-            raise UsageError(f"run {run.path} is a {info.get('pipeline')} {info.get('stage')} run, not a {spec.slug} {want} run",
-                             fix=f"pass a run id from `ls {Path(req.runs_dir) / spec.slug / want}`")
+            raise UsageError(
+                f"run {run.path} is a {info.get('pipeline')} {info.get('stage')} run, not a {spec.slug} {want} run",
+                fix=f"pass a run id from `ls {Path(req.runs_dir) / spec.slug / want}`",
+            )
         if not run.is_complete():
             raise UsageError(f"run {run.path} is not complete (status: {info.get('status', 'unknown')})",
                              fix="finish it by running its train command again, or pick a complete run")
@@ -473,7 +493,13 @@ def _execute(p: Plan, log=print) -> dict:
     req = p.request
     run = RunDir(p.path)
     if run.is_complete() and not req.force:
-        return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": True, "metrics": run.metrics()}
+        return {
+            "run_id": p.run_id,
+            "run_dir": str(p.path),
+            "status": "complete",
+            "reused": True,
+            "metrics": run.metrics(),
+        }
     from . import training
 
     if getattr(p.manifest, "trainer", None) is not None:  # a wrong trainer setting stops here, before the run exists
@@ -561,26 +587,55 @@ def _write_start(p: Plan, run: RunDir) -> None:
     env = capture_env()
     run.write_json("env.json", env)
     run.write_json("data.lock.json", {"fingerprint": combine(p.data_fp), "trees": p.data_fp, "splits": {}})
-    run.write_json("run.json", {
-        "id": p.run_id, "pipeline": p.spec.slug, "stage": req.stage, "status": "running", "dataset": p.manifest.dataset.name,
-        "fixture": req.fixture, "parent": p.parent.info()["id"] if p.parent else None,
-        "parent_dir": str(p.parent.path) if p.parent else None, "checkpoint": str(req.checkpoint) if req.checkpoint else None,
-        "checkpoint_sha256": p.checkpoint_sha, "command": req.argv, "started": started, "ended": None,
-        "manifest_sha256": sha256_json(p.manifest_dict), "train_key": train_key(p.manifest_dict, p.spec),
-        "code": p.code_fp, "data_sha256": combine(p.data_fp), "env_sha256": sha256_json(env), "seed": p.manifest.seed,
-        "determinism": p.manifest.determinism, "pid": os.getpid(),
-        "world_size": world_size(p.manifest_dict.get("trainer", {})),
-    })
+    run.write_json(
+        "run.json",
+        {
+            "id": p.run_id,
+            "pipeline": p.spec.slug,
+            "stage": req.stage,
+            "status": "running",
+            "dataset": p.manifest.dataset.name,
+            "fixture": req.fixture,
+            "parent": p.parent.info()["id"] if p.parent else None,
+            "parent_dir": str(p.parent.path) if p.parent else None,
+            "checkpoint": str(req.checkpoint) if req.checkpoint else None,
+            "checkpoint_sha256": p.checkpoint_sha,
+            "command": req.argv,
+            "started": started,
+            "ended": None,
+            "manifest_sha256": sha256_json(p.manifest_dict),
+            "train_key": train_key(p.manifest_dict, p.spec),
+            "code": p.code_fp,
+            "data_sha256": combine(p.data_fp),
+            "env_sha256": sha256_json(env),
+            "seed": p.manifest.seed,
+            "determinism": p.manifest.determinism,
+            "pid": os.getpid(),
+            "world_size": world_size(p.manifest_dict.get("trainer", {})),
+        },
+    )
     run.append_event("start", stage=req.stage)
 
 
 ENV_ERRNOS = {  # errno: (what happened, what to do)
-    errno.ENOSPC: ("no space left on the device", "free space there, or write elsewhere (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.ENOSPC: (
+        "no space left on the device",
+        "free space there, or write elsewhere (--runs-dir, MEDRUN_CACHE, --out)",
+    ),
     errno.EDQUOT: ("disk quota exceeded", "free space there, or write elsewhere (--runs-dir, MEDRUN_CACHE, --out)"),
-    errno.EFBIG: ("file too large for the file-size limit", "raise the limit (ulimit -f unlimited) or write to another disk"),
+    errno.EFBIG: (
+        "file too large for the file-size limit",
+        "raise the limit (ulimit -f unlimited) or write to another disk",
+    ),
     errno.EROFS: ("read-only file system", "write somewhere writable (--runs-dir, MEDRUN_CACHE, --out)"),
-    errno.EACCES: ("permission denied", "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)"),
-    errno.EPERM: ("operation not permitted", "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)"),
+    errno.EACCES: (
+        "permission denied",
+        "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "fix the folder's permissions, or use another (--runs-dir, MEDRUN_CACHE, --out)",
+    ),
 }
 
 

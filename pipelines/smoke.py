@@ -79,7 +79,9 @@ def _git(root: Path, *args: str) -> str:
     try:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
     except FileNotFoundError as e:
-        raise EnvError("--changed-since needs git, which is not installed", fix="install git, or drop --changed-since") from e
+        raise EnvError(
+            "--changed-since needs git, which is not installed", fix="install git, or drop --changed-since"
+        ) from e
     except subprocess.TimeoutExpired as e:
         raise EnvError(f"git {args[0]} in {root} took over 60 s", fix="drop --changed-since") from e
     if out.returncode != 0:

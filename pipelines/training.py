@@ -49,7 +49,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with open(tmp, "wb") as f:  # a file object, so a failed write's OSError survives as the RuntimeError's context
+            with open(
+                tmp, "wb"
+            ) as f:  # a file object, so a failed write's OSError survives as the RuntimeError's context
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -88,8 +90,12 @@ class ResumableLoader(torch.utils.data.DataLoader):
     def __init__(self, dataset, batch_size: int, seed: int = 0, sampler=None, **kw):
         # Lightning re-creates the loader with a distributed sampler under DDP (then resume is epoch-exact only)
         self.seed = seed
-        super().__init__(dataset, batch_size=batch_size,
-                         sampler=sampler if sampler is not None else ResumableSampler(len(dataset), batch_size, seed), **kw)
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler if sampler is not None else ResumableSampler(len(dataset), batch_size, seed),
+            **kw,
+        )
 
     def state_dict(self) -> dict:
         if not isinstance(self.sampler, ResumableSampler):
@@ -185,7 +191,9 @@ class EpochLog(Callback):
             self.emit(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({secs:.1f} s)")
 
 
-def make_trainer(ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(), logger: bool = True, **overrides) -> L.Trainer:
+def make_trainer(
+    ctx, max_epochs: int, *, checkpoint: bool = True, callbacks=(), logger: bool = True, **overrides
+) -> L.Trainer:
     t = ctx.manifest.trainer
     step_ckpt = ctx.run.path / "checkpoints" / "last.ckpt" if checkpoint and t.checkpoint_every_n_steps else None
     cbs = [EpochLog(ctx.run, ctx.log, plain=not ctx.interactive),
@@ -221,10 +229,14 @@ def check_trainer(section) -> None:
         text = " ".join(str(e).split())[:300].replace("[", "(").replace("]", ")") or type(e).__name__
         shown = ", ".join(f"{k} {v}" for k, v in given.items()).replace("[", "(").replace("]", ")")
         if isinstance(e, ImportError) or any(w in text for w in ("not available", "No supported", "only has")):
-            raise EnvError(f"this machine cannot train with trainer {shown}: {text}",
-                           fix="pick an accelerator and devices it has (see `medrun doctor`), e.g. --accelerator cpu") from None
-        raise UsageError(f"Lightning refuses trainer {shown}: {text}",
-                         fix="check --accelerator, --devices, --strategy, --precision (or the manifest's trainer: section)") from None
+            raise EnvError(
+                f"this machine cannot train with trainer {shown}: {text}",
+                fix="pick an accelerator and devices it has (see `medrun doctor`), e.g. --accelerator cpu",
+            ) from None
+        raise UsageError(
+            f"Lightning refuses trainer {shown}: {text}",
+            fix="check --accelerator, --devices, --strategy, --precision (or the manifest's trainer: section)",
+        ) from None
 
 
 def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> None:

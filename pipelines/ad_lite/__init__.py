@@ -19,11 +19,11 @@ SPEC = PipelineSpec(
     },
     examples={
         "train": "medrun train ad-lite --dataset oasis --fixture\n\n"
-                 "  medrun train ad-lite --dataset oasis --data-dir ~/kaggle/imagesoasis/Data -o train.epochs=3\n\n"
-                 "  medrun train ad-lite --dataset ad --accelerator gpu --devices 2 --strategy ddp --precision bf16-mixed",
+        "  medrun train ad-lite --dataset oasis --data-dir ~/kaggle/imagesoasis/Data -o train.epochs=3\n\n"
+        "  medrun train ad-lite --dataset ad --accelerator gpu --devices 2 --strategy ddp --precision bf16-mixed",
         "eval": "medrun eval ad-lite --dataset oasis --fixture --split test\n\n"
-                "  medrun eval ad-lite --dataset oasis --run 3fa9c2\n\n"
-                "  medrun eval ad-lite --dataset oasis --checkpoint weights.safetensors",
+        "  medrun eval ad-lite --dataset oasis --run 3fa9c2\n\n"
+        "  medrun eval ad-lite --dataset oasis --checkpoint weights.safetensors",
         "predict": "medrun predict ad-lite --dataset oasis --fixture -o predict.input=path/to/images",
         "cv": "medrun cv ad-lite --dataset merged --fixture",
     },

@@ -24,7 +24,9 @@ from medrun.manifests.schema import (
 
 class Data(DatasetSection):
     name: Literal["ad", "adni", "oasis", "merged"]
-    undersample: dict[str, Count] | None = Field(None, description="OASIS: cap per class, random.seed(50) as in the code")
+    undersample: dict[str, Count] | None = Field(
+        None, description="OASIS: cap per class, random.seed(50) as in the code"
+    )
     undersample_seed: Seed = 50
     img_size: int = Field(224, description="square resize before any split; a multiple of 32")
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -87,7 +89,11 @@ def data_paths(m: AdLiteManifest) -> dict[str, Path]:
     from medrun.datasets import alzheimer
 
     root = Path(m.dataset.root)
-    paths = {"ad": root / "Alzheimer_s Dataset", "adni": root / "Axial"} if m.dataset.name == "merged" else {m.dataset.name: root}
+    paths = (
+        {"ad": root / "Alzheimer_s Dataset", "adni": root / "Axial"}
+        if m.dataset.name == "merged"
+        else {m.dataset.name: root}
+    )
     for name, path in paths.items():
         if path.exists():
             alzheimer.check_layout(name, path)

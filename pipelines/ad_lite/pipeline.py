@@ -130,26 +130,53 @@ class AdLite(Supervised):
         classes = CLASSES[self.m.dataset.name]
         return {
             "task": f"Alzheimer's stage classification from one MRI slice ({len(classes)} classes)",
-            "network_def": {"_target_": "medrun.models.create", "name": "adlite", "num_classes": mm.num_classes,
-                            "tx": mm.tx, "pcb": mm.pcb, "bn_momentum": mm.bn_momentum},
+            "network_def": {
+                "_target_": "medrun.models.create",
+                "name": "adlite",
+                "num_classes": mm.num_classes,
+                "tx": mm.tx,
+                "pcb": mm.pcb,
+                "bn_momentum": mm.bn_momentum,
+            },
             "classes": classes,
             "suffixes": [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"],
             "preprocessing": [
-                {"_target_": "LoadImage", "reader": "PILReader", "reverse_indexing": False, "image_only": True,
-                 "converter": f"$lambda im: im.convert('RGB').resize(({size}, {size}), PIL.Image.BILINEAR)"},
+                {
+                    "_target_": "LoadImage",
+                    "reader": "PILReader",
+                    "reverse_indexing": False,
+                    "image_only": True,
+                    "converter": f"$lambda im: im.convert('RGB').resize(({size}, {size}), PIL.Image.BILINEAR)",
+                },
                 {"_target_": "EnsureChannelFirst", "channel_dim": -1},
                 {"_target_": "EnsureType", "dtype": "$torch.float32", "track_meta": False},
             ],
             "predict": "$torch.no_grad()(lambda f: dict(zip(@classes, torch.softmax(@network(@preprocessing(f)[None]"
-                       ".to(@device)), 1)[0].tolist())))",
-            "input": {"type": "image", "format": "magnitude", "modality": "MR", "num_channels": 3,
-                      "spatial_shape": [size, size], "dtype": "float32", "value_range": [0, 255],
-                      "is_patch_data": False, "channel_def": {"0": "R", "1": "G", "2": "B"}},
-            "output": {"type": "probabilities", "format": "classes", "num_channels": len(classes),
-                       "spatial_shape": [1, 1], "dtype": "float32", "value_range": [0, 1], "is_patch_data": False,
-                       "channel_def": dict(enumerate(classes))},
-            "readme": f"Input: one axial MRI slice per file (any size; resized to {size}×{size}, RGB, raw 0–255 values). "
-                      f"Output: softmax scores over {', '.join(classes)}.",
+            ".to(@device)), 1)[0].tolist())))",
+            "input": {
+                "type": "image",
+                "format": "magnitude",
+                "modality": "MR",
+                "num_channels": 3,
+                "spatial_shape": [size, size],
+                "dtype": "float32",
+                "value_range": [0, 255],
+                "is_patch_data": False,
+                "channel_def": {"0": "R", "1": "G", "2": "B"},
+            },
+            "output": {
+                "type": "probabilities",
+                "format": "classes",
+                "num_channels": len(classes),
+                "spatial_shape": [1, 1],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+                "channel_def": dict(enumerate(classes)),
+            },
+            "readme": f"Input: one axial MRI slice per file (any size; resized to {size}×{size}, RGB, raw 0–255 "
+            "values). "
+            f"Output: softmax scores over {', '.join(classes)}.",
         }
 
     # -- k-fold cross-validation (Table 3): one train run per fold ----------------------------------------------

@@ -1,7 +1,8 @@
 """ad-progression: ADxPro, cross-modal AD progression prediction with missing visits and modalities
-(card: shared/papers/ad-progression.md).
+(card: docs/papers/ad-progression.md).
 
-The manifest lives in ``config.py``, the method in ``pipeline.py``.
+The manifest lives in ``config.py``, the method in ``pipeline.py``, the cohort arrays in ``data.py``, ``impute`` and
+``prepare`` in ``impute.py``, the paper's tables in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -18,13 +19,14 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.ad_progression.pipeline:AdProgression",
     parents={"eval": "train", "predict": "train", "impute": "train"},
     stage_help={
-        "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
-        "impute": "Fill a finished train run's missing visits: reconstructed volumes as NIfTI, imputed biomarkers as CSV.",
-        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
+        "prepare": "Select the cohort and check the table and volumes: counts, cohort.csv and a cohort figure.",
+        "impute": "Fill a train run's missing visits: decoded volumes as NIfTI, imputed biomarkers as CSV.",
+        "cv": "k-fold CV (train.folds): one train run per fold, reused when complete; mean ± sd (cv.baseline: t-test).",
     },
     examples={
         "prepare": "medrun prepare ad-progression --dataset adnimerge --fixture",
         "impute": "medrun impute ad-progression --dataset adnimerge --fixture",
         "cv": "medrun cv ad-progression --dataset adnimerge --fixture",
     },
+    no_export="a subject's input is a sequence of visits with MRI, PET and tabular data, not one image",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medrun.manifests.schema import (
     BatchSize,
@@ -26,11 +26,11 @@ VISITS = ("bl", "m12", "m24", "m36", "m48", "m60")
 class Data(DatasetSection):
     name: Literal["adnimerge"]
     adnimerge: str = Field("ADNIMERGE.csv", description="the ADNIMERGE table (absolute, or relative to root)")
-    images: str = Field("images", description="folder of {PTID}_{VISCODE}_{MRI|PET}.nii.gz (absolute, or relative to root)")
-    ignore_viscodes: bool = Field(False, description="drop rows with VISCODEs other than bl/m<months> instead of failing")
+    images: str = Field("images", description="folder of {PTID}_{VISCODE}_{MRI|PET}.nii.gz (absolute, or under root)")
+    ignore_viscodes: bool = Field(False, description="drop rows with VISCODEs other than bl/m<months>, not fail")
     visits: list[str] = Field(default_factory=lambda: list(VISITS), description="kept VISCODEs, in order (T = len)")
-    volume: tuple[Count, Count, Count] = Field((128, 160, 128), description="volume size the model sees (after the crop)")
-    crop: tuple[Count, Count, Count] | None = Field((128, 160, 128), description="centre crop of the MNI152 volumes first")
+    volume: tuple[Count, Count, Count] = Field((128, 160, 128), description="volume size the model sees (after crop)")
+    crop: tuple[Count, Count, Count] | None = Field((128, 160, 128), description="centre crop of the MNI152 volumes")
 
     @field_validator("visits")
     @classmethod
@@ -56,13 +56,20 @@ class Train(TrainSection):
     beta_warmup_epochs: int = Field(10, ge=0, description="β rises linearly from 0 over these epochs")
     cosine: bool = Field(True, description="cosine annealing of the lr over the epochs")
     folds: int = Field(5, ge=2, description="subject-level folds; train/eval use fold `fold` as the test set")
-    fold: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0, description="the held-out fold (0-based); `medrun cv` trains one run per fold")
     split_seed: Seed = 0
+    folds_file: str | None = Field(None, description="CSV PTID,fold (0-based) to use instead of computed folds")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self):
+        if self.folds_file is None and self.fold >= self.folds:
+            raise ValueError(f"train.fold {self.fold} is not one of the {self.folds} folds (0 … {self.folds - 1})")
+        return self
 
 
 class CV(Section):
-    folds_file: str | None = Field(None, description="CSV PTID,fold (0-based) to use instead of computed folds")
-    baseline: bool = Field(False, description="also run the biomarker-only model on every fold; paired t-test")
+    baseline: bool = Field(False, description="also train the biomarker-only model (model.use_images false) on every "
+                                              "fold, each a train run of its own; paired t-test")
 
 
 class Impute(Section):

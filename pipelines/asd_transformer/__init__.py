@@ -1,8 +1,9 @@
 """asd-transformer: attention transformer on ABIDE functional connectivity for autism (card:
-shared/papers/asd-transformer.md).
+docs/papers/asd-transformer.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``, the feature steps (ComBat, local efficiency)
-in ``features.py``.
+and their cache in ``features.py``, the figures in ``figures.py``, ``ablate`` in ``ablate.py``, the paper's tables in
+``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -18,11 +19,12 @@ SPEC = PipelineSpec(
     manifest="medrun.pipelines.asd_transformer.config:AsdTransformerManifest",
     impl="medrun.pipelines.asd_transformer.pipeline:AsdTransformerPipeline",
     stage_help={
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
-        "prepare": "Read and check the raw records (tables, volumes) and write the prepared dataset the other stages use.",
+        "ablate": "Table 2: each of ablate.variants is a train run of its own (reused when complete); one table.",
+        "prepare": "FC → ComBat → local efficiency → community order, written as features.npz with the checks.",
     },
     examples={
         "ablate": "medrun ablate asd-transformer --dataset abide --fixture",
         "prepare": "medrun prepare asd-transformer --dataset abide --fixture",
     },
+    no_export="the input is a subject's connectivity after ComBat across the whole cohort's sites, not one image",
 )

@@ -1,4 +1,4 @@
-"""cmu-net: CMU-Net, a U-Net with Mamba and CBAM for sub-cellular segmentation (card: shared/papers/cmu-net.md).
+"""cmu-net: CMU-Net, a U-Net with Mamba and CBAM for sub-cellular segmentation (docs/papers/cmu-net.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -16,8 +16,10 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.cmu_net.pipeline:CmuNet",
     parents={"eval": "train", "predict": "train", "morphology": "train"},
     stage_help={
-        "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground truth.",
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "morphology": "Count and measure the objects in a finished train run's predicted masks against the ground "
+                      "truth.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary "
+                  "table.",
     },
     examples={
         "morphology": "medrun morphology cmu-net --dataset sekh-mito --fixture",

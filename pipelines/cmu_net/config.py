@@ -36,13 +36,15 @@ class Data(DatasetSection):
 
 class Model(Section):
     name: ModelName = Field("cmunet", description="cmunet and its ablation variants, or a MONAI baseline")
-    channels: list[Count] = Field([32, 64, 128, 256, 512], min_length=2, description="per-stage widths (5 stages, 4 pools)")
+    channels: list[Count] = Field([32, 64, 128, 256, 512], min_length=2,
+                                  description="per-stage widths (5 stages, 4 pools)")
     d_state: int = Field(16, ge=1)
     expand: int = Field(2, ge=1)
     mamba_residual: bool = False
     cbam_reduction: int = Field(16, ge=1)
     deep_supervision: bool = True
-    scan: Literal["auto", "chunked", "ssd", "sequential"] = Field("ssd", description="ssd: fastest on CPU; auto: mamba_ssm on CUDA")
+    scan: Literal["auto", "chunked", "ssd", "sequential"] = Field(
+        "ssd", description="ssd: fastest on CPU; auto: mamba_ssm on CUDA")
     chunk_size: int = Field(64, ge=1, description="chunk length of the CPU selective scan")
     num_classes: int = Field(2, ge=2)
 
@@ -70,7 +72,16 @@ class Train(TrainSection):
 class Eval(EvalSection):
     metrics: list[str] = Field(default_factory=lambda: ["f1", "iou", "miou"])
     overlays: int = Field(4, ge=0, description="overlay PNGs of the first N cases")
-    sw_overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the patch")
+
+
+class Inference(Section):
+    """Sliding-window inference of eval / predict / morphology (MONAI ``SlidingWindowInferer``)."""
+
+    roi_size: list[Count] | None = Field(None, min_length=2, max_length=2,
+                                         description="window (H, W); default the training patch")
+    sw_batch_size: Count = 4
+    overlap: float = Field(0.5, ge=0, lt=1, description="overlap of neighbouring windows")
+    mode: Literal["gaussian", "constant"] = "gaussian"
 
 
 class Morphology(Section):
@@ -78,12 +89,13 @@ class Morphology(Section):
 
 
 class Predict(Section):
-    input: str | None = Field(None, description="folder of images (default: the eval split)")
+    input: str | None = Field(None, description="images: a file, folder or glob (default: the eval split)")
 
 
 class Ablation(Section):
+    """Table 5: one train run per variant (``model.name``); the paper's rows are in ``paper.yaml``."""
+
     variants: list[ModelName] = Field(default_factory=lambda: ["unet", "umamba", "unet-cbam", "cmunet"])
-    expect: dict[str, dict[str, float]] = Field(default_factory=dict, description="the paper's row per variant")
 
 
 class CmuNetManifest(Manifest):
@@ -92,6 +104,7 @@ class CmuNetManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
+    inference: Inference = Field(default_factory=Inference)
     morphology: Morphology = Field(default_factory=Morphology)
     predict: Predict = Field(default_factory=Predict)
     ablate: Ablation = Field(default_factory=Ablation)

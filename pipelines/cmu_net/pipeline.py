@@ -1,12 +1,13 @@
-"""cmu-net, the method (card: shared/papers/cmu-net.md).
+"""cmu-net, the method (card: docs/papers/cmu-net.md).
 
 Data: an nnU-Net v2 raw dataset (``datasets/nnunet_raw.py``): ``imagesTr``/``labelsTr`` (+ ``imagesTs``/``labelsTs``).
 Labels are checked against the image (same shape) and against dataset.json's label values. Every image is
 z-scored on its own (nnU-Net's per-image normalisation for non-CT data). Split: when ``labelsTs`` holds labels,
 imagesTr trains and the labelled imagesTs cases test; otherwise a fixed 80/20 train/test split of imagesTr with
 seed 0 (the card's option "a fixed 80/20 train/test split (seed 0)"; not nnU-Net's 5-fold CV). ``dataset.cases``
-(regex) and ``dataset.exclude`` filter the cases first. The split is recorded in ``data.lock.json`` and, in nnU-Net's
-``splits_final.json`` form, in the run directory (never in the user's data folder, whose content is fingerprinted).
+(regex) and ``dataset.exclude`` filter the cases first. The split is recorded in ``data.lock.json`` and, in
+nnU-Net's ``splits_final.json`` form, in the run directory (never in the user's data folder, whose content is
+fingerprinted).
 
 Training (nnU-Net v2 trainer as the card describes it): ``train.epochs`` × ``train.iters_per_epoch`` (150 × 250)
 iterations of ``batch_size`` random ``patch_size``² crops (zero-padded when an image is smaller) with random
@@ -23,20 +24,24 @@ transposed-conv decoder, deep-supervision heads). ``model.name`` picks the ablat
 (``models/selective_scan.py``: every chunk at once, activation checkpointing per group of chunks), the fastest
 pure-PyTorch scan on a CPU; on a CUDA machine with ``mamba_ssm`` installed, ``-o model.scan=auto`` uses its kernel.
 
-Evaluation: sliding-window inference (MONAI, roi = the training patch, Gaussian weighting, overlap 0.5; an image
-smaller than the patch is padded), argmax. Per image: F1 = Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) of the
-foreground, 2-class mIoU = mean of foreground and background IoU, precision, recall; the run reports per-image
-means (the card: "average per image"; the paper's IoU is inconsistent with its F1, see paper.md).
+Evaluation: sliding-window inference through the predictor on the manifest's hardware (MONAI
+``SlidingWindowInferer`` from the ``inference:`` section: roi = the training patch unless ``inference.roi_size``,
+Gaussian weighting, overlap 0.5, 4 windows a batch; an image smaller than the window is padded), argmax. Per
+image: F1 = Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) of the foreground, 2-class mIoU = mean of foreground
+and background IoU, precision, recall; the run reports per-image means (the card: "average per image"; the
+paper's IoU is inconsistent with its F1, see paper.md). ``predict`` writes ``predictions/<case>.png`` (0/1, the
+image's own size: nnU-Net's output naming).
 
 Morphology (card, Fig. 5–6): connected components (8-connectivity, scikit-image ``label``/``regionprops``) of the
 ground truth and of the prediction, classed by area: dot < 100 px, rod 100–500 px, network > 500 px (500 itself
 counts as network); count and total area per class. The train stage reports it for its test split; the
-``morphology`` stage does it for any split of a finished train run and draws a bar chart. On the fixture the
-generator's drawn counts (``fixture_truth.json``) are checked: ``morph_truth_exact`` is 1 when every case matches.
+``morphology`` stage (``morphology.py``) does it for any split of a finished train run and draws a bar chart. On
+the fixture the generator's drawn counts (``fixture_truth.json``) are checked: ``morph_truth_exact`` is 1 when
+every case matches.
 
-Ablation (Table 5) is a manifest list, not a code fork: the ``ablate`` stage trains ``ablate.variants`` one
-after another with the manifest's settings (only ``model.name`` changes), evaluates each on the test split and
-writes one table (``ablation.csv``, ``paper.md`` beside the paper's rows from ``ablate.expect``).
+Ablation (Table 5) is a manifest list, not a code fork: ``ablate`` is a sweep with one train run per
+``ablate.variants`` entry (only ``model.name`` changes; each reused when complete), then one table
+(``ablation.csv``, ``paper.md`` beside the paper's rows of Table 5 from ``paper.yaml``).
 
 Fixture smoke run (the card's settings: channels 8–64, d_state 4, batch 4, 200 iterations, lr 0.01 cosine): flips
 only, no rotation or elastic deformation, so that 200 steps learn. The tests' learning check trains 40 iterations
@@ -55,7 +60,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import lightning as L
@@ -64,31 +68,45 @@ import torch
 import torch.nn.functional as F
 
 from medrun.datasets import nnunet_raw
-from medrun.datasets.images import list_images
-from medrun.errors import DataError, UsageError
+from medrun.errors import UsageError
 from medrun.metrics import segmentation as segm
-from medrun.models.cmunet import VARIANTS, CMUNet, deep_supervision_weights
+from medrun.models.cmunet import VARIANTS, deep_supervision_weights
 
-from .. import training
-from ..base import Pipeline
-from ..report import learning_curves, markdown_table, paper_md, save_figure
+from ..report import markdown_table, paper_data, paper_md, paper_note, paper_table, read_series
+from ..sweep import Child
 from ..tasks import segmentation as seg
+from ..tasks.supervised import Supervised
 
 CLASSES = tuple(nnunet_raw.MORPH_BINS)  # dot, rod, network
 
 
-def build_network(mm, patch_size: int):
-    """The network of a manifest's model section (``mm``)."""
+MONAI_BASELINES = {"segresnet": ("SegResNet", {"init_filters": 32}), "unetr": ("UNETR", {"feature_size": 16}),
+                   "swinunetr": ("SwinUNETR", {"feature_size": 24})}
+
+
+def network_def(mm, patch_size: int) -> dict:
+    """The network of a manifest's model section (``mm``) as a ``_target_`` config (what a MONAI bundle holds)."""
     if mm.name in VARIANTS:
-        return CMUNet(1, mm.num_classes, mm.channels, mm.name, mm.d_state, mm.expand, mm.mamba_residual,
-                      mm.cbam_reduction, mm.deep_supervision, mm.scan, mm.chunk_size)
+        keys = {"num_classes", "channels", "d_state", "expand", "mamba_residual", "cbam_reduction",
+                "deep_supervision", "scan", "chunk_size"}
+        return {"_target_": "medrun.models.create", "name": "cmunet", "in_channels": 1, "variant": mm.name,
+                **mm.model_dump(mode="json", include=keys)}
+    cls, kw = MONAI_BASELINES[mm.name]
+    return {"_target_": f"monai.networks.nets.{cls}", "spatial_dims": 2, "in_channels": 1,
+            "out_channels": mm.num_classes, **kw, **({"img_size": [patch_size] * 2} if mm.name == "unetr" else {})}
+
+
+def build_network(mm, patch_size: int):
+    """The network of a manifest's model section (``mm``): ``network_def`` built."""
+    cfg = network_def(mm, patch_size)
+    target = cfg.pop("_target_")
+    if target == "medrun.models.create":
+        from medrun.models import create
+
+        return create(**cfg)
     from monai.networks import nets
 
-    if mm.name == "segresnet":
-        return nets.SegResNet(spatial_dims=2, in_channels=1, out_channels=mm.num_classes, init_filters=32)
-    if mm.name == "unetr":
-        return nets.UNETR(1, mm.num_classes, img_size=(patch_size, patch_size), feature_size=16, spatial_dims=2)
-    return nets.SwinUNETR(1, mm.num_classes, feature_size=24, spatial_dims=2)
+    return getattr(nets, target.rsplit(".", 1)[1])(**cfg)
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -172,7 +190,8 @@ class DeepSupervisionLoss(torch.nn.Module):
         for w, out in zip(deep_supervision_weights(len(outputs)), outputs, strict=True):
             if w == 0:
                 continue
-            t = target if out.shape[-2:] == target.shape[-2:] else F.interpolate(target.float(), out.shape[-2:], mode="nearest").long()
+            t = (target if out.shape[-2:] == target.shape[-2:]
+                 else F.interpolate(target.float(), out.shape[-2:], mode="nearest").long())
             total = total + w * self.dc_ce(out, t)
         return total
 
@@ -197,24 +216,7 @@ class LitSeg(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-# -- inference, metrics, morphology ------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_mask(net, image: np.ndarray, patch: int, overlap: float = 0.5) -> np.ndarray:
-    """argmax of sliding-window logits (roi = patch; smaller images are padded by MONAI)."""
-    from monai.inferers import sliding_window_inference
-
-    net.eval()
-    device = next(net.parameters()).device  # wherever the Trainer left the network
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-
-    def forward(t):
-        out = net(t)
-        return out[0] if isinstance(out, (list, tuple)) else out
-
-    logits = sliding_window_inference(x, (patch, patch), 4, forward, overlap=overlap, mode="gaussian")
-    return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
-
-
+# -- metrics, morphology ----------------------------------------------------------------------------------------
 def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict:
     out = seg.case_metrics(pred, gt, ("dice", "iou", "precision", "recall"))
     iou_bg = float(segm.iou(gt == 0, pred == 0))
@@ -242,7 +244,10 @@ def morphology(mask: np.ndarray) -> dict:
 METRIC_NAMES = ("f1", "dice", "iou", "miou", "precision", "recall")
 
 
-class CmuNet(Pipeline):
+class CmuNet(Supervised):
+    report_split = "test"
+    val_split = None  # the card's protocol: no validation loop, the final model is scored on the test split
+
     def build_model(self):
         return build_network(self.m.model, self.m.train.patch_size)
 
@@ -251,9 +256,9 @@ class CmuNet(Pipeline):
     def root(self) -> Path:
         return Path(self.ctx.data_roots["data"])
 
-    def splits(self) -> tuple[dict[str, list[nnunet_raw.Case]], dict]:
+    def splits(self) -> dict[str, list[nnunet_raw.Case]]:
         d = self.m.dataset
-        cases, meta = nnunet_raw.read(self.root)
+        cases, self.meta = nnunet_raw.read(self.root)
         kept = [c for c in cases if c.id not in set(d.exclude) and (d.cases is None or re.search(d.cases, c.id))]
         tr = [c for c in kept if c.split == "Tr"]
         ts = [c for c in kept if c.split == "Ts" and c.label is not None]
@@ -271,68 +276,54 @@ class CmuNet(Pipeline):
             raise UsageError(f"{self.root / 'imagesTr'}: the training split is empty after filtering"
                              f" ({filt or 'no filter'}; {sum(c.split == 'Tr' for c in cases)} training cases before)",
                              fix="loosen dataset.cases / dataset.exclude so some imagesTr cases remain")
-        self._record_splits(splits)
-        return splits, meta
-
-    def _record_splits(self, splits: dict) -> None:
-        lock = self.ctx.run.path / "data.lock.json"
-        data = json.loads(lock.read_text())
-        data["splits"] = {k: [c.image.relative_to(self.root).as_posix() for c in v] for k, v in splits.items()}
-        self.ctx.run.write_json("data.lock.json", data)
+        self.ctx.record_splits(splits)
         # nnU-Net's splits_final.json form (a list of folds), here the one fixed split
-        self.ctx.run.write_json("splits_final.json", [{"train": [c.id for c in splits["train"]],
-                                                       "val": [c.id for c in splits["test"]]}])
+        self.ctx.write_json("splits_final.json", [{"train": [c.id for c in splits["train"]],
+                                                   "val": [c.id for c in splits["test"]]}])
+        return splits
 
-    def load(self, cases, meta) -> list[Loaded]:
-        return [Loaded(c, meta["labels"]) for c in cases]
+    def load(self, cases) -> list[Loaded]:
+        return [Loaded(c, self.meta["labels"]) for c in cases]
 
-    # -- training --------------------------------------------------------------------------------------------
-    def _fit(self, train: list[Loaded], model_section=None, ckpt: bool = True):
+    # -- training: the template's, with the card's patch sampler and gradient clipping ---------------------------
+    def train_loader(self, splits: dict):
         t = self.m.train
-        net = build_network(model_section or self.m.model, t.patch_size)
-        total = t.epochs * t.iters_per_epoch
-        module = LitSeg(net, t, total)
-        trainer = training.make_trainer(self.ctx, t.epochs, checkpoint=ckpt, logger=ckpt,
-                                        gradient_clip_val=t.grad_clip, gradient_clip_algorithm="norm")
-        data = PatchSampler(train, t.patch_size, t.iters_per_epoch * t.batch_size, t.augment, self.m.seed)
-        loader = torch.utils.data.DataLoader(data, batch_size=t.batch_size, shuffle=False, num_workers=t.num_workers,
-                                             persistent_workers=t.num_workers > 0)
-        losses: list[float] = []
+        data = PatchSampler(self.load(splits["train"]), t.patch_size, t.iters_per_epoch * t.batch_size, t.augment,
+                            self.m.seed)
+        return torch.utils.data.DataLoader(data, batch_size=t.batch_size, shuffle=False, num_workers=t.num_workers,
+                                           persistent_workers=t.num_workers > 0)
 
-        class _Losses(training.Callback):
-            def on_train_epoch_end(self, trainer, pl_module):
-                if "train_loss" in trainer.callback_metrics:
-                    losses.append(float(trainer.callback_metrics["train_loss"]))
+    def lit_module(self, net):
+        t = self.m.train
+        return LitSeg(net, t, t.epochs * t.iters_per_epoch)
 
-        trainer.callbacks.append(_Losses())
-        t0 = time.perf_counter()
-        training.fit(trainer, module, train_dataloaders=loader,
-                     ckpt_path=training.resume_checkpoint(self.ctx.run) if ckpt else None)
-        secs = time.perf_counter() - t0
-        return module.net, {"secs_per_epoch": round(secs / max(1, t.epochs), 3),
-                            "train_images_per_sec": round(total * t.batch_size / secs, 3) if secs > 0 else None,
-                            "train_loss_first": round(losses[0], 5) if losses else None,
-                            "train_loss_last": round(losses[-1], 5) if losses else None}
+    def trainer_kwargs(self) -> dict:
+        return {"gradient_clip_val": self.m.train.grad_clip, "gradient_clip_algorithm": "norm"}
+
+    def weights_metadata(self) -> dict:
+        return {"pipeline": "cmu-net", "model": self.m.model.name}
 
     def train(self) -> dict:
-        splits, meta = self.splits()
-        self.ctx.log(f"{self.m.dataset.name}: train {len(splits['train'])} · test {len(splits['test'])} images; "
-                     f"model {self.m.model.name}")
-        train = self.load(splits["train"], meta)
-        net, fit_info = self._fit(train)
-        training.save_weights(net, self.ctx.run.path / "checkpoints" / "model.safetensors",
-                              {"pipeline": "cmu-net", "model": self.m.model.name})
-        learning_curves(self.ctx.run.path / "logs" / "metrics.csv", self.ctx.run.path / "figures" / "learning_curves.png")
-        metrics = self._report(net, self.load(splits["test"], meta), "test")
-        metrics.update(fit_info)
-        metrics.update(training.count_params(net))
+        metrics = super().train()
+        t, secs = self.m.train, metrics["secs_per_epoch"]
+        losses = read_series(self.ctx.path / "logs" / "metrics.csv").get("train_loss", [])
+        metrics.update(train_images_per_sec=round(t.iters_per_epoch * t.batch_size / secs, 3) if secs > 0 else None,
+                       train_loss_first=round(losses[0][1], 5) if losses else None,
+                       train_loss_last=round(losses[-1][1], 5) if losses else None)
         return metrics
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def _evaluate(self, net, cases: list[Loaded]) -> tuple[list[dict], list[np.ndarray]]:
+    def predict_mask(self, net, image: np.ndarray) -> np.ndarray:
+        """argmax of the sliding-window logits on the manifest's hardware (roi: the training patch by default)."""
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+        patch = self.m.train.patch_size
+        roi = {} if self.m.inference.roi_size else {"roi_size": [patch, patch]}
+        return self.predictor.sliding_window(net, x, **roi)[0].argmax(0).numpy().astype(np.uint8)
+
+    def score(self, net, cases: list[Loaded]) -> tuple[list[dict], list[np.ndarray]]:
         rows, preds = [], []
         for c in cases:
-            pred = predict_mask(net, c.image, self.m.train.patch_size, self.m.eval.sw_overlap)
+            pred = self.predict_mask(net, c.image)
             row = {"case": c.case.id, **overlap_metrics(pred, c.label)}
             row.update({f"gt_{k}": v for k, v in morphology(c.label).items()})
             row.update({f"pred_{k}": v for k, v in morphology(pred).items()})
@@ -340,7 +331,7 @@ class CmuNet(Pipeline):
             preds.append(pred)
         return rows, preds
 
-    def _morph_totals(self, rows: list[dict]) -> dict:
+    def morph_totals(self, rows: list[dict]) -> dict:
         out = {}
         for who in ("gt", "pred"):
             for c in CLASSES:
@@ -353,170 +344,107 @@ class CmuNet(Pipeline):
             out["morph_truth_exact"] = 1.0 if ok else 0.0
         return out
 
-    def _report(self, net, cases: list[Loaded], split: str) -> dict:
-        run = self.ctx.run
-        rows, preds = self._evaluate(net, cases)
-        metrics = seg.summarise(rows, METRIC_NAMES)
-        metrics["split"] = split
-        metrics.update(self._morph_totals(rows))
-        seg.write_per_case(run, rows)
-        for c, pred in list(zip(cases, preds, strict=True))[: self.m.eval.overlays]:
-            seg.overlay_png(c.raw, c.label, pred, run.path / "figures" / f"overlay_{c.case.id}.png",
-                            f"{c.case.id}: F1 {overlap_metrics(pred, c.label)['f1']:.3f} (green truth, red prediction)")
-        self.ctx.log(f"{split}: F1 {metrics['f1']:.4f}  IoU {metrics['iou']:.4f}  mIoU {metrics['miou']:.4f} "
-                     f"({metrics['n_cases']} images)")
-        run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx, sections=[
-            _paper_table(self.m.dataset.name), _morph_section(metrics), _NOTES]))
-        return metrics
+    def evaluate(self, net, cases):
+        loaded = self.load(cases)
+        rows, preds = self.score(net, loaded)
+        self._shown = list(zip(loaded, preds, rows, strict=True))
+        return {**seg.summarise(rows, METRIC_NAMES), **self.morph_totals(rows)}, rows
 
-    def _split(self, name: str):
-        splits, meta = self.splits()
-        if name not in splits:
-            raise UsageError(f"unknown split '{name}'", fix=f"use --split {' | '.join(splits)}")
-        return self.load(splits[name], meta)
+    def figures(self, net, cases, metrics, rows, split):
+        for c, pred, row in self._shown[: self.m.eval.overlays]:
+            seg.overlay(self.ctx, f"overlay_{c.case.id}", c.raw, c.label, pred,
+                        f"{c.case.id}: F1 {row['f1']:.3f} (green truth, red prediction)")
 
-    def eval(self) -> dict:
-        return self._report(self.trained_model(), self._split(self.m.eval.split), self.m.eval.split)
+    def summary_line(self, split, metrics):
+        return (f"{split}: F1 {metrics['f1']:.4f}  IoU {metrics['iou']:.4f}  mIoU {metrics['miou']:.4f} "
+                f"({metrics['n_cases']} images)")
 
-    # -- prediction ------------------------------------------------------------------------------------------
-    def predict(self) -> dict:
-        from PIL import Image
+    def paper_sections(self, metrics):
+        name = self.m.dataset.name
+        table = paper_table(self.ctx.spec, name)
+        if name != "sekh-mito":
+            table += "\n\n" + paper_note(self.ctx.spec, "approximate")
+        return [table, morph_section(metrics), paper_note(self.ctx.spec, "comparison")]
 
-        net = self.trained_model()
+    # -- predict: masks at the image's own size --------------------------------------------------------------------
+    def predict_items(self):
         if self.m.predict.input:
-            folder = Path(self.m.predict.input)
-            if not folder.is_dir():
-                raise DataError(f"predict.input folder not found: {folder}", fix="-o predict.input=/path/to/images")
-            items = [(re.sub(r"_0000$", "", p.stem), p, None) for p in list_images(folder)]
-            if not items:
-                raise DataError(f"no images in {folder}", fix="point predict.input at a folder of .png/.tif files")
-            loaded = [(cid, zscore(nnunet_raw._read_array(p).astype(np.float32))) for cid, p, _ in items]
-        else:
-            loaded = [(c.case.id, c.image) for c in self._split(self.m.eval.split)]
+            return self.ctx.predict_inputs(self.m.predict.input, nnunet_raw.SUFFIXES)
+        return super().predict_items()
+
+    def predict_rows(self, net, items) -> list[dict]:
         rows = []
-        out_dir = self.ctx.run.path / "predictions"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for cid, image in loaded:
-            pred = predict_mask(net, image, self.m.train.patch_size, self.m.eval.sw_overlap)
-            Image.fromarray(pred).save(out_dir / f"{cid}.png")  # nnU-Net's output naming: <case>.png, 0/1
+        for item in items:
+            if isinstance(item, Path):  # a user's image: <case>_0000.png as in imagesTs, or any name
+                cid, image = re.sub(r"_0000$", "", item.stem), zscore(nnunet_raw._read_array(item))
+            else:
+                cid, image = item.id, self.load([item])[0].image
+            pred = self.predict_mask(net, image)
+            seg.write_mask(self.ctx, f"predictions/{cid}.png", pred, foreground=1)  # nnU-Net's naming, 0/1
             rows.append({"case": cid, "foreground_fraction": float(pred.mean()), **morphology(pred)})
-        seg.write_per_case(self.ctx.run, rows)
-        self.ctx.log(f"predicted {len(rows)} masks into {out_dir}")
-        return {"n": len(rows), "foreground_fraction": float(np.mean([r["foreground_fraction"] for r in rows]))}
+        return rows
 
-    # -- morphology read-out (Fig. 5–6) ---------------------------------------------------------------------
+    def predict_summary(self, rows):
+        return {"foreground_fraction": float(np.mean([r["foreground_fraction"] for r in rows]))}
+
+    # -- export -------------------------------------------------------------------------------------------------
+    def bundle_parts(self) -> dict:
+        """A MONAI bundle: the network, eval's preprocessing (medrun's reader, per-image z-score) and eval's
+        sliding-window inference (the ``inference:`` settings); per file the argmax mask at the image's size."""
+        inf, patch = self.m.inference, self.m.train.patch_size
+        roi = list(inf.roi_size or [patch, patch])
+        sw = (f"monai.inferers.SlidingWindowInferer(roi_size={roi}, sw_batch_size={inf.sw_batch_size}, "
+              f"overlap={inf.overlap}, mode='{inf.mode}')")
+        reader = "__import__('medrun.datasets.nnunet_raw', fromlist=['_read_array'])._read_array"
+        return seg.bundle_parts(
+            task="binary organelle segmentation of one 2D fluorescence image",
+            network_def=network_def(self.m.model, patch), suffixes=nnunet_raw.SUFFIXES,
+            preprocessing=[{"_target_": "Lambda", "func": f"$lambda f: {reader}(__import__('pathlib').Path(f))"},
+                           {"_target_": "Lambda", "func": "$lambda a: torch.from_numpy((lambda x: (x - x.mean()) / "
+                                                          "max(float(x.std()), 1e-8))(a.astype('float32')))[None]"}],
+            predict=seg.mask_entry(f"{sw}(x, @network)[0].argmax(0).cpu()"), in_channels=1, size=None,
+            labels={0: "background", 1: "organelle"}, modality="fluorescence microscopy",
+            readme="Input: one 2D image per file (.png/.tif, any size; z-scored on its own). Output, per file: the "
+                   f"organelle mask at the image's size (rows of 0/1, argmax of sliding-window logits, window {roi}).")
+
+    # -- stages beyond train/eval/predict --------------------------------------------------------------------------
     def morphology(self) -> dict:
-        split = self.m.morphology.split
-        net = self.trained_model()
-        cases = self._split(split)
-        rows, preds = self._evaluate(net, cases)
-        comp_rows = []
-        for c, pred in zip(cases, preds, strict=True):
-            for who, mask in (("gt", c.label), (self.m.model.name, pred)):
-                comp_rows += [{"case": c.case.id, "mask": who, "area_px": a, "class": nnunet_raw.morph_class(a)}
-                              for a in components(mask)]
-        seg.write_per_case(self.ctx.run, rows)
-        seg.write_per_case(self.ctx.run, comp_rows, "components.csv")
-        metrics = {"split": split, "n_cases": len(rows), **self._morph_totals(rows)}
-        _morph_figure(metrics, self.m.model.name, self.ctx.run.path / "figures" / "morphology.png")
-        self.ctx.log("morphology (gt → pred): " + ", ".join(
-            f"{c} {metrics[f'morph_gt_{c}_n']} → {metrics[f'morph_pred_{c}_n']}" for c in CLASSES))
-        self.ctx.run.write_text("paper.md", paper_md(self.ctx.spec, self.m, metrics, self.ctx,
-                                                     title="CMU-Net morphology read-out (Fig. 5–6)",
-                                                     sections=[_morph_section(metrics), _MORPH_NOTES]))
-        return metrics
+        from .morphology import morphology_stage
 
-    # -- ablation (Table 5) ---------------------------------------------------------------------------------
+        return morphology_stage(self)
+
     def ablate(self) -> dict:
-        splits, meta = self.splits()
-        train, test = self.load(splits["train"], meta), self.load(splits["test"], meta)
-        table, all_rows, metrics = [], [], {"variants": list(self.m.ablate.variants)}
-        for v in self.m.ablate.variants:
-            section = self.m.model.model_copy(update={"name": v})
-            self.ctx.log(f"ablation: {v} (train {len(train)} · test {len(test)})")
-            training.apply_determinism(self.m.determinism, self.m.seed)  # every variant starts from the same seed
-            net, fit_info = self._fit(train, section, ckpt=False)
-            training.save_weights(net, self.ctx.run.path / "checkpoints" / f"{v}.safetensors", {"model": v})
-            rows, _ = self._evaluate(net, test)
-            s = seg.summarise(rows, METRIC_NAMES)
-            morph = self._morph_totals(rows)
-            all_rows += [{"variant": v, **r} for r in rows]
-            exp = self.m.ablate.expect.get(v, {})
-            table.append({"variant": v, "f1": s["f1"], "iou": s["iou"], "miou": s["miou"],
-                          "paper_f1": exp.get("f1"), "paper_iou": exp.get("iou"),
-                          "params": training.count_params(net)["params_total"], **fit_info,
-                          **{k: morph[f"morph_pred_{k}_n"] for k in CLASSES}})
-            for k in ("f1", "iou", "miou"):
-                metrics[f"{v}.{k}"] = s[k]
-        seg.write_per_case(self.ctx.run, all_rows)
-        seg.write_per_case(self.ctx.run, table, "ablation.csv")
-        cols = ["variant", "f1", "paper_f1", "iou", "paper_iou", "miou", "params", "train_loss_last", *CLASSES]
-        md = markdown_table(cols, [[r[c] for c in cols] for r in table])
-        self.ctx.run.write_text("paper.md", paper_md(
+        """Table 5: one train run per ``ablate.variants`` entry (``model.name``), then one table."""
+        variants = self.m.ablate.variants
+        runs = self.ctx.sweep([Child(v, {"model.name": v}, labels={"variant": v}) for v in variants], title="variant")
+        self.ctx.write_csv("per_case.csv", [{"variant": r.child.name, **row} for r in runs for row in r.read_csv()])
+        ref = {row[0]: row[1:] for row in paper_data(self.ctx.spec)["tables"][f"table5-{self.m.dataset.name}"]["rows"]}
+        table, metrics = [], {"variants": list(variants)}
+        for r in runs:
+            v, m = r.child.name, r.metrics
+            paper = ref.get(v, [None, None])
+            table.append({"variant": v, "f1": m["f1"], "paper_f1": paper[0], "iou": m["iou"], "paper_iou": paper[1],
+                          "miou": m["miou"], "params": m["params_total"], "train_loss_last": m.get("train_loss_last"),
+                          **{k: m[f"morph_pred_{k}_n"] for k in CLASSES}, "run_id": r.run_id[:12]})
+            metrics.update({f"{v}.{k}": m[k] for k in ("f1", "iou", "miou")})
+        self.ctx.write_csv("ablation.csv", table)
+        md = markdown_table(list(table[0]), [list(r.values()) for r in table])
+        self.ctx.write_text("paper.md", paper_md(
             self.ctx.spec, self.m, {k: metrics.get(f"cmunet.{k}") for k in ("f1", "iou", "miou")}, self.ctx,
             title="CMU-Net ablation (Table 5)",
-            sections=["## Ablation: this run beside the paper's Table 5\n\n" + md
-                      + "\n\ndot / rod / network: predicted component counts on the test split.", _NOTES]))
+            sections=["## Ablation: this run beside the paper's Table 5 (each variant a train run of its own)\n\n" + md
+                      + "\n\ndot / rod / network: predicted component counts on the test split.",
+                      paper_note(self.ctx.spec, "comparison")]))
         return metrics
 
 
-# -- reports -----------------------------------------------------------------------------------------------------
-_PAPER = {  # the card's "Headline results" (Tables 2–4; * rows of B and C reconstructed from Table 5)
-    "sekh-mito": ("A (Table 2)", {"nnU-Net": (0.7593, 0.7228), "SegResNet": (0.7590, 0.7214), "UNETR": (0.7532, 0.7118),
-                                  "Swin UNETR": (0.7573, 0.7194), "U-Mamba": (0.7598, 0.7231), "CMU-Net": (0.7883, 0.7420)}),
-    "luo-er": ("B (Table 3)", {"nnU-Net": (0.8438, 0.7312), "SegResNet": (0.8405, 0.7267), "UNETR": (0.8447, 0.7330),
-                               "Swin UNETR": (0.8449, 0.7328), "U-Mamba": (0.8404, 0.7259), "CMU-Net": (0.8669, 0.7559)}),
-    "luo-mito": ("C (Table 4)", {"nnU-Net": (0.8175, 0.6949), "SegResNet": (0.8163, 0.6938), "UNETR": (0.8039, 0.6765),
-                                 "Swin UNETR": (0.8203, 0.6990), "U-Mamba": (0.8232, 0.7028), "CMU-Net": (0.8358, 0.7255)}),
-}
-
-
-def _paper_table(dataset: str) -> str:
-    label, rows = _PAPER[dataset]
-    return (f"## The paper's table for dataset {label}\n\n"
-            + markdown_table(["method", "F1/DSC", "IoU"], [[k, *v] for k, v in rows.items()])
-            + "\n\nB and C baseline rows are approximate (the seed's Tables 3–4 are garbled; the card reconstructs them).")
-
-
-def _morph_section(m: dict) -> str:
+def morph_section(m: dict) -> str:
     rows = [[c, m[f"morph_gt_{c}_n"], m[f"morph_pred_{c}_n"], m[f"morph_gt_{c}_area"], m[f"morph_pred_{c}_area"]]
             for c in CLASSES]
     text = ("## Morphology (8-connected components; dot < 100 px, rod 100–500 px, network > 500 px)\n\n"
             + markdown_table(["class", "count GT", "count pred", "area GT (px)", "area pred (px)"], rows))
     if "morph_truth_exact" in m:
-        text += (f"\n\nFixture check: the ground-truth read-out {'matches' if m['morph_truth_exact'] else 'does NOT match'}"
-                 " the generator's drawn counts (fixture_truth.json) in every case.")
+        text += ("\n\nFixture check: the ground-truth read-out "
+                 f"{'matches' if m['morph_truth_exact'] else 'does NOT match'} the generator's drawn counts "
+                 "(fixture_truth.json) in every case.")
     return text
-
-
-def _morph_figure(m: dict, name: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    x = np.arange(len(CLASSES))
-    for ax, k, title in ((axes[0], "n", "count"), (axes[1], "area", "total area (px)")):
-        ax.bar(x - 0.2, [m[f"morph_gt_{c}_{k}"] for c in CLASSES], 0.4, label="ground truth")
-        ax.bar(x + 0.2, [m[f"morph_pred_{c}_{k}"] for c in CLASSES], 0.4, label=name)
-        ax.set_xticks(x, CLASSES)
-        ax.set_title(title)
-    axes[0].legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-_NOTES = """## Notes on the comparison
-
-- F1 = Dice and IoU are foreground, per-image means; mIoU averages foreground and background IoU. The paper's IoU
-  cannot come from the same confusion matrix as its F1 (A: F1 0.7883 implies IoU ≤ 0.651, it reports 0.7420); it
-  may be a mean over images or include background, so compare the paper's IoU with both `iou` and `miou`.
-- Split: labelled imagesTs when the dataset has it, else a fixed 80/20 split of imagesTr (seed 0), not nnU-Net's
-  5-fold CV; the paper states no split."""
-
-_MORPH_NOTES = """## Notes
-
-The paper shows the morphology read-out only as figures (Fig. 5–6, no numbers), so the comparison is qualitative:
-counts and areas per class for the ground truth and this run's model. Run it on a `-o model.name=unet` train run
-for the paper's U-Net column."""

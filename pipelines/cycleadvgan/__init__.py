@@ -1,7 +1,9 @@
 """cycleadvgan: CycleAdvGAN, a texture-manipulation attack on medical image classifiers (card:
-shared/papers/cycleadvgan.md).
+docs/papers/cycleadvgan.md).
 
-The manifest lives in ``config.py``, the method in ``pipeline.py``.
+The manifest lives in ``config.py``; the target classifier F and the wiring in ``pipeline.py``, the attack in
+``attack.py``, the transfer matrix and the λ sweep (sweeps of train and attack runs) in ``sweeps.py``, the paper's
+tables in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -17,9 +19,12 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.cycleadvgan.pipeline:CycleAdvGan",
     parents={"eval": "train", "predict": "train", "attack": "train", "transfer": "train", "sweep-lambda": "train"},
     stage_help={
-        "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and success rates.",
-        "transfer": "Attack every target model with every source model's adversarial images: the source x target table.",
-        "sweep-lambda": "Attack once per value of the adversarial weight the manifest lists; one table and a plot.",
+        "attack": "Attack a finished train run's model (--run ID or --checkpoint FILE): adversarial images and "
+                  "success rates.",
+        "transfer": "The source x target table: a train run per other model, an attack run per source (reused when "
+                    "complete), each source's adversarial images fed to every target.",
+        "sweep-lambda": "One attack run per value of the adversarial weight the manifest lists (reused when "
+                        "complete); one table and a plot.",
     },
     examples={
         "attack": "medrun attack cycleadvgan --dataset isic2020 --fixture",

@@ -35,7 +35,8 @@ class Data(DatasetSection):
 class Model(Section):
     arch: Arch = Field("resnet50", description="target classifier F; resnet18/small_cnn are CPU stand-ins, vit_s the "
                                                "MONAI ViT-S stand-in for MedViT-S; inception_v3 needs torchvision")
-    hidden: int = Field(512, ge=1, description="the card's two-FC head: Linear(feat→hidden) → ReLU → Dropout → Linear(→2)")
+    hidden: int = Field(512, ge=1, description="the card's two-FC head: Linear(feat→hidden) → ReLU → Dropout → "
+                                               "Linear(→2)")
     dropout: float = Field(0.5, ge=0, lt=1)
     weights: str | None = Field(None, description="state dict (.pth/.pt/.safetensors) of the backbone (ImageNet); "
                                                   "none: random init with a warning")
@@ -63,8 +64,8 @@ class Attack(Section):
     lam: float = Field(0.7, ge=0, le=1, description="λ: L = (1 − λ)[L_GM + L_GB + L_cyc] + λ·L_adv")
     lambda_cyc: float = Field(1.0, ge=0, description="cycle weight inside the bracket (the paper: none, so 1.0)")
     lambda_idt: float = Field(0.0, ge=0, description="identity loss weight inside the bracket (CycleGAN's; off)")
-    adv_loss: Literal["margin", "ce-flip"] = Field("margin", description="margin: AdvGAN max(Z_y − max_j≠y Z_j, −κ); "
-                                                                          "ce-flip: CE(F(x_fake), 1 − y)")
+    adv_loss: Literal["margin", "ce-flip"] = Field("margin", description="margin: AdvGAN max(Z_y − max_j≠y Z_j, "
+                                                                          "−κ); ce-flip: CE(F(x_fake), 1 − y)")
     kappa: float = Field(0.0, ge=0)
     recon_cls: bool = Field(False, description="also keep the reconstruction classified correctly (text, not Eq.)")
     gan_loss: Literal["bce", "lsgan"] = "bce"

@@ -1,5 +1,5 @@
 """ma-dtnet: MA-DTNet, joint breast-lesion segmentation and benign/malignant classification with morphological
-attention (card: shared/papers/ma-dtnet.md).
+attention (docs/papers/ma-dtnet.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -17,7 +17,8 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.ma_dtnet.pipeline:MaDtnet",
     stage_help={
         "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary "
+                  "table.",
     },
     examples={
         "cv": "medrun cv ma-dtnet --dataset busi --fixture",

@@ -29,8 +29,13 @@ class Data(DatasetSection):
     name: Literal["busi", "udiat"]
     img_size: int = Field(256, description="square resize of image (bilinear) and mask (nearest); a multiple of 32")
     classes: list[Literal["benign", "malignant"]] = Field(
-        default_factory=lambda: ["benign", "malignant"], description="class folders / types kept (BUSI 'normal' is never used)")
+        default_factory=lambda: ["benign", "malignant"],
+        description="class folders / types kept (BUSI 'normal' is never used)")
     exclude: list[str] = Field(default_factory=list, description="case ids left out, e.g. 'benign (12)' or '000012'")
+    folds: int = Field(5, ge=2, description="stratified k-fold (the paper's 5-fold CV; `medrun cv` runs every fold)")
+    fold: int = Field(1, ge=1, description="the held-out fold of a train / eval / predict run (1-based)")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="of each fold's training part, for checkpoint selection")
+    split_seed: Seed = Field(42, description="seed of the folds and of the validation split")
 
     @field_validator("img_size")
     @classmethod
@@ -41,7 +46,8 @@ class Data(DatasetSection):
 
 
 class Model(Section):
-    encoder: Literal["resnet34", "unet"] = Field("resnet34", description="resnet34: MA-DTNet; unet: the ablations' small U-Net")
+    encoder: Literal["resnet34", "unet"] = Field("resnet34",
+                                                 description="resnet34: MA-DTNet; unet: the ablations' small U-Net")
     skip_attention: Literal["none", "ca", "sma", "csma", "cbam", "mhsa"] = "csma"
     cls_head: Literal["none", "plain", "ca"] = Field("ca", description="none: segmentation only; plain: no CA (ES-MTL)")
     seg_head: bool = Field(True, description="False: classification only (Table 4 'UNet Encoder')")
@@ -50,7 +56,10 @@ class Model(Section):
     rates: tuple[Count, ...] = (1, 2, 3)
     se_size: int = Field(3, ge=1, description="structuring element size (Table 5: 3 or 5)")
     dropout: float = Field(0.5, ge=0, lt=1)
-    encoder_weights: str | None = Field(None, description="a torchvision resnet34 state dict (ImageNet); default random init")
+    encoder_weights: str | None = Field(None, description="a torchvision resnet34 state dict (ImageNet); default "
+                                                          "random init")
+    variant: str | None = Field(None, description="apply ablate.variants[<name>] to model and train (set by `medrun "
+                                                  "ablate` for its train runs)")
 
     @field_validator("se_size")
     @classmethod
@@ -79,33 +88,30 @@ class Train(TrainSection):
         "best_val", description="best_val: keep the epoch with the best val Dice + accuracy; last: the last epoch")
 
 
-class CV(Section):
-    folds: int = Field(5, ge=2, description="stratified k-fold (the paper's 5-fold CV)")
-    fold: int = Field(1, ge=1, description="the held-out fold of a train / eval / predict run (1-based)")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="of each fold's training part, for checkpoint selection")
-    seed: Seed = 42
-
-
 class Eval(EvalSection):
     split: str = "test"
     metrics: list[str] = Field(default_factory=lambda: SEG_METRICS + CLS_METRICS)
     threshold: float = Field(0.5, gt=0, lt=1)
-    overlays: int = Field(8, ge=0, description="overlay PNGs written (held-out cases, benign and malignant alternating)")
+    overlays: int = Field(8, ge=0,
+                          description="overlay PNGs written (held-out cases, benign and malignant alternating)")
 
 
 class Predict(Section):
-    input: str | None = Field(None, description="folder of images to segment and classify (default: the held-out fold)")
+    input: str | None = Field(None, description="images to segment and classify: a file, folder or glob (default: the "
+                                                "held-out fold)")
 
 
 class Ablate(Section):
-    """Variants of one manifest: name → dotted overrides of ``model.*`` / ``train.*``. Each is trained and
-    evaluated on ``folds`` inside the one ablate run directory and summarised into one table."""
+    """Variants of one manifest: name → dotted overrides of ``model.*`` / ``train.*``. Each variant × fold is a
+    train run of its own (``model.variant``, ``dataset.fold``), summarised into one table."""
 
     table: str = Field("Tables 3–4", description="the paper's table these variants reproduce")
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     run: list[str] | None = Field(None, description="the subset of variants to run (default: all, in order)")
-    folds: list[int] | None = Field(None, description="held-out folds per variant, 1-based (default: all cv.folds)")
-    compare: tuple[str, str] | None = Field(None, description="Wilcoxon signed-rank on per-image Dice: (variant, baseline)")
+    folds: list[int] | None = Field(None, description="held-out folds per variant, 1-based (default: all "
+                                                       "dataset.folds)")
+    compare: tuple[str, str] | None = Field(None, description="Wilcoxon signed-rank on per-image Dice: (variant, "
+                                                              "baseline)")
 
     @field_validator("variants")
     @classmethod
@@ -123,25 +129,29 @@ class MaDtnetManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
-    cv: CV = Field(default_factory=CV)
     predict: Predict = Field(default_factory=Predict)
     ablate: Ablate = Field(default_factory=Ablate)
 
     @model_validator(mode="after")
     def _check(self):
-        if self.cv.fold > self.cv.folds:
-            raise ValueError(f"cv.fold {self.cv.fold} is beyond cv.folds {self.cv.folds}")
-        for f in self.ablate.folds or ():
-            if not 1 <= f <= self.cv.folds:
-                raise ValueError(f"ablate.folds: fold {f} is not in 1..{self.cv.folds}")
-        for name in self.ablate.run or ():
-            if name not in self.ablate.variants:
-                raise ValueError(f"ablate.run names '{name}', which is not in ablate.variants ({', '.join(self.ablate.variants)})")
-        for name in self.ablate.compare or ():
-            if name not in self.ablate.variants:
-                raise ValueError(f"ablate.compare names '{name}', which is not in ablate.variants")
-        for name in self.ablate.variants:
-            variant(self, name)  # every variant must validate
+        d, a = self.dataset, self.ablate
+        if d.fold > d.folds:
+            raise ValueError(f"dataset.fold {d.fold} is beyond dataset.folds {d.folds}")
+        for f in a.folds or ():
+            if not 1 <= f <= d.folds:
+                raise ValueError(f"ablate.folds: fold {f} is not in 1..{d.folds}")
+        for what, names in (("ablate.run", a.run or ()), ("ablate.compare", a.compare or ()),
+                            ("model.variant", [self.model.variant] if self.model.variant else ())):
+            for name in names:
+                if name not in a.variants:
+                    raise ValueError(f"{what} names '{name}', which is not in ablate.variants "
+                                     f"({', '.join(a.variants)})")
+        if self.model.variant:  # a train run of one variant: its model and train sections, as the variant makes them
+            v = variant(self, self.model.variant)
+            self.model, self.train = v.model.model_copy(update={"variant": self.model.variant}), v.train
+        else:
+            for name in a.variants:
+                variant(self, name)  # every variant must validate
         return self
 
 
@@ -150,7 +160,7 @@ def variant(m: MaDtnetManifest, name: str) -> MaDtnetManifest:
     from pydantic import ValidationError
 
     data = m.model_dump()
-    data["ablate"] = {}
+    data["ablate"], data["model"]["variant"] = {}, None
     for key, value in m.ablate.variants[name].items():
         node = data
         *parents, leaf = key.split(".")

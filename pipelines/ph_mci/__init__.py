@@ -1,7 +1,8 @@
-"""ph-mci: persistent homology of rs-fMRI ROI time series for MCI diagnosis (card: shared/papers/ph-mci.md).
+"""ph-mci: persistent homology of rs-fMRI ROI time series for MCI diagnosis (card: docs/papers/ph-mci.md).
 
 The manifest lives in ``config.py``; the topology (embedding, Rips persistence, Wasserstein distances, cache) in
-``topo.py``; the method in ``pipeline.py``.
+``topo.py``; the method in ``pipeline.py``; ``topo`` and ``analyze`` in ``analyze.py``; the sweeps (``cv``,
+``repeat``, ``grid``, ``baseline``) in ``sweeps.py``; the paper's tables in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -17,12 +18,12 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.ph_mci.pipeline:PhMci",
     parents={"eval": "train", "predict": "train", "analyze": "topo"},
     stage_help={
-        "topo": "Compute each subject's persistence diagrams and Wasserstein features once (cached; resumes where it stopped).",
+        "topo": "Each subject's persistence diagrams and Wasserstein PR matrices (cached; resumes where it stopped).",
         "analyze": "Group statistics and figures of a finished topo run's features (persistence diagrams, distances).",
-        "cv": "Cross-validate (k folds, as the pipeline's card says); writes per-fold metrics and mean ± sd.",
-        "repeat": "Train once per split seed the card's protocol names; mean ± variance over the repeats.",
-        "grid": "Train every combination of the settings the manifest's grid lists; one summary table.",
-        "baseline": "Train the paper's baseline models on the same split; one table beside the paper's.",
+        "cv": "Stratified k-fold CV (train.folds): one train run per fold, reused when complete; mean ± sd.",
+        "repeat": "One train run per seed of repeat.seeds (split and model seed; the smoke run); mean ± sd.",
+        "grid": "Table 1: one train run per comparison × network × homology dimension of grid; one table.",
+        "baseline": "Table 2: a random forest here, DenseNet-121 and the proposed network as train runs; one table.",
     },
     examples={
         "topo": "medrun topo ph-mci --dataset adni-rsfmri --fixture",
@@ -32,4 +33,5 @@ SPEC = PipelineSpec(
         "grid": "medrun grid ph-mci --dataset adni-rsfmri --fixture",
         "baseline": "medrun baseline ph-mci --dataset adni-rsfmri --fixture",
     },
+    no_export="the input is a PR matrix computed by persistent homology from a subject's ROI time series, not an image",
 )

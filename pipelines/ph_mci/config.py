@@ -31,7 +31,7 @@ Cls = Literal["HC", "MCI", "EMCI", "LMCI"]
 
 class Data(DatasetSection):
     name: Literal["adni-rsfmri"]
-    classes: list[Cls] | None = Field(None, description="class folders topo and analyze read (default: every one present)")
+    classes: list[Cls] | None = Field(None, description="class folders topo and analyze read (default: all present)")
     networks: list[Net] = Field(list(NETWORKS), min_length=1, description="networks topo computes")
 
 
@@ -64,8 +64,12 @@ class Task(Section):
 
 
 class Model(Section):
+    arch: Literal["prnet", "densenet121"] = Field(
+        "prnet", description="prnet: the paper's two-branch network; densenet121: Table 2's baseline (`baseline`)")
     head: Literal["paper", "code"] = Field("paper", description="paper: FC128-64-32 + ReLU/dropout; code: FC128 → 2")
     dropout: float = Field(0.2, ge=0, lt=1)
+    image_size: int = Field(224, ge=32, description="densenet121 input: the z-scored matrix as a size×size image "
+                                                   "(nearest-neighbour, like the code's 224×224 PNG renderings)")
 
 
 class Train(TrainSection):
@@ -74,6 +78,18 @@ class Train(TrainSection):
     lr: LearningRate = 0.001
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: Seed = Field(6, description="torch.random_split generator seed (the code's torch.manual_seed(6))")
+    folds: int = Field(5, ge=2, description="k of the stratified k-fold protocol (`medrun cv`)")
+    folds_seed: Seed = Field(0, description="seed of the stratified k-fold split")
+    folds_file: str | None = Field(None, description="CSV with columns subject,fold fixing the folds (e.g. a published "
+                                                     "split) instead of the stratified k-fold")
+    fold: int | None = Field(None, ge=0, description="hold out this fold (0-based) as the test split instead of the "
+                                                     "random 80/20 split; set by `medrun cv`")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self):
+        if self.fold is not None and self.folds_file is None and self.fold >= self.folds:
+            raise ValueError(f"train.fold {self.fold} is not one of the {self.folds} folds (0 … {self.folds - 1})")
+        return self
 
 
 class Eval(EvalSection):
@@ -81,18 +97,11 @@ class Eval(EvalSection):
 
 
 class Predict(Section):
-    input: str | None = Field(None, description="folder of <subject>.csv files of task.network (default: the test split)")
-
-
-class CV(Section):
-    folds: int = Field(5, ge=2)
-    seed: Seed = 0
-    folds_file: str | None = Field(None, description="CSV with columns subject,fold fixing the folds (e.g. a published "
-                                                     "split); otherwise stratified k-fold seeded cv.seed")
+    input: str | None = Field(None, description="<subject>.csv files of task.network (default: the test split)")
 
 
 class Repeat(Section):
-    seeds: list[Seed] = Field([0, 1, 2], min_length=1, description="each is the split seed and the model seed of one run")
+    seeds: list[Seed] = Field([0, 1, 2], min_length=1, description="each the split and model seed of one train run")
 
 
 class Grid(Section):
@@ -107,10 +116,10 @@ class Grid(Section):
 
 
 class Baseline(Section):
-    models: list[Literal["rf", "densenet121"]] = Field(["rf", "densenet121"], min_length=1)
+    models: list[Literal["rf", "densenet121", "proposed"]] = Field(
+        ["rf", "densenet121", "proposed"], min_length=1,
+        description="rf: a random forest fitted in the stage; densenet121 and proposed: train runs of their own")
     rf_trees: int = Field(500, ge=1, description="random forest on the flattened upper triangle of the PR matrix")
-    image_size: int = Field(224, ge=32, description="DenseNet-121 input: the z-scored matrix as a size×size image "
-                                                   "(nearest-neighbour, like the code's 224×224 PNG renderings)")
     epochs: Epochs | None = Field(None, description="DenseNet-121 epochs (default: train.epochs)")
 
 
@@ -135,7 +144,6 @@ class PhMciManifest(Manifest):
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
     predict: Predict = Field(default_factory=Predict)
-    cv: CV = Field(default_factory=CV)
     repeat: Repeat = Field(default_factory=Repeat)
     grid: Grid = Field(default_factory=Grid)
     analyze: Analyze = Field(default_factory=Analyze)

@@ -1,4 +1,4 @@
-"""sc-unext: SC-UNeXt, lightweight 2D lesion segmentation (card: shared/papers/sc-unext.md).
+"""sc-unext: SC-UNeXt, lightweight 2D lesion segmentation (docs/papers/sc-unext.md).
 
 The manifest lives in ``config.py``, the method in ``pipeline.py``.
 """
@@ -17,7 +17,8 @@ SPEC = PipelineSpec(
     parents={"eval": "train", "predict": "train"},
     stage_help={
         "repeat": "The card's random 80/20 split × 3 split seeds: one train run per seed, mean and variance.",
-        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary table.",
+        "ablate": "Run the paper's ablation table: every variant the manifest lists (dotted overrides), one summary "
+                  "table.",
         "complexity": "Count parameters and multiply-accumulates of the card's models beside the paper's table.",
     },
     examples={

@@ -34,16 +34,28 @@ class Data(DatasetSection):
     split_seed: Seed = Field(41, description="random_state of the 80/20 split (UNeXt's train.py uses 41)")
     include: list[str] | None = Field(None, description="keep only cases whose id matches one of these globs")
     limit: int | None = Field(None, ge=1, description="keep the first N cases (sorted by id) after `include`")
+    subset: int | None = Field(None, ge=2, description="draw this many cases at random (split_seed) before splitting; "
+                                                       "set by `medrun ablate` (ablate.subset)")
+    folds: int = Field(5, ge=2, description="k of the k-fold protocol (`medrun ablate`, Table 2)")
+    fold: int | None = Field(None, ge=0, description="validate on this fold of `folds` (KFold, shuffled, split_seed) "
+                                                    "instead of the 80/20 split; set by `medrun ablate`")
 
     @field_validator("img_size")
     @classmethod
     def _size(cls, v: int) -> int:
         return _multiple_of_32(v)
 
+    @model_validator(mode="after")
+    def _fold_in_range(self):
+        if self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"dataset.fold {self.fold} is not one of the {self.folds} folds (0 … {self.folds - 1})")
+        return self
+
 
 class Model(Section):
     arch: Literal["unext", "unet"] = Field("unext", description="unext (with the SC flags below) or the U-Net baseline")
-    size: Literal["small", "paper"] = Field("small", description="UNeXt widths: small (253,561 params) or paper (1.47 M)")
+    size: Literal["small", "paper"] = Field("small",
+                                            description="UNeXt widths: small (253,561 params) or paper (1.47 M)")
     cbam: bool = Field(True, description="CBAM on every encoder skip")
     sc_skip: bool = Field(True, description="multiplicative SC skip f(u·x + u)")
     sc_f: Literal["depthwise", "full"] = Field("depthwise", description="f of the SC skip: depthwise or dense 3×3")
@@ -79,12 +91,12 @@ class Eval(EvalSection):
 
 
 class Ablate(Section):
-    folds: int = Field(5, ge=2)
+    """Table 2: every variant × every fold of ``dataset.folds`` is a train run of its own (a sweep)."""
+
     subset: int | None = Field(120, ge=2, description="cases drawn (split_seed) before the folds; null = all")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="name → dotted overrides of the model and loss sections")
     epochs: Epochs | None = Field(None, description="epochs per fold (default: train.epochs)")
-    save_weights: bool = Field(False, description="write each variant's fold weights into checkpoints/")
 
 
 class Complexity(Section):
@@ -95,11 +107,11 @@ class Complexity(Section):
 
 class Repeat(Section):
     split_seeds: list[Seed] = Field(default_factory=lambda: [41, 42, 43], min_length=1,
-                                   description="one random 80/20 split (and training) per seed")
+                                   description="one random 80/20 split (a train run with dataset.split_seed) per seed")
 
 
 class Predict(Section):
-    input: str | None = Field(None, description="a folder of images to segment (default: the eval split)")
+    input: str | None = Field(None, description="images to segment: a file, folder or glob (default: the eval split)")
 
 
 class ScUnextManifest(Manifest):

@@ -1,6 +1,7 @@
-"""svd-gradcam: SVD-Grad-CAM saliency maps for a DenseNet-169 MURA elbow classifier (card: shared/papers/svd-gradcam.md).
+"""svd-gradcam: SVD-Grad-CAM saliency maps for a DenseNet-169 MURA elbow classifier (card: docs/papers/svd-gradcam.md).
 
-The manifest lives in ``config.py``, the method in ``pipeline.py`` (the CAM methods in ``cams.py``).
+The manifest lives in ``config.py``, the method in ``pipeline.py``, the explain stage in ``explain.py`` (the CAM
+methods in ``cams.py``), the paper's tables in ``paper.yaml``.
 """
 
 from medrun.pipelines import PipelineSpec
@@ -16,7 +17,8 @@ SPEC = PipelineSpec(
     impl="medrun.pipelines.svd_gradcam.pipeline:SvdGradCam",
     parents={"eval": "train", "predict": "train", "explain": "train"},
     stage_help={
-        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, per-image CSV.",
+        "explain": "Explain a finished train run (--run ID or --checkpoint FILE): maps as .npy, overlays, "
+                   "per-image CSV.",
     },
     examples={
         "explain": "medrun explain svd-gradcam --dataset mura --fixture",

@@ -23,16 +23,18 @@ Method = Literal["cam", "gradcam", "gradcampp", "smooth", "ablation", "score", "
 
 class Data(DatasetSection):
     name: Literal["mura"]
-    study_type: Literal["XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST"] = "XR_ELBOW"
+    study_type: Literal["XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER",
+                        "XR_WRIST"] = "XR_ELBOW"
     img_size: int = Field(224, ge=32, description="square resize (the card: 224, giving a 7×7 DenseNet map)")
 
 
 class Model(Section):
-    arch: Literal["densenet169", "tiny"] = Field("densenet169", description="tiny: the card's 4-conv CNN for smoke runs")
+    arch: Literal["densenet169", "tiny"] = Field("densenet169",
+                                                 description="tiny: the card's 4-conv CNN for smoke runs")
     head: Literal["linear", "mlp"] = Field("linear", description="mlp: Linear(R,256)-LeakyReLU-Linear(256,1)")
     width: int = Field(32, ge=4, description="tiny only: channels of the last blocks (R)")
-    weights: str | None = Field(None, description="torchvision densenet169 state dict (.pth) to initialise the features "
-                                                  "(ImageNet); none: random init with a warning")
+    weights: str | None = Field(None, description="torchvision densenet169 state dict (.pth) to initialise the "
+                                                  "features (ImageNet); none: random init with a warning")
 
     @field_validator("width")
     @classmethod
@@ -63,16 +65,18 @@ class Eval(EvalSection):
 
 class Explain(Section):
     split: Literal["valid", "train"] = "valid"
-    methods: list[Method] = Field(default_factory=lambda: ["cam", "gradcam", "smooth", "ablation", "score", "eigen", "svd"])
+    methods: list[Method] = Field(default_factory=lambda: ["cam", "gradcam", "smooth", "ablation", "score", "eigen",
+                                                           "svd"])
     rank: int = Field(1, ge=1, description="n of SVD-Grad-CAM (rank of the gradient approximation)")
-    variant: Literal["u", "v", "uv", "usv"] = Field("usv", description="(a) U_n, (b) V_n^T, (c) U_nV_n^T, (d) U_nΣ_nV_n^T")
+    variant: Literal["u", "v", "uv", "usv"] = Field("usv", description="(a) U_n, (b) V_n^T, (c) U_nV_n^T, "
+                                                                      "(d) U_nΣ_nV_n^T")
     literal_eq: bool = Field(False, description="the printed Eq. 7–10 (first n columns / n·P) instead of the mean")
     sweep_ranks: list[int] = Field(default_factory=list, description="Exp. 1: extra SVD-Grad-CAM rows for these n")
     variants: list[Literal["u", "v", "uv", "usv"]] = Field(default_factory=list,
                                                             description="Exp. 2: extra rows for these variants")
     target_layer: str = Field("relu", description="module name of the CAM layer (default: ReLU after the features)")
-    gradient: Literal["pre_relu", "map"] = Field("pre_relu", description="pre_relu: ∂Y/∂(input of the target ReLU), as "
-                                                  "Grad-CAM code sees torchvision's DenseNet; map: ∂Y/∂M")
+    gradient: Literal["pre_relu", "map"] = Field("pre_relu", description="pre_relu: ∂Y/∂(input of the target "
+                                                  "ReLU), as Grad-CAM code sees torchvision's DenseNet; map: ∂Y/∂M")
     max_images: int | None = Field(None, ge=1, description="explain a random subset of this many images (seed)")
     smooth_samples: int = Field(25, ge=1)
     smooth_sigma: float = Field(0.15, gt=0)

@@ -3,9 +3,7 @@ splits, a LightningModule around any classifier network, and evaluation with the
 
 from __future__ import annotations
 
-import csv
 import time
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -137,23 +135,12 @@ def scores(probs: np.ndarray, y: np.ndarray, files: list[str], classes: list[str
     return metrics, rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    import io
-
-    from medrun.artifacts import atomic_write
-
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
 def per_class_table(metrics: dict) -> str:
     from ..report import markdown_table
 
     rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
-    rows += [["macro", metrics["precision_macro"], metrics["recall_macro"], metrics["f1_macro"], metrics["n"]],
-             ["weighted", metrics["precision_weighted"], metrics["recall_weighted"], metrics["f1_weighted"], metrics["n"]]]
+    rows += [
+        ["macro", metrics["precision_macro"], metrics["recall_macro"], metrics["f1_macro"], metrics["n"]],
+        ["weighted", metrics["precision_weighted"], metrics["recall_weighted"], metrics["f1_weighted"], metrics["n"]],
+    ]
     return "## Per class (this run)\n\n" + markdown_table(["class", "precision", "recall", "F1", "support"], rows)

@@ -14,8 +14,6 @@ import numpy as np
 
 from medrun.metrics import segmentation as seg
 
-from .classification import write_csv
-
 BINARY = {"dice": seg.dice, "iou": seg.iou, "precision": seg.precision, "recall": seg.recall,
           "specificity": seg.specificity}
 DISTANCES = {"hd95": seg.hausdorff95, "assd": seg.assd, "hd": seg.hausdorff}
@@ -45,14 +43,6 @@ def summarise(rows: list[dict], names) -> dict:
         if finite.size < vals.size:
             out[f"{n}_nonfinite_cases"] = int(vals.size - finite.size)
     return out
-
-
-def write_per_case(run, rows: list[dict], rel: str = "per_case.csv") -> Path:
-    """``per_case.csv`` in the run directory (one row per case, floats rounded to 6 places)."""
-    clean = [{k: round(v, 6) if isinstance(v, float) and math.isfinite(v) else v for k, v in r.items()} for r in rows]
-    path = run.path / rel
-    write_csv(path, clean)
-    return path
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -136,17 +126,3 @@ def mask_entry(mask: str) -> str:
     """A bundle ``predict`` expression: the (H, W) integer mask that the expression ``mask`` gives, as
     ``{'mask': rows of 0/1, 'foreground_fraction': …}``."""
     return f"(lambda m: {{'mask': m.int().tolist(), 'foreground_fraction': float((m > 0).float().mean())}})({mask})"
-
-
-def overlay_png(image, gt, pred, path: Path, title: str | None = None) -> Path:
-    """Transitional: ``overlay`` to an explicit path (pipelines not yet on the kit's writers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report import save_figure
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    overlay_axes(ax, image, gt, pred, title)
-    return save_figure(fig, Path(path), bbox_inches="tight")

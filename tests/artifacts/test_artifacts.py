@@ -11,7 +11,13 @@ from medrun.errors import EnvError, UsageError
 def test_run_id_is_stable_and_sensitive():
     base = dict(manifest={"a": 1, "b": {"c": 2}}, code="c1", data="d1", stage="train")
     assert run_id(**base) == run_id(**{**base, "manifest": {"b": {"c": 2}, "a": 1}})  # key order is irrelevant
-    for change in ({"manifest": {"a": 2, "b": {"c": 2}}}, {"code": "c2"}, {"data": "d2"}, {"stage": "eval"}, {"parent": "p"}):
+    for change in (
+        {"manifest": {"a": 2, "b": {"c": 2}}},
+        {"code": "c2"},
+        {"data": "d2"},
+        {"stage": "eval"},
+        {"parent": "p"},
+    ):
         assert run_id(**{**base, **change}) != run_id(**base)
 
 

@@ -21,7 +21,9 @@ def test_show_resolves_manifest_and_run_id(cli, runs):
     assert r.code == 0
     out = r.json()
     assert out["manifest"]["train"]["epochs"] == 2 and len(out["run_id"]) == 64
-    again = cli("show", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=2", "--runs-dir", runs, "--json")
+    again = cli(
+        "show", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=2", "--runs-dir", runs, "--json"
+    )
     assert again.json()["run_id"] == out["run_id"]
 
 
@@ -69,6 +71,8 @@ def test_unknown_pipeline_and_dataset_suggest(cli, runs):
     assert r.code == 2 and "did you mean 'ad-lite'" in r.err and "Traceback" not in r.err
     r = cli("train", "ad-lite", "--dataset", "oasys", "--runs-dir", runs)
     assert r.code == 2 and "did you mean 'oasis'" in r.err
-    r = cli("cv", "ad-lite", "--manifest", MANIFEST_DIR / "ad-lite" / "oasis.yaml", "--dataset", "adni", "--runs-dir", runs)
+    r = cli(
+        "cv", "ad-lite", "--manifest", MANIFEST_DIR / "ad-lite" / "oasis.yaml", "--dataset", "adni", "--runs-dir", runs
+    )
     assert r.code == 2 and "not 'adni'" in r.err
     assert not runs.exists()

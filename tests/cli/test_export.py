@@ -15,7 +15,10 @@ def trained(tmp_path_factory):
     from medrun.cli.main import main
 
     runs = tmp_path_factory.mktemp("export") / "runs"
-    assert main(["train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", str(runs), "-o", "train.epochs=1"]) == 0
+    assert (
+        main(["train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", str(runs), "-o", "train.epochs=1"])
+        == 0
+    )
     return runs, next((runs / "ad-lite").glob("train-*"))
 
 
@@ -24,7 +27,12 @@ def test_bundle_runs_under_monai_and_matches_medrun(trained, cli, tmp_path):
     r = cli("export", run, "--format", "monai-bundle", "--out", tmp_path / "bundle", "--runs-dir", runs, "--json")
     assert r.code == 0, r.err
     bundle = tmp_path / "bundle"
-    assert set(r.json()["files"]) == {"configs/metadata.json", "configs/inference.yaml", "models/model.pt", "docs/README.md"}
+    assert set(r.json()["files"]) == {
+        "configs/metadata.json",
+        "configs/inference.yaml",
+        "models/model.pt",
+        "docs/README.md",
+    }
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     info = json.loads((run / "run.json").read_text())
     for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task", "description",
@@ -39,9 +47,27 @@ def test_bundle_runs_under_monai_and_matches_medrun(trained, cli, tmp_path):
     for rel in lock["splits"]["test"][:6]:
         shutil.copy(f"{root}/{rel}", images / rel.replace("/", "__"))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / "inference.yaml",
-                           "--meta_file", bundle / "configs" / "metadata.json", "--bundle_root", bundle,
-                           "--input_dir", images, "--output_dir", out], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            bundle / "configs" / "inference.yaml",
+            "--meta_file",
+            bundle / "configs" / "metadata.json",
+            "--bundle_root",
+            bundle,
+            "--input_dir",
+            images,
+            "--output_dir",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     monai_preds = json.loads((out / "predictions.json").read_text())
     assert len(monai_preds) == 6

@@ -15,7 +15,9 @@ def test_list_json_and_filters(cli, runs, two):
     r = cli("runs", "list", "--runs-dir", runs, "--json")
     assert r.code == 0, r.err
     assert [x["stage"] for x in r.json()["runs"]] == ["eval", "train"]
-    assert [x["id"][:2] for x in cli("runs", "list", "--runs-dir", runs, "--stage", "train", "--json").json()["runs"]] == ["aa"]
+    assert [
+        x["id"][:2] for x in cli("runs", "list", "--runs-dir", runs, "--stage", "train", "--json").json()["runs"]
+    ] == ["aa"]
     assert cli("runs", "list", "--runs-dir", runs, "--status", "failed", "--json").json()["runs"] == []
     table = cli("runs", "list", "--runs-dir", runs)
     assert table.code == 0 and "aaaaaaaaaaaa" in table.out and "accuracy=0.7500" in table.out

@@ -44,8 +44,14 @@ def test_fixture_has_the_public_layout(root):
 
 
 def test_reader_normalises_viscodes_and_dx(tmp_path):
-    rows = [_row("011_S_0001", " BL ", "NL"), _row("011_S_0001", "m6", "MCI"), _row("011_S_0001", "M012", "MCI to Dementia"),
-            _row("011_S_0001", "m120", ""), _row("011_S_0002", "bl", "Dementia", rid=2), _row("011_S_0002", "m24", "EMCI", rid=2)]
+    rows = [
+        _row("011_S_0001", " BL ", "NL"),
+        _row("011_S_0001", "m6", "MCI"),
+        _row("011_S_0001", "M012", "MCI to Dementia"),
+        _row("011_S_0001", "m120", ""),
+        _row("011_S_0002", "bl", "Dementia", rid=2),
+        _row("011_S_0002", "m24", "EMCI", rid=2),
+    ]
     df = adm.read_adnimerge(_write(tmp_path, rows))
     assert list(df["VISCODE"]) == ["bl", "m06", "m12", "m120", "bl", "m24"]
     assert list(df["months"]) == [0, 6, 12, 120, 0, 24]
@@ -72,23 +78,38 @@ def test_missing_columns_are_named(tmp_path):
         adm.check_layout(tmp_path)
 
 
-@pytest.mark.parametrize("rows,needle", [
-    ([_row("011_S_0001", "bl", "CN"), _row("011_S_0001", "bl", "MCI")], "011_S_0001 has 2 rows for VISCODE bl"),
-    ([_row("011_S_0001", "bl", "CN"), _row("011_S_0001", "m12", "MCI", rid=7)], "011_S_0001 appears under several RIDs"),
-    ([_row("011_S_0001", "bl", "Bogus")], "unknown DX 'Bogus'"),
-    ([_row("011_S_0001", "bl", "CN", Hippocampus="high")], "column Hippocampus holds 'high'"),
-])
+@pytest.mark.parametrize(
+    "rows,needle",
+    [
+        ([_row("011_S_0001", "bl", "CN"), _row("011_S_0001", "bl", "MCI")], "011_S_0001 has 2 rows for VISCODE bl"),
+        (
+            [_row("011_S_0001", "bl", "CN"), _row("011_S_0001", "m12", "MCI", rid=7)],
+            "011_S_0001 appears under several RIDs",
+        ),
+        ([_row("011_S_0001", "bl", "Bogus")], "unknown DX 'Bogus'"),
+        ([_row("011_S_0001", "bl", "CN", Hippocampus="high")], "column Hippocampus holds 'high'"),
+    ],
+)
 def test_malformed_rows_name_the_subject(tmp_path, rows, needle):
     with pytest.raises(DataError, match=needle):
         adm.read_adnimerge(_write(tmp_path, rows))
 
 
 def test_cohort_selection(tmp_path):
-    rows = [_row("A", "bl", "CN", rid=1), _row("A", "m12", "MCI", rid=1), _row("A", "m06", "AD", rid=1),  # kept, m06 ignored
-            _row("B", "bl", "MCI", rid=2), _row("B", "m12", "CN", rid=2),  # reversion: excluded
-            _row("C", "bl", "CN", rid=3), _row("C", "m12", "", rid=3),  # one diagnosed visit: excluded
-            _row("D", "m12", "CN", rid=4), _row("D", "m24", "CN", rid=4),  # no baseline: excluded
-            _row("E", "bl", "MCI", rid=5), _row("E", "m36", "MCI", rid=5), _row("E", "m48", "", rid=5)]  # kept, stable
+    rows = [
+        _row("A", "bl", "CN", rid=1),
+        _row("A", "m12", "MCI", rid=1),
+        _row("A", "m06", "AD", rid=1),  # kept, m06 ignored
+        _row("B", "bl", "MCI", rid=2),
+        _row("B", "m12", "CN", rid=2),  # reversion: excluded
+        _row("C", "bl", "CN", rid=3),
+        _row("C", "m12", "", rid=3),  # one diagnosed visit: excluded
+        _row("D", "m12", "CN", rid=4),
+        _row("D", "m24", "CN", rid=4),  # no baseline: excluded
+        _row("E", "bl", "MCI", rid=5),
+        _row("E", "m36", "MCI", rid=5),
+        _row("E", "m48", "", rid=5),
+    ]  # kept, stable
     c = adm.select_cohort(adm.read_adnimerge(_write(tmp_path, rows)))
     assert c.subjects == ["A", "E"]
     assert c.counts["excluded_reversion"] == 1 and c.counts["excluded_too_few_visits"] == 2

@@ -1,4 +1,5 @@
-"""The chest X-ray fixture is in the Kermany layout; a Kaggle val/ folder is folded into train; bad folders are named."""
+"""The chest X-ray fixture is in the Kermany layout; a Kaggle val/ folder is folded into train; bad folders are
+named."""
 
 import numpy as np
 import pytest

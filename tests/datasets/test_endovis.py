@@ -1,4 +1,5 @@
-"""EndoVis17/18 fixtures are in the challenge layouts; readers map tool folders and colour codes to the card's classes."""
+"""EndoVis17/18 fixtures are in the challenge layouts; readers map tool folders and colour codes to the card's
+classes."""
 
 import json
 
@@ -27,7 +28,12 @@ def test_endovis17_tools(root17):
     assert {n for n, _ in train[0].parts} == set(endovis.CLASSES17)  # Other_labels ignored
     assert len(endovis.read17(root17, "test")) == 8
     image, masks = endovis.load17(train[0], endovis.CLASSES17)
-    bipolar = np.asarray(Image.open(train[0].image.parents[1] / "ground_truth" / "Maryland_Bipolar_Forceps_labels" / "frame000.png")) > 0
+    bipolar = (
+        np.asarray(
+            Image.open(train[0].image.parents[1] / "ground_truth" / "Maryland_Bipolar_Forceps_labels" / "frame000.png")
+        )
+        > 0
+    )
     assert image.shape == (64, 96, 3) and np.array_equal(masks[1], bipolar)
     assert masks.any(axis=(1, 2)).sum() >= 1
 
@@ -54,8 +60,10 @@ def test_endovis18_merges_instrument_parts(root18):
     for f in frames:
         image, masks = endovis.load18(f, endovis.CLASSES18)
         lab = np.asarray(Image.open(f.label))
-        parts = np.isin(lab.reshape(-1, 3).view([("", lab.dtype)] * 3).ravel(),
-                        np.array([(0, 255, 0), (0, 255, 255), (125, 255, 12)], dtype=lab.dtype).view([("", lab.dtype)] * 3).ravel())
+        parts = np.isin(
+            lab.reshape(-1, 3).view([("", lab.dtype)] * 3).ravel(),
+            np.array([(0, 255, 0), (0, 255, 255), (125, 255, 12)], dtype=lab.dtype).view([("", lab.dtype)] * 3).ravel(),
+        )
         assert np.array_equal(masks[1].ravel(), parts)  # shaft + clasper + wrist = robotic instrument
         assert (masks.sum(0) == 1).all()  # every pixel has exactly one class
 

@@ -20,7 +20,9 @@ def test_layout_labels_and_csv_columns(root):
     assert tuple(header) == isic2020.COLUMNS
     samples = isic2020.read(root)
     assert len(samples) == 120 and sum(s.label for s in samples) == 60
-    assert all(s.path.name.startswith("ISIC_") and s.path.suffix == ".jpg" and s.patient.startswith("IP_") for s in samples)
+    assert all(
+        s.path.name.startswith("ISIC_") and s.path.suffix == ".jpg" and s.patient.startswith("IP_") for s in samples
+    )
     img = np.asarray(Image.open(samples[0].path))
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
 

@@ -103,4 +103,7 @@ def test_import_pairs_maps_255_to_1(tmp_path):
     assert len(cases) == 3 and meta["numTraining"] == 3
     _, lab = nnunet_raw.load(cases[0], meta["labels"])
     assert lab.sum() == 25 and lab.max() == 1
-    assert nnunet_raw._main(["import-pairs", str(tmp_path / "images"), str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 3
+    assert (
+        nnunet_raw._main(["import-pairs", str(tmp_path / "images"), str(tmp_path / "nowhere"), str(tmp_path / "x")])
+        == 3
+    )

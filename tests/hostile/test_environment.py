@@ -134,7 +134,9 @@ def test_export_into_a_read_only_folder_is_an_environment_error(tmp_path, medrun
 
 def test_full_disk_is_an_environment_error(tmp_path, medrun_proc, one_line_error):
     runs = tmp_path / "runs"
-    with _small_disk(runs, "1m"):  # run.json and friends fit; a checkpoint with its optimizer state (about 2.8 MB) does not
+    with _small_disk(
+        runs, "1m"
+    ):  # run.json and friends fit; a checkpoint with its optimizer state (about 2.8 MB) does not
         proc = medrun_proc(*TRAIN, "-o", "trainer.checkpoint_every_n_steps=1", env={"MEDRUN_RUNS": str(runs)})
         one_line_error(proc, 4, "no space left")
         (run,) = _runs(runs)

@@ -69,7 +69,10 @@ def test_hidden_file_added_to_a_run_fails(medrun_proc, run, env, one_line_error)
     (run / ".hidden.json").write_text("{}")
     proc = medrun_proc("verify", run, "--json", env=env)
     assert proc.returncode == 5
-    assert json.loads(proc.stdout)["categories"]["artifacts"]["added"] == [".hidden.json", "checkpoints/.evil.safetensors"]
+    assert json.loads(proc.stdout)["categories"]["artifacts"]["added"] == [
+        ".hidden.json",
+        "checkpoints/.evil.safetensors",
+    ]
     one_line_error(medrun_proc("verify", run, env=env), 5, "added", "checkpoints/.evil.safetensors")
 
 

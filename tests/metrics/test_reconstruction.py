@@ -54,7 +54,9 @@ def test_ssim_3d_and_batches():
     rng = np.random.default_rng(3)
     target = rng.random((16, 20, 18))
     pred = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1)
-    ref = structural_similarity(target, pred, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    ref = structural_similarity(
+        target, pred, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert R.ssim(pred, target, 1.0) == pytest.approx(ref, abs=1e-5)
     assert R.ssim(target, target, 1.0) == pytest.approx(1.0)
     batch_p, batch_t = pred[:2, None], target[:2, None]  # (2, 1, 20, 18)

@@ -60,11 +60,15 @@ def test_against_sklearn(seed, g, labels):
     scores = np.tile(np.arange(g, 0, -1), (4, 1)).astype(float)  # ranked order, no ties
     gains = 2.0**rel - 1
     # textbook nDCG: sklearn with exponential gains over the whole gallery
-    per_query_gallery = [ndcg_score(gains[i : i + 1], scores[i : i + 1], k=k) if gains[i].any() else 0.0 for i in range(4)]
+    per_query_gallery = [
+        ndcg_score(gains[i : i + 1], scores[i : i + 1], k=k) if gains[i].any() else 0.0 for i in range(4)
+    ]
     assert RT.ndcg_at_k(rel, k, idcg="gallery") == pytest.approx(np.mean(per_query_gallery))
     # card's nDCG: sklearn restricted to the retrieved top k
     per_query_ret = [
-        ndcg_score(gains[i : i + 1, :k], scores[i : i + 1, :k]) if k > 1 and gains[i, :k].any() else float(gains[i, 0] > 0)
+        ndcg_score(gains[i : i + 1, :k], scores[i : i + 1, :k])
+        if k > 1 and gains[i, :k].any()
+        else float(gains[i, 0] > 0)
         for i in range(4)
     ]
     assert RT.ndcg_at_k(rel, k) == pytest.approx(np.mean(per_query_ret))

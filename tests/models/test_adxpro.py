@@ -57,10 +57,16 @@ def test_elapsed_time_matches_eq2():
 
 def _batch(B=3, T=6, shape=(16, 20, 16), seed=0):
     g = torch.Generator().manual_seed(seed)
-    return dict(images=torch.rand(B, T, 2, *shape, generator=g), img_mask=(torch.rand(B, T, 2, generator=g) > 0.4).float(),
-                x=torch.randn(B, T, 13, generator=g), x_mask=(torch.rand(B, T, 13, generator=g) > 0.3).float(),
-                dx=torch.randint(-1, 3, (B, T), generator=g), dx_in=torch.zeros(B, T),
-                times=torch.arange(T, dtype=torch.float32).expand(B, T), fill=torch.zeros(13 + 3))
+    return dict(
+        images=torch.rand(B, T, 2, *shape, generator=g),
+        img_mask=(torch.rand(B, T, 2, generator=g) > 0.4).float(),
+        x=torch.randn(B, T, 13, generator=g),
+        x_mask=(torch.rand(B, T, 13, generator=g) > 0.3).float(),
+        dx=torch.randint(-1, 3, (B, T), generator=g),
+        dx_in=torch.zeros(B, T),
+        times=torch.arange(T, dtype=torch.float32).expand(B, T),
+        fill=torch.zeros(13 + 3),
+    )
 
 
 def _run(net, b):
@@ -74,9 +80,12 @@ def test_masks_and_causality():
     with torch.no_grad():
         ref = _run(net, b)
         assert ref["dx_logits"].shape == (3, 6, 3) and ref["x_hat"].shape == (3, 6, 13) and ref["v"].shape == (3, 6, 24)
-        masked = dict(b, x=b["x"] + 100 * (1 - b["x_mask"]),  # values under a 0 mask are never seen
-                      images=b["images"] * b["img_mask"][..., None, None, None] + 7 * (1 - b["img_mask"][..., None, None, None]),
-                      dx=b["dx"].clone())
+        masked = dict(
+            b,
+            x=b["x"] + 100 * (1 - b["x_mask"]),  # values under a 0 mask are never seen
+            images=b["images"] * b["img_mask"][..., None, None, None] + 7 * (1 - b["img_mask"][..., None, None, None]),
+            dx=b["dx"].clone(),
+        )
         out = _run(net, masked)
         assert torch.allclose(out["dx_logits"], ref["dx_logits"], atol=1e-6)
         later = dict(b, x=b["x"].clone(), images=b["images"].clone())
@@ -121,4 +130,6 @@ def test_hand_till_mauc_matches_sklearn():
     y = rng.integers(0, 3, 200)
     logits = rng.normal(size=(200, 3)) + 1.5 * np.eye(3)[y]
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    assert auroc(y, p, average="ovo") == pytest.approx(roc_auc_score(y, p, multi_class="ovo", average="macro"), abs=1e-12)
+    assert auroc(y, p, average="ovo") == pytest.approx(
+        roc_auc_score(y, p, multi_class="ovo", average="macro"), abs=1e-12
+    )

@@ -90,10 +90,16 @@ def test_deep_supervision_weights_are_nnunets():
 def _scan_inputs(L, scale=1.0, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     b, e, n = 2, 6, 4
-    t = {"u": torch.randn(b, e, L, generator=g), "delta": torch.randn(b, e, L, generator=g) * 0.5 - 1,
-         "A": -torch.rand(e, n, generator=g) * 4 * scale - 0.1, "B": torch.randn(b, n, L, generator=g),
-         "C": torch.randn(b, n, L, generator=g), "D": torch.randn(e, generator=g), "z": torch.randn(b, e, L, generator=g),
-         "delta_bias": torch.randn(e, generator=g) * 0.1}
+    t = {
+        "u": torch.randn(b, e, L, generator=g),
+        "delta": torch.randn(b, e, L, generator=g) * 0.5 - 1,
+        "A": -torch.rand(e, n, generator=g) * 4 * scale - 0.1,
+        "B": torch.randn(b, n, L, generator=g),
+        "C": torch.randn(b, n, L, generator=g),
+        "D": torch.randn(e, generator=g),
+        "z": torch.randn(b, e, L, generator=g),
+        "delta_bias": torch.randn(e, generator=g) * 0.1,
+    }
     return {k: v.to(dtype).requires_grad_() for k, v in t.items()}
 
 

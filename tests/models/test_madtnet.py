@@ -25,7 +25,13 @@ def test_encoder_feature_shapes_at_256():
     enc = ResNet34Encoder().eval()
     with torch.no_grad():
         feats = enc(torch.rand(1, 3, 256, 256))
-    assert [tuple(f.shape[1:]) for f in feats] == [(64, 128, 128), (64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8)]
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (64, 128, 128),
+        (64, 64, 64),
+        (128, 32, 32),
+        (256, 16, 16),
+        (512, 8, 8),
+    ]
 
 
 def test_outputs_and_backward():

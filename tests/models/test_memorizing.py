@@ -170,4 +170,7 @@ def test_memory_is_saved_with_the_weights():
     assert int(sd["mask_decoder.image_token_block.memory.count"]) == 64
     fresh = TotalCTSAM(SMALL, memory_size=50)
     fresh.load_state_dict(sd)
-    assert torch.equal(fresh.memory_block.memory.keys, net.memory_block.memory.keys) and len(fresh.memory_block.memory) == 50
+    assert (
+        torch.equal(fresh.memory_block.memory.keys, net.memory_block.memory.keys)
+        and len(fresh.memory_block.memory) == 50
+    )

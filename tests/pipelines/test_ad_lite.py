@@ -118,7 +118,9 @@ def test_corrupt_image_names_the_file(cli, runs, tmp_path):
     root = get("adni").make_fixture(tmp_path / "d", 0)
     bad = sorted((root / "CI").iterdir())[3]
     bad.write_bytes(b"not an image at all")
-    r = cli("train", "ad-lite", "--dataset", "adni", "--data-dir", root, "--runs-dir", runs, "-o", "dataset.img_size=64")
+    r = cli(
+        "train", "ad-lite", "--dataset", "adni", "--data-dir", root, "--runs-dir", runs, "-o", "dataset.img_size=64"
+    )
     assert r.code == 3 and bad.name in r.err and "Traceback" not in r.err
     assert not runs.exists()  # the header check in plan() finds it before a run directory opens (issue 14)
 
@@ -138,9 +140,26 @@ def test_unwritable_runs_dir(cli, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture",
-                             "--runs-dir", str(runs), "-o", "train.epochs=200"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medrun.cli.main",
+            "train",
+            "ad-lite",
+            "--dataset",
+            "oasis",
+            "--fixture",
+            "--runs-dir",
+            str(runs),
+            "-o",
+            "train.epochs=200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     deadline = time.time() + 180  # generous: CI machines can be loaded
     events = None
     while time.time() < deadline:
@@ -175,7 +194,9 @@ def test_learning_curves_read_train_and_val_series(tmp_path):
 def test_run_id_depends_on_world_size_not_device_list(cli, runs):
     """The id changes with the effective batch (world size), not with how the devices are named."""
     def rid(*extra):
-        r = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--dry-run", "--json", *extra)
+        r = cli(
+            "train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir", runs, "--dry-run", "--json", *extra
+        )
         assert r.code == 0, r.err
         return r.json()["run_id"]
 
@@ -272,19 +293,36 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
     run_a = next((tmp_path / "a" / "ad-lite").glob("train-*"))
     a, b = (load_file(str(r / "checkpoints" / "model.safetensors")) for r in (run_a, run_b))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((run_a / "metrics.json").read_text())["accuracy"] == json.loads(resumed.stdout)["metrics"]["accuracy"]
+    assert (
+        json.loads((run_a / "metrics.json").read_text())["accuracy"]
+        == json.loads(resumed.stdout)["metrics"]["accuracy"]
+    )
 
 
 @pytest.mark.slow
 def test_last_ckpt_of_another_run_is_refused(tmp_path):
     runs = tmp_path / "runs"
-    base = [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir",
-            str(runs), "-o", "train.epochs=1"]
+    base = [
+        sys.executable,
+        "-m",
+        "medrun.cli.main",
+        "train",
+        "ad-lite",
+        "--dataset",
+        "oasis",
+        "--fixture",
+        "--runs-dir",
+        str(runs),
+        "-o",
+        "train.epochs=1",
+    ]
     env = {**os.environ, "MEDRUN_PLAIN": "1"}
     other = subprocess.run([*base, "-o", "train.lr=0.002"], env=env, capture_output=True, text=True, timeout=300)
     assert other.returncode == 0, other.stderr[-2000:]
     other_ckpt = next(runs.glob("ad-lite/train-*/checkpoints/last.ckpt"))
-    killed = subprocess.run(base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "1"}, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL
     mine = next(p for p in runs.glob("ad-lite/train-*") if not (p / "MANIFEST.sha256").exists())
     shutil.copy(other_ckpt, mine / "checkpoints" / "last.ckpt")

@@ -22,7 +22,8 @@ def data(tmp_path):
 
 
 def _complete(run_dir):
-    return (run_dir / "MANIFEST.sha256").exists() and json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    info = json.loads((run_dir / "run.json").read_text())
+    return (run_dir / "MANIFEST.sha256").exists() and info["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -66,6 +67,16 @@ def test_learns_on_fixture_then_eval_predict_impute(cli, runs):
     assert len(bio) == 15 * 6 and bio["Hippocampus"].notna().all()
     assert bio["Hippocampus_imputed"].any() and not bio["Hippocampus_imputed"].all()
 
+    cv = cli("cv", "ad-progression", *FIX, "--runs-dir", runs, "--json")  # the fixture's cv: 2 folds, each a train run
+    assert cv.code == 0, cv.err
+    assert "fold 1/2 fold1: reused" in cv.err and "fold 2/2 fold2: running" in cv.err  # fold 1 is the run above
+    c = cv.json()["metrics"]
+    assert c["folds"] == 2 and c["mauc_n"] == 2 and len(c["mauc_ci95"]) == 2
+    cv_run = runs / "ad-progression" / f"cv-{cv.json()['run_id'][:12]}"
+    children = json.loads((cv_run / "run.json").read_text())["children"]
+    assert children[0]["run_dir"] == out["run_dir"] and len((cv_run / "per_fold.csv").read_text().splitlines()) == 3
+    assert "Folds (each a train run of its own)" in (cv_run / "paper.md").read_text()
+
 
 def test_prepare_counts_and_cohort_csv(cli, runs):
     r = cli("prepare", "ad-progression", *FIX, "--runs-dir", runs, "--json")
@@ -80,7 +91,8 @@ def test_prepare_counts_and_cohort_csv(cli, runs):
 
 
 def test_dry_run_counts_full_size_parameters(cli, runs, data):
-    r = cli("train", "ad-progression", "--dataset", "adnimerge", "--data-dir", data, "--runs-dir", runs, "--dry-run", "--json")
+    r = cli("train", "ad-progression", "--dataset", "adnimerge", "--data-dir", data, "--runs-dir", runs, "--dry-run",
+            "--json")
     assert r.code == 0, r.err
     assert r.json()["params_total"] == 12_799_411
 
@@ -114,7 +126,7 @@ def test_subject_in_two_folds_is_refused(cli, runs, data, tmp_path):
     rows = [f"{s},{i % 2}" for i, s in enumerate(subjects)] + [f"{subjects[4]},1"]
     folds.write_text("PTID,fold\n" + "\n".join(rows) + "\n")
     r = cli("cv", "ad-progression", "--dataset", "adnimerge", "--data-dir", data, "--runs-dir", runs,
-            "-o", f"cv.folds_file={folds}", "-o", "dataset.volume=[16,20,16]", "-o", "dataset.crop=null")
+            "-o", f"train.folds_file={folds}", "-o", "dataset.volume=[16,20,16]", "-o", "dataset.crop=null")
     assert r.code == 3 and subjects[4] in r.err and "two folds" in r.err and str(folds) in r.err
     assert "Traceback" not in r.err
     (run,) = (runs / "ad-progression").iterdir()
@@ -175,7 +187,8 @@ def test_scoring_undoes_the_normalisation_and_reports_the_ttest(data):
     hip = adm.BIOMARKERS.index("Hippocampus")
     x_hat[:, :, hip] += 0.1
     m2, _ = score(rec, ds, norm, {"prob": prob, "x_hat": x_hat})
-    observed = [(i, t) for i in idx for t in range(1, 6) if np.isfinite(rec.x[i, t, hip]) and np.isfinite(rec.icv[i, t])]
+    observed = [(i, t) for i in idx for t in range(1, 6)
+                if np.isfinite(rec.x[i, t, hip]) and np.isfinite(rec.icv[i, t])]
     expected = np.mean([0.1 * norm.sd[hip] * rec.icv[i, t] / 1000 for i, t in observed])
     assert m2["mae_ml_per_biomarker"]["Hippocampus"] == pytest.approx(expected, rel=1e-9)
     assert m2["mae_ml_per_biomarker"]["Ventricles"] < 1e-9

@@ -4,6 +4,7 @@ the card's smoke run, eval/predict/ablate, and bad input through the CLI."""
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -148,7 +149,8 @@ def test_learns_on_fixture_then_eval_predict(cli, runs):
     assert m["runs"] == 2 and m["auroc"] >= 0.75 and m["accuracy"] > 0.6, m
     assert m["combat_site_var_fall"] >= 0.8 and m["params_total"] == 49_466
     run = runs / "asd-transformer" / f"train-{out['run_id'][:12]}"
-    for f in ("paper.md", "per_case.csv", "per_run.csv", "checkpoints/model.safetensors", "checkpoints/run2.safetensors",
+    for f in ("paper.md", "per_case.csv", "per_run.csv", "checkpoints/model.safetensors",
+              "checkpoints/run2.safetensors",
               "figures/attention_maps.png", "figures/roc.png", "figures/learning_curves.png", "logs/run1/metrics.csv",
               "MANIFEST.sha256"):
         assert (run / f).exists(), f
@@ -206,17 +208,28 @@ def test_more_than_one_device_is_refused(cli, runs):
     assert r.code == 2 and "one device" in r.err
 
 
-def test_ablate_runs_every_variant(cli, runs):
-    """Table 2's variants through the protocol (a short configuration: the all-off Com-TF reduction runs)."""
-    r = cli("ablate", "asd-transformer", "--dataset", "abide", "--fixture", "--runs-dir", runs, "-o", "train.epochs=2",
-            "-o", "protocol.runs=1", "-o", "ablate.variants=[proposed,com-tf,literal-concat]", "--json")
+def test_ablate_runs_every_variant_as_a_train_run(cli, runs):
+    """Table 2's variants through the protocol (a short configuration: the all-off Com-TF reduction runs); each
+    variant is a train run of its own, so a proposed model trained beforehand is reused."""
+    short = ("--dataset", "abide", "--fixture", "--runs-dir", runs, "-o", "train.epochs=2", "-o", "protocol.runs=1",
+             "-o", "ablate.variants=[proposed,com-tf,literal-concat]", "--json")
+    first = cli("train", "asd-transformer", *short)
+    assert first.code == 0, first.err
+    r = cli("ablate", "asd-transformer", *short)
     assert r.code == 0, r.err
+    assert "variant 1/3 proposed: reused" in r.err and "variant 2/3 com-tf: running" in r.err
     m = r.json()["metrics"]
     assert m["variants"] == ["proposed", "com-tf", "literal-concat"]
     assert all(0 <= m[f"{v}.auroc"] <= 1 for v in m["variants"])
+    assert m["proposed.auroc"] == first.json()["metrics"]["auroc"]
     run = runs / "asd-transformer" / f"ablate-{r.json()['run_id'][:12]}"
     paper = (run / "paper.md").read_text()
     assert "Table 2" in paper and "77.76 ± 4.4" in paper and "79.97 ± 2.6" in paper
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["proposed", "com-tf", "literal-concat"]
+    assert children[0]["run_dir"] == first.json()["run_dir"]
+    manifest = Path(children[1]["run_dir"]) / "manifest.yaml"
+    assert "interaction: none" in manifest.read_text() and "combat: false" in manifest.read_text()
 
 
 def test_prepare_writes_features_and_checks(cli, runs):

@@ -52,8 +52,9 @@ def test_learns_on_fixture_then_eval_morphology_predict(cli, runs):
 
 
 def test_ablation_is_one_manifest_list(cli, runs):
-    r = cli("ablate", "cmu-net", "--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
-            "-o", "train.iters_per_epoch=2", "-o", "train.batch_size=2", "-o", "ablate.variants=[unet,cmunet]", "--json")
+    args = ["--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "train.iters_per_epoch=2", "-o", "train.batch_size=2", "-o", "ablate.variants=[unet,cmunet]"]
+    r = cli("ablate", "cmu-net", *args, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
     assert m["variants"] == ["unet", "cmunet"] and {"unet.f1", "cmunet.f1", "cmunet.miou"} <= set(m)
@@ -62,7 +63,14 @@ def test_ablation_is_one_manifest_list(cli, runs):
     assert len(table) == 3 and table[1].startswith("unet,") and table[2].startswith("cmunet,")
     paper = (run / "paper.md").read_text()
     assert "Table 5" in paper and "0.7593" in paper and "0.7883" in paper
-    assert (run / "checkpoints" / "unet.safetensors").exists() and (run / "checkpoints" / "cmunet.safetensors").exists()
+    # each variant is a train run of its own (its weights, its per-case rows), reused by a plain train of it
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["unet", "cmunet"]
+    assert all((runs.parent / c["run_dir"] / "checkpoints" / "model.safetensors").exists() for c in children)
+    assert len((run / "per_case.csv").read_text().splitlines()) == 1 + 2 * 8
+    one = cli("train", "cmu-net", *args, "-o", "model.name=unet", "--json")
+    assert one.code == 0 and one.json()["reused"] and one.json()["run_id"] == children[0]["id"], one.err
+    assert one.json()["metrics"]["f1"] == m["unet.f1"]
 
 
 def test_loss_is_dice_plus_ce_with_deep_supervision():
@@ -73,7 +81,8 @@ def test_loss_is_dice_plus_ce_with_deep_supervision():
     torch.manual_seed(0)
     y = (torch.rand(2, 1, 16, 16) > 0.7).long()
     outs = [torch.randn(2, 2, 16, 16), torch.randn(2, 2, 8, 8), torch.randn(2, 2, 4, 4)]
-    ref = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    ref = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5,
+                     smooth_dr=1e-5)
     y8 = torch.nn.functional.interpolate(y.float(), (8, 8), mode="nearest").long()
     want = (ref(outs[0], y) * 1 + ref(outs[1], y8) * 0.5) / 1.5  # lowest resolution dropped, weights normalised
     assert DeepSupervisionLoss()(outs, y).item() == pytest.approx(want.item(), rel=1e-6)
@@ -167,3 +176,35 @@ def test_wrong_folder_fails_before_a_run_exists(cli, runs, data):
 def test_patch_size_must_fit_the_poolings(cli, runs):
     r = cli("train", "cmu-net", "--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.patch_size=36")
     assert r.code == 2 and "multiple of 8" in r.err and not runs.exists()
+
+
+@pytest.mark.slow
+def test_monai_bundle_predicts_the_masks_medrun_predicts(cli, runs, tmp_path):
+    """`medrun export`: MONAI's runner reads the images with medrun's reader, z-scores them and runs the same
+    sliding-window inference: the masks are predict's, at each image's size."""
+    import shutil
+    import subprocess
+    import sys
+
+    args = ["--dataset", "sekh-mito", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "train.iters_per_epoch=2", "-o", "train.batch_size=2"]
+    r = cli("train", "cmu-net", *args, "--json")
+    assert r.code == 0, r.err
+    bundle, images, out = tmp_path / "bundle", tmp_path / "images", tmp_path / "out"
+    assert cli("export", r.json()["run_dir"], "--out", bundle, "--runs-dir", runs).code == 0
+    images.mkdir()
+    lock = json.loads((runs / "cmu-net" / f"train-{r.json()['run_id'][:12]}" / "data.lock.json").read_text())
+    for rel in lock["splits"]["test"][:2]:
+        shutil.copy(f"{lock['trees']['data']['root']}/{rel}", images)
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                           bundle / "configs" / "inference.yaml", "--meta_file", bundle / "configs" / "metadata.json",
+                           "--bundle_root", bundle, "--input_dir", images, "--output_dir", out],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads((out / "predictions.json").read_text())
+    p = cli("predict", "cmu-net", *args, "-o", f"predict.input={images}", "--json")
+    assert p.code == 0, p.err
+    assert len(theirs) == 2
+    for name, v in theirs.items():
+        ours = np.asarray(Image.open(f"{p.json()['run_dir']}/predictions/{name.replace('_0000.png', '.png')}"))
+        assert np.array_equal(ours, np.array(v["mask"], np.uint8)), name

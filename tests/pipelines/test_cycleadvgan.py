@@ -1,6 +1,7 @@
 """cycleadvgan end to end on the ISIC 2020 fixture at 32 px: `medrun smoke` runs the train stage and then the attack
 on it (the card's thresholds), the attack run names its parent and checks its weights, the transfer matrix and the
-λ sweep, the hand-written pieces against references, and bad input (issue 7 item 4)."""
+λ sweep (sweeps of train and attack runs, reused when complete), the MONAI bundle of F, the hand-written pieces
+against references, and bad input (issue 7 item 4)."""
 
 import json
 from pathlib import Path
@@ -50,6 +51,13 @@ def _runs(runs, stage):
     return sorted((runs / "cycleadvgan").glob(f"{stage}-*"))
 
 
+def _smoke_train(smoked) -> Path:
+    """The train run the smoke attacked (transfer adds train runs of other models to the same folder)."""
+    runs, _, out = smoked
+    attack = Path(out["rows"][0]["run_dir"])
+    return runs / "cycleadvgan" / Path(json.loads((attack / "run.json").read_text())["parent_dir"]).name
+
+
 @pytest.mark.slow
 def test_smoke_trains_the_parent_then_attacks_it(smoked):
     """The card: ASR ≥ 0.5 and above same-L2 noise, SSIM ≥ 0.5, FGSM/PGD ASR > 0.5 (cli smoke runs train first)."""
@@ -58,10 +66,13 @@ def test_smoke_trains_the_parent_then_attacks_it(smoked):
     got = {r["metric"]: r["value"] for r in out["rows"]}
     assert set(got) == {"asr_cycleadvgan", "ssim_cycleadvgan", "asr_gain_over_noise", "asr_fgsm", "asr_pgd"}
     assert got["asr_cycleadvgan"] >= 0.5 and got["ssim_cycleadvgan"] >= 0.5 and got["asr_gain_over_noise"] > 0
-    (train,), (attack,) = _runs(runs, "train"), _runs(runs, "attack")
+    (train,), (attack,) = _runs(runs, "train"), _runs(runs, "attack")  # the smoke's two runs, before any other test
     t_info, a_info = json.loads((train / "run.json").read_text()), json.loads((attack / "run.json").read_text())
     metrics = json.loads((train / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9, metrics  # F learns the texture
+    # the best validation epoch through ModelCheckpoint: AUC ties (1.0 from the first epoch here) go to the lower loss
+    assert (train / "checkpoints" / "best.ckpt").exists() and metrics["best_val_auc"] == 1.0
+    assert metrics["best_epoch"] > 1, metrics
     assert a_info["parent"] == t_info["id"] and a_info["id"] != t_info["id"] and a_info["status"] == "complete"
     from medrun.artifacts import sha256_file
 
@@ -72,7 +83,8 @@ def test_smoke_trains_the_parent_then_attacks_it(smoked):
         assert adv.shape == (am["n_test"], 32, 32, 3) and adv.dtype == np.uint8
     assert am["linf_fgsm"] == pytest.approx(0.03, abs=1e-4) and am["linf_pgd"] <= 0.03 + 1e-4
     rows = (attack / "per_case.csv").read_text().splitlines()
-    assert len(rows) == am["n_test"] + 1 and {"success_cycleadvgan", "ssim_pgd", "clean_correct"} <= set(rows[0].split(","))
+    assert len(rows) == am["n_test"] + 1
+    assert {"success_cycleadvgan", "ssim_pgd", "clean_correct"} <= set(rows[0].split(","))
     assert len(list((attack / "figures").glob("overlay_ISIC_*.png"))) == 2
     for f in ("checkpoints/g_m.safetensors", "checkpoints/g_b.safetensors", "MANIFEST.sha256"):
         assert (attack / f).exists(), f
@@ -83,40 +95,54 @@ def test_smoke_trains_the_parent_then_attacks_it(smoked):
 @pytest.mark.slow
 def test_eval_and_predict_on_the_train_run(cli, smoked, tmp_path):
     runs, _, _ = smoked
-    (train,) = _runs(runs, "train")
-    ev = cli("eval", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train, "--json")
+    train = _smoke_train(smoked)
+    ev = cli("eval", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train,
+             "--json")
     assert ev.code == 0, ev.err
     assert ev.json()["metrics"]["accuracy"] == json.loads((train / "metrics.json").read_text())["accuracy"]
-    pred = cli("predict", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train,
+    pred = cli("predict", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs,
+               "--run", train,
                "--json")
     assert pred.code == 0 and pred.json()["metrics"]["n"] == 24
 
 
 @pytest.mark.slow
 def test_sweep_lambda_is_a_set_of_attack_runs_with_a_plot(cli, smoked):
+    import shutil
+
     runs, _, _ = smoked
-    (train,) = _runs(runs, "train")
+    train = _smoke_train(smoked)
     before = set(_runs(runs, "attack"))
-    r = cli("sweep-lambda", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
-            "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0", "-o", "sweep_lambda.lambdas=[0.0,0.9]",
-            "--json")
+    args = ("sweep-lambda", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
+            "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0",
+            "-o", "sweep_lambda.lambdas=[0.0,0.9]", "--json")
+    r = cli(*args)
     assert r.code == 0, r.err
     m = r.json()["metrics"]
+    sweep = Path(r.json()["run_dir"])
+    children = json.loads((sweep / "run.json").read_text())["children"]
     members = set(_runs(runs, "attack")) - before
-    assert len(members) == 2 and {p.name[7:] for p in members} == {i[:12] for i in m["members"]}
+    assert [c["name"] for c in children] == ["lam0.0", "lam0.9"] and {c["stage"] for c in children} == {"attack"}
+    assert len(members) == 2 and {p.name[7:] for p in members} == {c["id"][:12] for c in children}
     for p in members:
         info = json.loads((p / "run.json").read_text())
         assert info["parent"] == json.loads((train / "run.json").read_text())["id"]
+        assert any(str(a).startswith("attack.lam=") for a in info["command"])  # the child's own command line
     # λ = 0 has no adversarial term at all: it fools F less than λ = 0.9
     assert m["asr_cycleadvgan_lam0.9"] > m["asr_cycleadvgan_lam0.0"]
-    sweep = Path(r.json()["run_dir"])
     assert (sweep / "figures" / "lambda_sweep.png").exists() and "Fig. 2" in (sweep / "paper.md").read_text()
+    # the sweep run gone, a second sweep reuses both attack runs instead of training the GANs again
+    shutil.rmtree(sweep)
+    again = cli(*args)
+    assert again.code == 0, again.err
+    assert "λ 1/2 lam0.0: reused" in again.err and "λ 2/2 lam0.9: reused" in again.err
+    assert set(_runs(runs, "attack")) - before == members and again.json()["metrics"] == m
 
 
 @pytest.mark.slow
 def test_transfer_matrix(cli, smoked):
     runs, _, _ = smoked
-    (train,) = _runs(runs, "train")
+    train = _smoke_train(smoked)
     r = cli("transfer", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
             "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0", "-o", "train.epochs=3",
             "-o", "transfer.models=[small_cnn,resnet18]", "-o", "transfer.methods=[cycleadvgan,fgsm]", "--json")
@@ -126,8 +152,47 @@ def test_transfer_matrix(cli, smoked):
             for t in ("small_cnn", "resnet18")}
     assert keys <= set(m) and all(0 <= m[k] <= 1 for k in keys)
     out = Path(r.json()["run_dir"])
-    assert (out / "figures" / "transfer_matrix.png").exists() and (out / "adv" / "resnet18_fgsm.npy").exists()
+    children = {c["name"]: c for c in json.loads((out / "run.json").read_text())["children"]}
+    assert set(children) == {"train-resnet18", "attack-small_cnn", "attack-resnet18"}  # the parent is small_cnn's F
+    resnet = Path(children["attack-resnet18"]["run_dir"])
+    assert json.loads((resnet / "run.json").read_text())["parent"] == children["train-resnet18"]["id"]
+    assert (out / "figures" / "transfer_matrix.png").exists() and (resnet / "adv" / "fgsm.npy").exists()
     assert "source \\ target" in (out / "paper.md").read_text()
+
+
+@pytest.mark.slow
+def test_monai_bundle_of_f_predicts_what_medrun_predicts(cli, smoked, tmp_path):
+    """`medrun export`: MONAI's bundle runner on F (preprocessing as eval's) gives medrun predict's scores."""
+    import csv
+    import shutil
+    import subprocess
+    import sys
+
+    runs, _, _ = smoked
+    train = _smoke_train(smoked)
+    r = cli("export", train, "--format", "monai-bundle", "--out", tmp_path / "bundle", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    lock = json.loads((train / "data.lock.json").read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for rel in lock["splits"]["test"][:4]:
+        shutil.copy(Path(lock["trees"]["isic2020"]["root"]) / rel, images / Path(rel).name)
+    bundle, out = tmp_path / "bundle", tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" /
+                           "inference.yaml", "--meta_file", bundle / "configs" / "metadata.json", "--bundle_root",
+                           bundle, "--input_dir", images, "--output_dir", out], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    p = cli("predict", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", runs, "--run", train,
+            "-o", f"predict.input={images}", "--json")
+    assert p.code == 0, p.err
+    with open(Path(p.json()["run_dir"]) / "per_case.csv") as f:
+        ours = {Path(row["file"]).name: row for row in csv.DictReader(f)}
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 4
+    for name, probs in preds.items():
+        for cls, v in probs.items():
+            assert abs(float(ours[name][f"prob_{cls}"]) - v) < 2e-6, (name, cls)
 
 
 @pytest.mark.slow
@@ -137,7 +202,7 @@ def test_tampered_parent_weights_and_weights_that_do_not_fit(cli, smoked, tmp_pa
     runs, _, _ = smoked
     copy = tmp_path / "runs"
     shutil.copytree(runs, copy)
-    (train,) = _runs(copy, "train")
+    train = copy / "cycleadvgan" / _smoke_train(smoked).name
     weights = train / "checkpoints" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     before = set(_runs(copy, "attack"))
@@ -148,11 +213,13 @@ def test_tampered_parent_weights_and_weights_that_do_not_fit(cli, smoked, tmp_pa
     assert not (new / "MANIFEST.sha256").exists() and json.loads((new / "run.json").read_text())["status"] == "failed"
     bad = tmp_path / "other.pt"
     torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
-    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", copy, "--checkpoint", bad)
+    r = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, "--runs-dir", copy,
+            "--checkpoint", bad)
     assert r.code == 2 and "do not fit this model" in r.err and "Traceback" not in r.err
     other_arch = cli("attack", "cycleadvgan", "--dataset", "isic2020", "--fixture", "-o", "dataset.img_size=32",
                      "-o", "model.arch=resnet18",
-                     "--runs-dir", copy, "--checkpoint", runs / "cycleadvgan" / train.name / "checkpoints" / "model.safetensors")
+                     "--runs-dir", copy,
+                     "--checkpoint", runs / "cycleadvgan" / train.name / "checkpoints" / "model.safetensors")
     assert other_arch.code == 2 and "do not fit this model" in other_arch.err
 
 
@@ -191,8 +258,8 @@ def test_wrong_folder_is_named(cli, runs, tmp_path):
 
 # -- hand-written pieces against references ------------------------------------------------------------------
 def test_fgsm_and_pgd_match_a_reference_and_respect_the_bounds():
+    from medrun.pipelines.cycleadvgan.attack import gradient_attack
     from medrun.pipelines.cycleadvgan.config import Attack
-    from medrun.pipelines.cycleadvgan.pipeline import gradient_attack
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).eval()
@@ -209,7 +276,7 @@ def test_fgsm_and_pgd_match_a_reference_and_respect_the_bounds():
 
 
 def test_adversarial_loss_has_the_corrected_sign():
-    from medrun.pipelines.cycleadvgan.pipeline import adv_loss
+    from medrun.pipelines.cycleadvgan.attack import adv_loss
 
     z = torch.tensor([[2.0, -1.0], [0.5, 1.0]], requires_grad=True)
     loss = adv_loss(z, 0, "margin", 0.0)  # true class 0: Z_0 − Z_1 clamped at 0 → (3 + 0) / 2
@@ -217,17 +284,19 @@ def test_adversarial_loss_has_the_corrected_sign():
     loss.backward()
     assert z.grad[0, 0] > 0 and z.grad[0, 1] < 0 and z.grad[1].abs().sum() == 0  # descent lowers Z_y, raises the other
     ce = adv_loss(torch.tensor([[0.0, 3.0]]), 0, "ce-flip", 0.0)
-    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(torch.tensor([[0.0, 3.0]]), torch.tensor([1])).item())
+    ref = torch.nn.functional.cross_entropy(torch.tensor([[0.0, 3.0]]), torch.tensor([1]))
+    assert ce.item() == pytest.approx(ref.item())
 
 
 def test_ssim_and_noise_helpers():
     from skimage.metrics import structural_similarity
 
-    from medrun.pipelines.cycleadvgan.pipeline import same_l2_noise, ssim
+    from medrun.pipelines.cycleadvgan.attack import same_l2_noise, ssim
 
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     y = (x + 0.1 * torch.rand_like(x)).clamp(0, 1)
-    ref = structural_similarity(x[1].permute(1, 2, 0).numpy(), y[1].permute(1, 2, 0).numpy(), channel_axis=-1, data_range=1.0)
+    ref = structural_similarity(x[1].permute(1, 2, 0).numpy(), y[1].permute(1, 2, 0).numpy(), channel_axis=-1,
+                                data_range=1.0)
     s = ssim(x, y)
     assert s[1] == pytest.approx(ref) and ssim(x, x) == pytest.approx([1.0, 1.0])
     x = torch.full((3, 3, 16, 16), 0.5)

@@ -89,7 +89,11 @@ def test_predict_inputs_file_folder_glob_and_errors(ctx, tmp_path):
     assert [p.name for p in ctx.predict_inputs(d)] == ["a.jpg", "b.png"]
     assert [p.name for p in ctx.predict_inputs(d / "b.png")] == ["b.png"]
     assert [p.name for p in ctx.predict_inputs(f"{d}/*.png")] == ["b.png"]
-    for bad, needle in ((d / "missing", "not found"), (d / "notes.txt", "is not one of"), (tmp_path / "ctx-data", "no images")):
+    for bad, needle in (
+        (d / "missing", "not found"),
+        (d / "notes.txt", "is not one of"),
+        (tmp_path / "ctx-data", "no images"),
+    ):
         with pytest.raises(DataError, match=needle):
             ctx.predict_inputs(bad)
 

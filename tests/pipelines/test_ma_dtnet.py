@@ -1,6 +1,7 @@
 """ma-dtnet: learning on the BUSI fixture, eval / predict on the trained run, the ablation table, the loss, and
 bad input (mask size, mask values, an empty training split) through the CLI."""
 
+import csv
 import json
 import math
 
@@ -82,7 +83,17 @@ def test_ablate_writes_one_table(cli, runs, tmp_path):
     assert len(cases) == 1 + 3 * 12 and "prob_malignant" in cases[0]  # seg-only and multi-task rows in one CSV
     paper = (run / "paper.md").read_text()
     assert "unet-csma" in paper and "74.79" in paper and "Wilcoxon" in paper  # BUSI Table 3 UNet Dice
-    assert (run / "checkpoints" / "unet-csma-fold1.safetensors").exists()
+    children = {c["name"]: c for c in json.loads((run / "run.json").read_text())["children"]}
+    assert list(children) == ["unet-fold1", "unet-csma-fold1", "es-mtl-csma-ca-fold1"]
+    assert (runs.parent / children["unet-csma-fold1"]["run_dir"] / "checkpoints" / "model.safetensors").exists()
+    # a variant-fold is an ordinary train run: `-o model.variant=…` finds it complete, an eval finds it too
+    one = cli("train", "ma-dtnet", "--manifest", manifest, "--fixture", "--runs-dir", runs,
+              "-o", "model.variant=unet-csma", "--json")
+    assert one.code == 0 and one.json()["reused"] and one.json()["run_id"] == children["unet-csma-fold1"]["id"], one.err
+    assert one.json()["metrics"]["params_total"] == 1_835_361
+    ev = cli("eval", "ma-dtnet", "--manifest", manifest, "--fixture", "--runs-dir", runs, "-o", "model.variant=unet",
+             "--json")
+    assert ev.code == 0 and ev.json()["metrics"]["dice"] == m["unet/dice"], ev.err  # one fold: the variant's Dice
 
 
 def test_bad_variant_is_a_manifest_error(cli, runs):
@@ -102,7 +113,7 @@ def test_mask_of_other_size_fails_cleanly(cli, runs, busi_root):
     bad = busi_root / "malignant" / "malignant (4)_mask.png"
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(bad)
     r = cli("train", "ma-dtnet", "--dataset", "busi", "--data-dir", busi_root, "--runs-dir", runs,
-            "-o", "dataset.img_size=64", "-o", "cv.folds=2")
+            "-o", "dataset.img_size=64", "-o", "dataset.folds=2")
     assert r.code == 3 and "malignant (4)_mask.png is 50×40" in r.err and "size" in r.err
     _assert_failed(runs, r.err)
 
@@ -113,7 +124,7 @@ def test_mask_with_other_values_fails_cleanly(cli, runs, busi_root):
     arr[arr > 0] = 128
     Image.fromarray(arr).save(bad)
     r = cli("train", "ma-dtnet", "--dataset", "busi", "--data-dir", busi_root, "--runs-dir", runs,
-            "-o", "dataset.img_size=64", "-o", "cv.folds=2")
+            "-o", "dataset.img_size=64", "-o", "dataset.folds=2")
     assert r.code == 3 and "benign (2)_mask.png has values other than 0 and 255" in r.err
     _assert_failed(runs, r.err)
 
@@ -122,7 +133,7 @@ def test_empty_training_split_after_filtering(cli, runs, busi_root):
     keep = "benign (1)"
     others = [p.stem for c in ("benign", "malignant") for p in (busi_root / c).glob("*).png") if p.stem != keep]
     r = cli("train", "ma-dtnet", "--dataset", "busi", "--data-dir", busi_root, "--runs-dir", runs,
-            "-o", "dataset.img_size=64", "-o", "cv.folds=2", "-o", f"dataset.exclude={json.dumps(others)}")
+            "-o", "dataset.img_size=64", "-o", "dataset.folds=2", "-o", f"dataset.exclude={json.dumps(others)}")
     assert r.code == 3 and "empty training split" in r.err and str(busi_root) in r.err and "dataset.exclude" in r.err
     _assert_failed(runs, r.err)
 
@@ -146,7 +157,8 @@ def test_loss_is_eq_10():
     seg_logits, cls_logit = net(x)
     from monai.losses import DiceLoss
 
-    expected_seg = DiceLoss(sigmoid=True)(seg_logits, y) + torch.nn.functional.binary_cross_entropy_with_logits(seg_logits, y)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(seg_logits, y)
+    expected_seg = DiceLoss(sigmoid=True)(seg_logits, y) + bce
     lit.net.eval()
     _, parts, _, _ = lit.loss(x, y, label)
     assert torch.isclose(parts["seg"], expected_seg, atol=1e-6)
@@ -163,6 +175,32 @@ def test_cv_reports_mean_and_sd_over_folds(cli, runs):
     assert len((run / "per_fold.csv").read_text().splitlines()) == 3
     assert len((run / "per_case.csv").read_text().splitlines()) == 25  # every image held out once
     assert "Mean ± sd over folds" in (run / "paper.md").read_text() and "Table 1" in (run / "paper.md").read_text()
+    assert m["dice_n"] == 2 and len(m["dice_ci95"]) == 2
+    # each fold is a train run of its own, reused by a plain train of that fold (and by the next cv)
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["fold1", "fold2"]
+    one = cli("train", "ma-dtnet", "--dataset", "udiat", "--fixture", "--runs-dir", runs, "-o", "model.encoder=unet",
+              "-o", "train.epochs=1", "-o", "dataset.img_size=32", "-o", "dataset.fold=2", "--json")
+    assert one.code == 0 and one.json()["reused"] and one.json()["run_id"] == children[1]["id"], one.err
+
+
+@pytest.mark.slow
+def test_best_validation_epoch_is_kept_through_model_checkpoint(cli, runs):
+    r = cli("train", "ma-dtnet", "--dataset", "busi", "--fixture", "--runs-dir", runs, "-o", "model.encoder=unet",
+            "-o", "dataset.img_size=32", "-o", "train.epochs=3", "-o", "dataset.val_fraction=0.25",
+            "-o", "train.select=best_val", "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    run = runs / "ma-dtnet" / f"train-{r.json()['run_id'][:12]}"
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert 1 <= m["best_epoch"] <= 3 and best["epoch"] + 1 == m["best_epoch"]
+    from safetensors.torch import load_file
+
+    kept = load_file(str(run / "checkpoints" / "model.safetensors"))
+    assert all(torch.equal(kept[k], best["state_dict"][f"net.{k}"]) for k in kept)  # the run's weights: the best's
+    with open(run / "logs" / "metrics.csv") as f:
+        scores = [float(row["val_score"]) for row in csv.DictReader(f) if row.get("val_score")]
+    assert len(scores) == 3 and scores.index(max(scores)) + 1 == m["best_epoch"]
 
 
 def test_augmentation_keeps_masks_binary_and_is_seeded():
@@ -185,3 +223,35 @@ def test_augmentation_keeps_masks_binary_and_is_seeded():
         assert torch.equal(x, x2) and torch.equal(y, y2)  # same seed, same draws
     plain = SegSet(images, masks, labels)[0][1]
     assert any(not torch.equal(y, plain) for _, y, _ in a[::3])  # something was flipped or rotated
+
+
+@pytest.mark.slow
+def test_monai_bundle_predicts_what_medrun_predicts(cli, runs, tmp_path, busi_root):
+    """`medrun export`: MONAI's runner gives predict's p(malignant) and, upsampled to the image, its mask."""
+    import shutil
+    import subprocess
+    import sys
+
+    args = ["--dataset", "busi", "--fixture", "--runs-dir", runs, "-o", "model.encoder=unet",
+            "-o", "dataset.img_size=32", "-o", "train.epochs=1"]
+    r = cli("train", "ma-dtnet", *args, "--json")
+    assert r.code == 0, r.err
+    bundle, images, out = tmp_path / "bundle", tmp_path / "images", tmp_path / "out"
+    assert cli("export", r.json()["run_dir"], "--out", bundle, "--runs-dir", runs).code == 0
+    images.mkdir()
+    for name in ("benign (1)", "malignant (2)"):  # 64² images: the bundle's 32² mask is predict's, halved
+        shutil.copy(busi_root / name.split(" ")[0] / f"{name}.png", images / f"{name.replace(' ', '_')}.png")
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                           bundle / "configs" / "inference.yaml", "--meta_file", bundle / "configs" / "metadata.json",
+                           "--bundle_root", bundle, "--input_dir", images, "--output_dir", out],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads((out / "predictions.json").read_text())
+    p = cli("predict", "ma-dtnet", *args, "-o", f"predict.input={images}", "--json")
+    assert p.code == 0 and len(theirs) == 2, p.err
+    with open(f"{p.json()['run_dir']}/per_case.csv") as f:
+        ours = {row["file"].rsplit("/", 1)[-1]: row for row in csv.DictReader(f)}
+    for name, v in theirs.items():
+        assert abs(float(ours[name]["prob_malignant"]) - v["prob_malignant"]) < 2e-6, name
+        mask = np.asarray(Image.open(f"{p.json()['run_dir']}/{ours[name]['mask']}")) > 0
+        assert np.array_equal(mask, np.kron(np.array(v["mask"], np.uint8), np.ones((2, 2), np.uint8)) > 0), name

@@ -2,12 +2,24 @@
 the fixture, stages on a finished run, and bad input through the CLI."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medrun.pipelines.ph_mci import topo
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """The topology cache lives in $MEDRUN_CACHE/ph-mci: one per test, so that counts of computed subjects do not
+    depend on which tests ran before."""
+    monkeypatch.setenv("MEDRUN_CACHE", str(tmp_path / "cache"))
+
+
+def _cache() -> Path:
+    return Path(os.environ["MEDRUN_CACHE"]) / "ph-mci"
 
 # -- the method against references -----------------------------------------------------------------------------------
 
@@ -116,11 +128,11 @@ def test_topo_resumes_after_interrupt_and_a_second_run_computes_nothing(cli, run
     (run,) = (runs / "ph-mci").glob("topo-*")
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     assert not (run / "MANIFEST.sha256").exists()
-    cache = runs / ".cache" / "ph-mci"
+    cache = _cache()
     assert len(list(cache.glob("*.npz"))) == 3 and not list(cache.glob(".*"))  # whole files only
     monkeypatch.delenv("MEDRUN_TEST_PH_STOP_AFTER")
 
-    r = _topo(cli, small, runs, "-o", "ph.workers=1")  # the same command resumes: only the 5 missing subjects are computed
+    r = _topo(cli, small, runs, "-o", "ph.workers=1")  # the same command resumes: only the 5 missing are computed
     assert r.code == 0, r.err
     m = r.json()["metrics"]
     assert (m["cached"], m["computed"], m["csvs"], m["subjects"]) == (3, 5, 8, 8)
@@ -172,7 +184,8 @@ def test_analyze_needs_topo_then_writes_p_plots(cli, runs, small):
 def test_learns_on_fixture_then_eval_predict_and_reuse(cli, runs):
     """The card's fixture (HC/MCI × 20, CB, T = 60), the full-size network: last-epoch test accuracy ≥ 0.75 (n = 8,
     chance 0.5) after 12 epochs (the smoke run trains 30 epochs × 3 seeds)."""
-    from medrun.artifacts.fingerprint import code_fingerprint
+    from medrun.pipelines import get
+    from medrun.pipelines.runner import stage_code
 
     base = ("ph-mci", "--dataset", "adni-rsfmri", "--fixture", "--runs-dir", runs, "--json")
     r = cli("train", *base, "-o", "train.epochs=12")
@@ -196,7 +209,7 @@ def test_learns_on_fixture_then_eval_predict_and_reuse(cli, runs):
     pred = cli("predict", *base, "-o", "train.epochs=12")
     assert pred.code == 0 and pred.json()["metrics"]["n"] == 8
     again = cli("train", *base, "-o", "train.epochs=12", "--dry-run", "--json").json()
-    code_now = code_fingerprint()["sha256"]
+    code_now = stage_code(get("ph-mci"))["sha256"]
     if code_now == json.loads((run / "run.json").read_text())["code"]["sha256"]:  # others may edit a shared checkout
         assert again["would_reuse"] and again["run_id"] == r.json()["run_id"]
 
@@ -214,12 +227,13 @@ def test_bad_csv_names_file_and_subject_via_cli(cli, runs, small, tmp_path):
     assert r.code == 3 and bad.name in r.err and bad.stem in r.err and "NaN" in r.err and "Traceback" not in r.err
     (run,) = (runs / "ph-mci").glob("topo-*")
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
-    assert not (run / "MANIFEST.sha256").exists() and not list((runs / ".cache" / "ph-mci").glob("*.npz"))
+    assert not (run / "MANIFEST.sha256").exists() and not list(_cache().glob("*.npz"))
 
     x[3, 5] = 1.0
     x[6] = 2.0  # a constant ROI
     np.savetxt(bad, x, delimiter=",")
-    r = cli("train", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", root, "--runs-dir", runs, "-o", "task.network=CB")
+    r = cli("train", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", root, "--runs-dir", runs,
+            "-o", "task.network=CB")
     assert r.code == 3 and bad.stem in r.err and "constant ROI row(s) 7" in r.err
 
 
@@ -230,7 +244,8 @@ def test_subject_in_two_classes_via_cli(cli, runs, small, tmp_path):
     shutil.copytree(small, root)
     src = sorted((root / "HC" / "CB").glob("*.csv"))[0]
     shutil.copy(src, root / "MCI" / "CB" / src.name)
-    r = cli("train", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", root, "--runs-dir", runs, "-o", "task.network=CB")
+    r = cli("train", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", root, "--runs-dir", runs,
+            "-o", "task.network=CB")
     assert r.code == 3 and f"subject {src.stem} is in two class folders, HC and MCI" in r.err
 
 
@@ -256,9 +271,9 @@ def test_every_manifest_validates():
         assert m.task.classes == ["HC", "MCI"]
 
 
-def test_grid_and_cv_write_their_tables(cli, runs, small):
+def test_grid_and_cv_are_train_runs_reused_and_evaluable(cli, runs, small):
     common = ("ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "--json",
-              "-o", "task.network=CB", "-o", "train.epochs=2", "-o", "ph.workers=1")
+              "-o", "task.network=CB", "-o", "train.epochs=2", "-o", "ph.workers=1", "-o", "train.folds=2")
     g = cli("grid", *common, "-o", "grid.networks=[CB]", "-o", "grid.comparisons=[[HC, MCI]]", "-o", "grid.dims=[0, 1]")
     assert g.code == 0, g.err
     assert g.json()["metrics"]["cells"] == 2
@@ -266,10 +281,27 @@ def test_grid_and_cv_write_their_tables(cli, runs, small):
     text = (run / "paper.md").read_text()
     assert "| HC-MCI | CB | 0 |" in text and "0.8500" in text and "0.7500" in text  # Table 1's CB cells for H0, H1
     assert len((run / "per_cell.csv").read_text().splitlines()) == 3
-    c = cli("cv", *common, "-o", "cv.folds=2")
+    cells = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in cells] == ["HC-MCI_CB_h0", "HC-MCI_CB_h1"]
+    assert all(json.loads((Path(c["run_dir"]) / "run.json").read_text())["stage"] == "train" for c in cells)
+
+    fold1 = cli("train", *common, "-o", "train.fold=0")  # trained beforehand: the cv's fold 1
+    assert fold1.code == 0, fold1.err
+    c = cli("cv", *common)
     assert c.code == 0, c.err
-    assert c.json()["metrics"]["folds"] == 2 and "accuracy_mean" in c.json()["metrics"]
-    assert len((Path(c.json()["run_dir"]) / "per_fold.csv").read_text().splitlines()) == 3
+    assert "fold 1/2 fold1: reused" in c.err and "fold 2/2 fold2: running" in c.err
+    m = c.json()["metrics"]
+    assert m["folds"] == 2 and m["accuracy_n"] == 2 and "accuracy_sd" in m and len(m["accuracy_ci95"]) == 2
+    cv_run = Path(c.json()["run_dir"])
+    assert len((cv_run / "per_fold.csv").read_text().splitlines()) == 3
+    folds = json.loads((cv_run / "run.json").read_text())["children"]
+    assert folds[0]["run_dir"] == fold1.json()["run_dir"] and "mean ± sd" in (cv_run / "paper.md").read_text()
+    ev = cli("eval", *common, "-o", "train.fold=1")  # a fold is an ordinary train run: eval finds it
+    assert ev.code == 0, ev.err
+    fold2 = json.loads((Path(folds[1]["run_dir"]) / "metrics.json").read_text())
+    assert ev.json()["metrics"]["accuracy"] == fold2["accuracy"]
+    again = cli("cv", *common)
+    assert again.code == 0 and again.json()["reused"]
 
 
 def test_subject_in_two_folds_via_cli(cli, runs, small, tmp_path):
@@ -279,24 +311,33 @@ def test_subject_in_two_folds_via_cli(cli, runs, small, tmp_path):
     folds = tmp_path / "folds.csv"
     folds.write_text("subject,fold\n" + "".join(f"{s},{i % 2 + 1}\n" for i, s in enumerate(subjects))
                      + f"{subjects[0]},2\n")
-    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "-o", "task.network=CB",
-            "-o", f"cv.folds_file={folds}", "-o", "ph.workers=1")
+    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs,
+            "-o", "task.network=CB",
+            "-o", f"train.folds_file={folds}", "-o", "ph.workers=1")
     assert r.code == 3 and f"subject {subjects[0]} is in two folds, 1 and 2" in r.err and "Traceback" not in r.err
     folds.write_text("subject,fold\n" + "".join(f"{s},{i % 2 + 1}\n" for i, s in enumerate(subjects[1:])))
-    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "-o", "task.network=CB",
-            "-o", f"cv.folds_file={folds}", "-o", "ph.workers=1")
+    r = cli("cv", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs,
+            "-o", "task.network=CB",
+            "-o", f"train.folds_file={folds}", "-o", "ph.workers=1")
     assert r.code == 3 and f"no fold for subject {subjects[0]}" in r.err
 
 
 def test_baselines_random_forest_and_densenet(cli, runs, small):
     r = cli("baseline", "ph-mci", "--dataset", "adni-rsfmri", "--data-dir", small, "--runs-dir", runs, "--json",
-            "-o", "task.network=CB", "-o", "ph.workers=1", "-o", "baseline.image_size=32", "-o", "baseline.epochs=1",
+            "-o", "task.network=CB", "-o", "ph.workers=1", "-o", "model.image_size=32", "-o", "train.epochs=1",
             "-o", "baseline.rf_trees=20")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
     assert 0 <= m["rf_accuracy"] <= 1 and m["densenet121_params"] == 6_949_634  # MONAI DenseNet-121, 1 → 2 channels
-    text = (Path(r.json()["run_dir"]) / "paper.md").read_text()
+    assert 0 <= m["proposed_accuracy"] <= 1 and m["proposed_params"] == 551_586  # the proposed network, trained too
+    run = Path(r.json()["run_dir"])
+    text = (run / "paper.md").read_text()
     assert "Table 2" in text and "| random forest (flattened PR) |" in text and "0.8200" in text  # CB, RF, ADNI
+    nets = json.loads((run / "run.json").read_text())["children"]  # the two networks are train runs of their own
+    assert [c["name"] for c in nets] == ["densenet121", "proposed"]
+    dense = Path(nets[0]["run_dir"])
+    assert (dense / "checkpoints" / "model.safetensors").exists()
+    assert "arch: densenet121" in (dense / "manifest.yaml").read_text()
 
 
 def test_fixture_pr_matrices_carry_the_cards_signal(small):

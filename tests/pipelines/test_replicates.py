@@ -35,7 +35,9 @@ def test_seeds_give_member_runs_and_a_verified_summary(cli, runs):
     out = r.json()
     info = json.loads((runs / "ad-lite" / f"replicates-{out['run_id'][:12]}" / "run.json").read_text())
     assert info["stage"] == "replicates" and info["of_stage"] == "train" and info["seeds"] == [0, 1]
-    members = [json.loads((runs / "ad-lite" / f"train-{m['id'][:12]}" / "run.json").read_text()) for m in info["members"]]
+    members = [
+        json.loads((runs / "ad-lite" / f"train-{m['id'][:12]}" / "run.json").read_text()) for m in info["members"]
+    ]
     assert [m["seed"] for m in members] == [0, 1] and all(m["status"] == "complete" for m in members)
     assert members[0]["id"] != members[1]["id"]
     summary = runs / "ad-lite" / f"replicates-{out['run_id'][:12]}"

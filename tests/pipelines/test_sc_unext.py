@@ -145,8 +145,9 @@ def test_learns_lungs_on_montgomery_fixture(cli, runs):
 @pytest.mark.slow
 def test_ablate_writes_one_table_against_table2(cli, runs):
     variants = "{unext: {model.cbam: false, model.sc_skip: false, model.pfm: false, loss.edge: 0}, all: {}}"
-    r = cli("ablate", "sc-unext", "--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "ablate.epochs=1",
-            "-o", f"ablate.variants={variants}", "-o", "dataset.include=['ISIC_000000*']", "--json")
+    args = ["--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "ablate.epochs=1",
+            "-o", f"ablate.variants={variants}", "-o", "dataset.include=['ISIC_000000*']"]
+    r = cli("ablate", "sc-unext", *args, "--json")
     assert r.code == 0, r.err
     out = r.json()["metrics"]
     assert out["folds"] == 2 and out["n_cases"] == 10 and set(out["variants"]) == {"unext", "all"}
@@ -157,20 +158,37 @@ def test_ablate_writes_one_table_against_table2(cli, runs):
     assert len((run / "per_fold.csv").read_text().splitlines()) == 1 + 2 * 2
     paper = (run / "paper.md").read_text()
     assert "Table 2" in paper and "| unext | 253561 |" in paper and "85.89" in paper and "87.29" in paper
+    # every variant-fold is a train run of its own, validated on its held-out fold, with its own weights
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["unext-fold1", "unext-fold2", "all-fold1", "all-fold2"]
+    locks = [json.loads((runs.parent / c["run_dir"] / "data.lock.json").read_text())["splits"] for c in children]
+    assert sorted(locks[0]["val"] + locks[1]["val"]) == sorted(locks[0]["train"] + locks[0]["val"])  # 2 folds
+    assert locks[0] == locks[2] and all((runs.parent / c["run_dir"] / "checkpoints" / "model.safetensors").exists()
+                                        for c in children)
+    # a child is an ordinary train run: the same command with its overrides finds it complete
+    again = cli("train", "sc-unext", *args, "-o", "model.cbam=false", "-o", "model.sc_skip=false",
+                "-o", "model.pfm=false", "-o", "loss.edge=0", "-o", "train.epochs=1", "-o", "dataset.fold=1", "--json")
+    assert again.code == 0 and again.json()["reused"] and again.json()["run_id"] == children[1]["id"], again.err
 
 
 @pytest.mark.slow
-def test_repeat_trains_once_per_split_seed(cli, runs):
-    r = cli("repeat", "sc-unext", "--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
-            "-o", "repeat.split_seeds=[1, 2]", "-o", "dataset.limit=10", "-o", "eval.overlays=0", "--json")
+def test_repeat_trains_once_per_split_seed_and_reuses_its_train_runs(cli, runs):
+    args = ["--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1",
+            "-o", "repeat.split_seeds=[1, 2]", "-o", "dataset.limit=10", "-o", "eval.overlays=0"]
+    r = cli("repeat", "sc-unext", *args, "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
-    assert m["repeats"] == 2 and 0 <= m["dice"] <= 1 and m["dice_var"] >= 0
+    assert m["repeats"] == 2 and 0 <= m["dice"] <= 1 and m["dice_var"] >= 0 and len(m["dice_ci95"]) == 2
     run = runs / "sc-unext" / f"repeat-{r.json()['run_id'][:12]}"
-    splits = json.loads((run / "data.lock.json").read_text())["splits"]
-    assert sorted(splits) == ["train@1", "train@2", "val@1", "val@2"] and splits["val@1"] != splits["val@2"]
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["split1", "split2"]
+    splits = [json.loads((runs.parent / c["run_dir"] / "data.lock.json").read_text())["splits"] for c in children]
+    assert all(sorted(s) == ["train", "val"] for s in splits) and splits[0]["val"] != splits[1]["val"]
     assert len((run / "per_repeat.csv").read_text().splitlines()) == 3
-    assert (run / "checkpoints" / "split2.safetensors").exists() and "2 random 80/20 splits" in (run / "paper.md").read_text()
+    assert (runs.parent / children[1]["run_dir"] / "checkpoints" / "model.safetensors").exists()
+    assert "2 random 80/20 splits" in (run / "paper.md").read_text()
+    one = cli("train", "sc-unext", *args, "-o", "dataset.split_seed=2", "--json")
+    assert one.code == 0 and one.json()["reused"] and one.json()["run_id"] == children[1]["id"], one.err
 
 
 def test_complexity_matches_the_cards_figures(cli, runs):
@@ -200,7 +218,8 @@ def _failed_run(runs):
 def test_mask_of_other_size_is_a_data_error(cli, runs, isic):
     bad = isic / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000004_segmentation.png"
     Image.fromarray(np.zeros((50, 60), np.uint8)).save(bad)
-    r = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", isic, "--runs-dir", runs, "-o", "dataset.img_size=64")
+    r = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", isic, "--runs-dir", runs,
+            "-o", "dataset.img_size=64")
     assert r.code == 3 and str(bad) in r.err and "60×50 but its image is 96×96" in r.err and "Traceback" not in r.err
     _failed_run(runs)
 
@@ -211,7 +230,8 @@ def test_mask_with_other_values_is_a_data_error(cli, runs, isic):
     arr[arr == 255] = 1
     arr[0, 0] = 2
     Image.fromarray(arr).save(bad)
-    r = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", isic, "--runs-dir", runs, "-o", "dataset.img_size=64")
+    r = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", isic, "--runs-dir", runs,
+            "-o", "dataset.img_size=64")
     assert r.code == 3 and str(bad) in r.err and "values other than 0 and 255" in r.err and "Traceback" not in r.err
     _failed_run(runs)
 
@@ -235,7 +255,38 @@ def test_unext_layout_and_wrong_folder(cli, runs, tmp_path):
     from medrun.datasets import isic2018
 
     root = isic2018.fixture(tmp_path / "u", 0, n=6, layout="unext")
-    dry = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", root, "--runs-dir", runs, "--dry-run", "--json")
+    dry = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", root, "--runs-dir", runs, "--dry-run",
+              "--json")
     assert dry.code == 0 and dry.json()["data"]["isic2018"]["files"] == 12
     wrong = cli("train", "sc-unext", "--dataset", "isic2018", "--data-dir", root.parent, "--runs-dir", runs)
     assert wrong.code == 3 and f"use {root} instead" in wrong.err and not runs.exists()
+
+
+@pytest.mark.slow
+def test_monai_bundle_predicts_the_masks_medrun_predicts(cli, runs, tmp_path):
+    """`medrun export`: MONAI's bundle runner loads the run offline and gives predict's masks (inputs at img_size,
+    where both write the mask at the same size)."""
+    import subprocess
+    import sys
+
+    args = ["--dataset", "isic2018", "--fixture", "--runs-dir", runs, "-o", "train.epochs=1", "-o", "eval.overlays=0"]
+    r = cli("train", "sc-unext", *args, "--json")
+    assert r.code == 0, r.err
+    bundle, images, out = tmp_path / "bundle", tmp_path / "images", tmp_path / "out"
+    assert cli("export", r.json()["run_dir"], "--out", bundle, "--runs-dir", runs).code == 0
+    images.mkdir()
+    lock = json.loads((runs / "sc-unext" / f"train-{r.json()['run_id'][:12]}" / "data.lock.json").read_text())
+    for rel in lock["splits"]["val"][:2]:
+        src = f"{lock['trees']['isic2018']['root']}/{rel}"
+        Image.open(src).convert("RGB").resize((64, 64), Image.BILINEAR).save(images / f"{rel.rsplit('/', 1)[-1]}.png")
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                           bundle / "configs" / "inference.yaml", "--meta_file", bundle / "configs" / "metadata.json",
+                           "--bundle_root", bundle, "--input_dir", images, "--output_dir", out],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads((out / "predictions.json").read_text())
+    p = cli("predict", "sc-unext", *args, "-o", f"predict.input={images}", "--json")
+    assert p.code == 0 and len(theirs) == 2, p.err
+    for name, v in theirs.items():
+        ours = np.asarray(Image.open(f"{p.json()['run_dir']}/predictions/{name[:-4]}_segmentation.png")) > 0
+        assert np.array_equal(ours, np.array(v["mask"], bool)), name

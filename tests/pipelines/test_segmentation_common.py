@@ -22,9 +22,3 @@ def test_case_metrics_and_summary(tmp_path):
     s = common.summarise([row, empty], ("dice", "hd95"))
     assert s["n_cases"] == 2 and math.isclose(s["dice"], row["dice"] / 2)
     assert s["hd95"] == row["hd95"] and s["hd95_nonfinite_cases"] == 1
-
-
-def test_overlay_png_is_written(tmp_path):
-    path = common.overlay_png(np.random.default_rng(0).random((32, 32)), _disc(8), _disc(6), tmp_path / "f" / "o.png",
-                              title="case")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -82,20 +82,60 @@ def test_explain_on_parent_run(cli, trained):
     assert len(rows) == 17 and "svd_coherency" in rows[0]
 
     # the same explain again is reused; the id follows the parent: another train run gives another explain id
-    again = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"][:8], *EXPLAIN_FAST, "--json")
+    again = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"][:8], *EXPLAIN_FAST,
+                "--json")
     assert again.json()["reused"] and again.json()["run_id"] == ex["run_id"]
-    other = cli("train", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "train.epochs=1", "-o", "train.check_rank_full=false", "--json")
+    other = cli("train", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "train.epochs=1",
+                "-o", "train.check_rank_full=false", "--json")
     assert other.code == 0, other.err
     # (with Exp. 1 and 2 rows and the printed Eq. 7–10)
     sweep = ("-o", "explain.methods=[svd]", "-o", "explain.sweep_ranks=[2,16]", "-o", "explain.variants=[uv,u]",
              "-o", "explain.literal_eq=true", "--json")
-    ex2 = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", other.json()["run_id"], *EXPLAIN_FAST, *sweep)
+    ex2 = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", other.json()["run_id"], *EXPLAIN_FAST,
+              *sweep)
     ex3 = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"], *EXPLAIN_FAST, *sweep)
     assert ex2.code == ex3.code == 0, ex3.err
     assert ex2.json()["run_id"] != ex3.json()["run_id"]
-    assert json.loads((runs / "svd-gradcam" / f"explain-{ex2.json()['run_id'][:12]}" / "run.json").read_text())["parent"] \
+    ex2_run = runs / "svd-gradcam" / f"explain-{ex2.json()['run_id'][:12]}"
+    assert json.loads((ex2_run / "run.json").read_text())["parent"] \
         == other.json()["run_id"]
     assert {"adcc_svd", "adcc_svd_n2", "adcc_svd_n16", "adcc_svd_uv", "adcc_svd_u"} <= set(ex3.json()["metrics"])
+
+
+@pytest.mark.slow
+def test_monai_bundle_predicts_what_medrun_predicts(cli, trained, tmp_path):
+    """`medrun export`: MONAI's bundle runner (σ(logit), preprocessing as eval's) gives medrun predict's scores."""
+    import csv
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs, out = trained
+    run = runs / "svd-gradcam" / f"train-{out['run_id'][:12]}"
+    r = cli("export", run, "--format", "monai-bundle", "--out", tmp_path / "bundle", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    lock = json.loads((run / "data.lock.json").read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for rel in lock["splits"]["valid"][:4]:
+        shutil.copy(Path(lock["trees"]["mura"]["root"]) / rel, images / rel.replace("/", "__"))
+    bundle, res = tmp_path / "bundle", tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" /
+                           "inference.yaml", "--meta_file", bundle / "configs" / "metadata.json", "--bundle_root",
+                           bundle, "--input_dir", images, "--output_dir", res], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    p = cli("predict", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", run, "-o", f"predict.input={images}",
+            "--json")
+    assert p.code == 0, p.err
+    with open(Path(p.json()["run_dir"]) / "per_case.csv") as f:
+        ours = {Path(row["file"]).name: row for row in csv.DictReader(f)}
+    preds = json.loads((res / "predictions.json").read_text())
+    assert len(preds) == 4 == len(ours)
+    for name, probs in preds.items():
+        assert abs(float(ours[name]["prob_abnormal"]) - probs["abnormal"]) < 2e-6, name
+        assert abs(probs["normal"] + probs["abnormal"] - 1) < 1e-6
 
 
 @pytest.mark.slow
@@ -117,7 +157,8 @@ def test_tampered_parent_weights_are_refused(cli, trained, tmp_path):
 @pytest.mark.slow
 def test_bad_target_layer_lists_valid_names(cli, trained):
     runs, out = trained
-    r = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"], "-o", "explain.target_layer=layer4")
+    r = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"],
+            "-o", "explain.target_layer=layer4")
     assert r.code == 2 and "target layer 'layer4'" in r.err and "relu" in r.err and "features.6" in r.err
     assert "Traceback" not in r.err
 
@@ -131,10 +172,12 @@ def test_weights_that_do_not_fit(cli, trained, tmp_path):
     torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
     r = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--checkpoint", bad, "-o", "explain.methods=[svd]")
     assert r.code == 2 and "do not fit this model" in r.err and "Traceback" not in r.err
-    wide = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "model.width=16", "-o", "explain.methods=[svd]",
-               "--checkpoint", runs / "svd-gradcam" / f"train-{out['run_id'][:12]}" / "checkpoints" / "model.safetensors")
+    weights = runs / "svd-gradcam" / f"train-{out['run_id'][:12]}" / "checkpoints" / "model.safetensors"
+    wide = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "model.width=16",
+               "-o", "explain.methods=[svd]", "--checkpoint", weights)
     assert wide.code == 2 and "other shapes" in wide.err
-    init = cli("train", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "model.arch=densenet169", "-o", f"model.weights={bad}")
+    init = cli("train", "svd-gradcam", *TINY, "--runs-dir", runs, "-o", "model.arch=densenet169",
+               "-o", f"model.weights={bad}")
     assert init.code == 2 and "do not fit DenseNet-169's features" in init.err and "torchvision densenet169" in init.err
 
 
@@ -168,6 +211,7 @@ def test_wrong_folder_and_study_type(cli, runs, tmp_path):
     root = get("mura").make_fixture(tmp_path / "d", 0)
     r = cli("train", "svd-gradcam", "--dataset", "mura", "--data-dir", root.parent, "--runs-dir", runs)
     assert r.code == 3 and "use " in r.err and "MURA-v1.1 instead" in r.err
-    r = cli("train", "svd-gradcam", "--dataset", "mura", "--data-dir", root, "--runs-dir", runs, "-o", "dataset.study_type=XR_HAND")
+    r = cli("train", "svd-gradcam", "--dataset", "mura", "--data-dir", root, "--runs-dir", runs,
+            "-o", "dataset.study_type=XR_HAND")
     assert r.code == 3 and "no XR_HAND folder" in r.err
     assert not runs.exists()

@@ -72,7 +72,8 @@ def test_svd_weights_match_numpy_and_sign_behaviour():
     uv = u[..., :n] @ vh[..., :n, :]
     assert torch.allclose(cams.svd_weights(g, n, "uv"), torch.from_numpy(uv.mean((-2, -1))).float(), atol=1e-6)
     assert torch.allclose(cams.svd_weights(g, n, "u"), torch.from_numpy(u[..., :n].mean((-2, -1))).float(), atol=1e-6)
-    assert torch.allclose(cams.svd_weights(g, n, "v"), torch.from_numpy(vh[..., :n, :].mean((-2, -1))).float(), atol=1e-6)
+    assert torch.allclose(cams.svd_weights(g, n, "v"), torch.from_numpy(vh[..., :n, :].mean((-2, -1))).float(),
+                          atol=1e-6)
     # (c) and (d) do not depend on the SVD's sign choice: flipping U and V together leaves them unchanged
     flipped = ((-u[..., :n]) * s[..., None, :n]) @ (-vh[..., :n, :])
     assert np.allclose(flipped, usv)
@@ -85,7 +86,8 @@ def test_svd_weights_match_numpy_and_sign_behaviour():
 
 def test_cam_equals_gradcam_for_gap_linear_head(setup):
     net, x, sign = setup
-    assert (up(cams.cam(net, net.relu, x, sign), x) - up(cams.gradcam(net, net.relu, x, sign, "map"), x)).abs().max() < 1e-6
+    cam, grad = up(cams.cam(net, net.relu, x, sign), x), up(cams.gradcam(net, net.relu, x, sign, "map"), x)
+    assert (cam - grad).abs().max() < 1e-6
     with pytest.raises(ValueError, match="single Linear head"):
         cams.cam(tiny_cnn(16, "mlp").eval(), None, x, sign)
 
@@ -111,7 +113,8 @@ def test_score_cam_equals_hand_reference(setup):
         w = torch.zeros(3, 16)
         for i in range(3):
             for k in range(16):
-                m = torch.nn.functional.interpolate(a[i:i + 1, k:k + 1], size=(32, 32), mode="bilinear", align_corners=False)
+                m = torch.nn.functional.interpolate(a[i:i + 1, k:k + 1], size=(32, 32), mode="bilinear",
+                                                    align_corners=False)
                 m = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else torch.zeros_like(m)
                 w[i, k] = torch.sigmoid(sign[i] * net(x[i:i + 1] * m)[0, 0])
         ref = torch.relu((w[:, :, None, None] * a).sum(1))
@@ -147,7 +150,8 @@ def test_smooth_gradcam_averages_noisy_gradcams(setup):
     one = cams.smooth_gradcam(net, net.relu, x, sign, n=1, sigma=1e-9)
     assert torch.allclose(one, cams.gradcam(net, net.relu, x, sign), atol=1e-6)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(cams.smooth_gradcam(net, net.relu, x, sign, 4, 0.15, g1), cams.smooth_gradcam(net, net.relu, x, sign, 4, 0.15, g2))
+    assert torch.equal(cams.smooth_gradcam(net, net.relu, x, sign, 4, 0.15, g1),
+                       cams.smooth_gradcam(net, net.relu, x, sign, 4, 0.15, g2))
 
 
 def test_upsample_normalises_and_compute_dispatch(setup):
