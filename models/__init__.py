@@ -18,7 +18,8 @@
   LDCT denoising; FFC/LaMa Fourier units (seanet card).
 - ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
 
-This package imports only torch and MONAI, never other medrun folders.
+This package imports torch, MONAI and the libraries a network needs (diffusers, PyTorch Geometric, scipy), never
+other medrun folders.
 """
 
 # -- registry (timm-style): ``create(name, **kw)`` builds a network by name --------------------------------------
