@@ -59,15 +59,11 @@ def test_readme_lists_it_and_its_paper_notes_exist(spec):
     readme = (REPO / "README.md").read_text()
     assert f"| `{spec.slug}` |" in readme, f"README.md has no row for {spec.slug}"
     notes = REPO / "docs" / "papers" / f"{spec.slug}.md"
-    if spec.slug in PAPER_NOTES_PENDING:
-        pytest.skip(f"docs/papers/{spec.slug}.md is written by issue 21")
     assert notes.exists(), f"no {notes.relative_to(REPO)}"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_exports_a_bundle_or_says_why_not(spec):
-    if spec.slug in NOT_YET_MIGRATED:
-        pytest.skip(f"{spec.slug} is being moved onto the kit")
     impl = spec.load()
     assert hasattr(impl, "bundle_parts") or spec.no_export, \
         f"{spec.slug}: define bundle_parts() or PipelineSpec(no_export='why')"
@@ -82,11 +78,6 @@ ALLOWED = re.compile(r"ctx\.(write_\w+|save_figure|figure|learning_curves)\(")
 # files that write outside any run directory, with the reason
 OUTSIDE_RUNS = {"ph_mci/topo.py": "the content-addressed topology cache under $MEDRUN_CACHE/ph-mci",
                 "asd_transformer/features.py": "the content-addressed feature cache, $MEDRUN_CACHE/asd-transformer"}
-# pipelines still being moved onto the kit's writers (emptied as each lands)
-NOT_YET_MIGRATED: set[str] = set()
-PAPER_NOTES_PENDING = {s.slug for s in SPECS} - {"lorasam", "sm-safe", "totalct-sam", "cycleadvgan", "svd-gradcam",
-                                                  "sc-unext", "ma-dtnet", "cmu-net", "epilepsy-mtl", "unet-lrp",
-                                                  "ph-mci", "asd-transformer", "ad-progression"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -100,6 +91,4 @@ def test_writes_only_through_the_run_and_never_imports_the_runner(spec):
                 bad.append(f"{rel}:{no}: imports the runner")
             if rel not in OUTSIDE_RUNS and FORBIDDEN.search(ALLOWED.sub("", code)):
                 bad.append(f"{rel}:{no}: {line.strip()}")
-    if spec.slug in NOT_YET_MIGRATED:
-        pytest.skip(f"{spec.slug} is being moved onto the kit ({len(bad)} places)")
     assert not bad, "\n".join(bad)
