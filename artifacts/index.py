@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .rundir import MANIFEST, RunDir
+from .rundir import MANIFEST, RunDir, umask
 
 INDEX = ".index.sqlite"
 SCHEMA_VERSION = 1
@@ -117,6 +117,7 @@ class Index:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f"{INDEX}.", suffix=".tmp")
+            os.fchmod(fd, 0o666 & ~umask())  # a shared runs folder's index stays readable to the group
             os.close(fd)
             self._create(sqlite3.connect(tmp)).close()
             for suffix in ("-journal", "-wal", "-shm"):

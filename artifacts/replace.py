@@ -23,6 +23,8 @@ from pathlib import Path
 
 from medrun.errors import UsageError
 
+from .rundir import umask
+
 BUNDLE_MARKER = ".medrun-bundle.json"
 FIXTURE_MARKER = ".medrun-fixture.json"
 RUN_MARKERS = ("run.json", ".lock")  # .lock is a run's first file, run.json comes a few writes later
@@ -87,7 +89,7 @@ def replace_dir(
     t.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{t.name}.new-", dir=t.parent))
     try:
-        os.chmod(new, 0o777 & ~_umask())  # mkdtemp's 0700 would make a bundle or fixture private to this user
+        os.chmod(new, 0o777 & ~umask())  # mkdtemp's 0700 would make a bundle or fixture private to this user
         result = build(new)
         (new / marker).write_text(json.dumps(marker_data(new, result), indent=1) + "\n")
         _swap_in(new, t, marker if lost_race_ok else None)
@@ -95,12 +97,6 @@ def replace_dir(
         shutil.rmtree(new, ignore_errors=True)  # ours: made by mkdtemp above
         raise
     return t, result
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _swap_in(new: Path, target: Path, race_marker: str | None) -> None:

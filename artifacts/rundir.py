@@ -27,11 +27,21 @@ SUBDIRS = ("checkpoints", "figures", "logs")
 CLEARED = ".cleared-"  # prefix of the hidden folder --force empties a run into
 
 
+def umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file and a rename, with the mode a plain ``open`` would give (mkstemp's
+    0600 would hide metrics, paper.md and weights from colleagues on a shared server)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

@@ -30,6 +30,23 @@ app = typer.Typer(
 
 from . import info, runs, stages  # noqa: E402  (registers the commands)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from medrun import __version__
+
+        typer.echo(f"medrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="print medrun's version and exit"),
+) -> None:
+    """medrun: run, check and re-run medical-imaging deep-learning papers."""
+
+
 info.register(app)
 stages.register(app)
 runs.register(app)

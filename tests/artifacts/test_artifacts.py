@@ -124,3 +124,27 @@ def test_code_fingerprint_follows_source(tmp_path, monkeypatch):
     assert fp.code_fingerprint()["sha256"] == one
     (src / "m.py").write_text("x = 2\n")
     assert fp.code_fingerprint()["sha256"] != one
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_run_files_honour_the_umask(tmp_path, mask):
+    """Atomic writes get the mode a plain open() would give (mkstemp alone makes them 0600)."""
+    from medrun.artifacts import atomic_write
+
+    old = os.umask(mask)
+    try:
+        run = RunDir(tmp_path / "p" / "train-abc").open()
+        run.write_json("metrics.json", {"accuracy": 0.5})
+        atomic_write(run.path / "paper.md", "# paper\n")
+        run.seal()
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    want = plain.stat().st_mode & 0o777
+    assert want == 0o666 & ~mask
+    for name in ("metrics.json", "paper.md", "MANIFEST.sha256", "run.json"):
+        path = run.path / name
+        if path.exists():
+            assert path.stat().st_mode & 0o777 == want, name
+    run.close()

@@ -76,3 +76,11 @@ def test_unknown_pipeline_and_dataset_suggest(cli, runs):
     )
     assert r.code == 2 and "not 'adni'" in r.err
     assert not runs.exists()
+
+
+def test_version(cli):
+    from medrun import __version__
+
+    for flag in ("--version", "-V"):
+        r = cli(flag)
+        assert r.code == 0 and r.out.strip() == f"medrun {__version__}"
