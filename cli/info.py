@@ -211,12 +211,18 @@ def doctor(json_out: Annotated[bool, typer.Option("--json")] = False) -> int:
     except ImportError:
         report["torch"] = None
     pkgs = {}
-    for name in ("lightning", "monai", "torchmetrics", "captum", "peft", "diffusers", "gudhi", "pot", "open3d",
-                 "scikit-image", "pandas", "safetensors", "mlflow"):
-        try:
-            pkgs[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pkgs[name] = None
+    # a package and the distributions that provide it (mlflow-skinny is the tracking client without the server)
+    for name, dists in (("lightning", ()), ("monai", ("monai", "monai-weekly")), ("torchmetrics", ()), ("captum", ()),
+                        ("peft", ()), ("diffusers", ()), ("gudhi", ()), ("pot", ()), ("open3d", ()),
+                        ("scikit-image", ()), ("pandas", ()), ("safetensors", ()), ("pydicom", ()), ("faiss-cpu", ()),
+                        ("kornia", ()), ("mlflow", ("mlflow", "mlflow-skinny"))):
+        pkgs[name] = None
+        for dist in dists or (name,):
+            try:
+                pkgs[name] = md.version(dist) + ("" if dist == name else f" ({dist})")
+                break
+            except md.PackageNotFoundError:
+                continue
     report["packages"] = pkgs
     runs = Path(os.environ.get("MEDRUN_RUNS", "runs"))
     report["runs_dir"] = {"path": str(runs.resolve()), "writable": _writable(runs)}

@@ -60,6 +60,21 @@ def test_doctor(cli):
     assert r.code == 0 and r.json()["torch"]
 
 
+def test_doctor_recognises_mlflow_skinny(cli, monkeypatch):
+    import importlib.metadata as md
+
+    real = md.version
+
+    def version(dist):
+        if dist == "mlflow":
+            raise md.PackageNotFoundError(dist)
+        return "3.1.0" if dist == "mlflow-skinny" else real(dist)
+
+    monkeypatch.setattr(md, "version", version)
+    r = cli("doctor", "--json")
+    assert r.code == 0 and r.json()["packages"]["mlflow"] == "3.1.0 (mlflow-skinny)"
+
+
 def test_unknown_command_is_usage_error(cli):
     r = cli("trian", "ad-lite")
     # one suggestion block (click's), naming the close command; typer's own second one is off
