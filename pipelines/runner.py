@@ -84,7 +84,31 @@ class Plan:
     checkpoint_sha: str | None
 
 
+def _dataset_of_parent(req: Request, spec) -> None:
+    """A stage given ``--run ID`` and no ``--dataset``/``--manifest`` takes the dataset from that run, and its data:
+    the fixture if it ran on one, else its ``dataset.root`` — unless ``--fixture`` or ``--data-dir`` say otherwise."""
+    if req.manifest is not None or req.dataset or not req.run_ref or req.stage not in spec.parents:
+        return
+    run = resolve_run(req.runs_dir, req.run_ref, spec.slug)
+    info = run.info()
+    if info.get("pipeline") != spec.slug or info.get("dataset") not in spec.datasets:
+        return  # _find_parent names the mismatch; without a dataset, load_manifest asks for one
+    req.dataset = info["dataset"]
+    if req.fixture or req.data_dir is not None:
+        return
+    if info.get("fixture"):
+        req.fixture = True
+        return
+    try:
+        root = (yaml.safe_load((run.path / "manifest.yaml").read_text()) or {}).get("dataset", {}).get("root")
+    except (OSError, yaml.YAMLError, AttributeError):
+        root = None
+    if root:
+        req.data_dir = Path(root)
+
+
 def load_manifest(req: Request, spec) -> tuple[object, manifests.Resolved]:
+    _dataset_of_parent(req, spec)
     if req.fixture and req.data_dir is not None:
         raise UsageError(f"--fixture and --data-dir {req.data_dir} both name the data",
                          fix="drop --data-dir to run on the generated miniature, or drop --fixture to use your folder")

@@ -1,5 +1,7 @@
 """medrun runs list/show/diff/compare and medrun rerun, through the CLI."""
 
+import json
+
 import pytest
 
 
@@ -137,3 +139,18 @@ def test_compare_runs_lists_every_difference(runs, data, make_run):
     assert [d["what"] for d in c["timings"]] == ["metrics.eval_seconds"]  # listed, not a difference
     same = compare_runs(RunDir(a), RunDir(a))
     assert same["identical"]
+
+
+def test_a_stage_on_a_run_takes_its_dataset_and_fixture(cli, runs):
+    """`medrun eval PIPELINE --run ID` needs no --dataset: the dataset and the fixture setting come from that run."""
+    tr = cli("train", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=1", "--runs-dir", runs,
+             "--json")
+    assert tr.code == 0, tr.err
+    rid = tr.json()["run_id"]
+    ev = cli("eval", "ad-lite", "--run", rid[:10], "--runs-dir", runs, "--json")
+    assert ev.code == 0, ev.err
+    info = json.loads((runs / "ad-lite" / f"eval-{ev.json()['run_id'][:12]}" / "run.json").read_text())
+    assert info["dataset"] == "oasis" and info["fixture"] is True and info["parent"] == rid
+    # told otherwise: --data-dir wins over the parent's fixture (here a folder that does not exist: exit 3)
+    bad = cli("eval", "ad-lite", "--run", rid[:10], "--data-dir", runs / "nowhere", "--runs-dir", runs)
+    assert bad.code == 3 and "nowhere" in bad.err
