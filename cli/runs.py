@@ -278,13 +278,29 @@ def runs_list(
         return 0
     rows = []
     for r in out:
-        head = next(
-            ((k, v) for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None
-        )
+        head = headline(r["metrics"])
         rows.append([str(r["id"])[:12], _fmt(r["pipeline"]), _fmt(r["stage"]), _fmt(r["status"]), _fmt(r["dataset"]),
                      _fmt(r["started"]), f"{head[0]}={_fmt(head[1])}" if head else ""])
     _table(f"runs in {runs_dir}", ["id", "pipeline", "stage", "status", "dataset", "started", "headline metric"], rows)
     return 0
+
+
+# the metric a reader looks for first, in order; then any number that is not bookkeeping
+HEADLINE = ("dice", "dice_mean", "mean_dice", "accuracy", "balanced_accuracy", "auc", "auroc", "f1", "f1_macro",
+            "qwk", "qwk_ctss", "jaccard", "delta_psnr", "psnr", "ndcg", "map", "asr", "rmse", "mae")
+BOOKKEEPING = ("n", "steps", "epochs", "best_epoch", "seed", "seconds", "params", "n_params", "params_total")
+
+
+def headline(metrics: dict) -> tuple[str, float] | None:
+    """The run's headline metric: Dice for segmentation, accuracy or AUC for classification …, never a count."""
+    nums = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for key in HEADLINE:
+        if key in nums:
+            return key, nums[key]
+    for k, v in nums.items():
+        if k not in BOOKKEEPING and not k.startswith(("n_", "num_")) and not k.endswith(("_seconds", "_sd", "_n")):
+            return k, v
+    return None
 
 
 @runs_app.command("show")

@@ -154,3 +154,12 @@ def test_a_stage_on_a_run_takes_its_dataset_and_fixture(cli, runs):
     # told otherwise: --data-dir wins over the parent's fixture (here a folder that does not exist: exit 3)
     bad = cli("eval", "ad-lite", "--run", rid[:10], "--data-dir", runs / "nowhere", "--runs-dir", runs)
     assert bad.code == 3 and "nowhere" in bad.err
+
+
+def test_list_headline_is_the_papers_metric_not_a_count():
+    from medrun.cli.runs import headline
+
+    assert headline({"n_cases": 12, "hd95": 3.1, "dice": 0.81}) == ("dice", 0.81)
+    assert headline({"n": 40, "epochs": 3, "seconds": 9.1, "accuracy": 0.7}) == ("accuracy", 0.7)
+    assert headline({"n_cases": 4, "eval_seconds": 2.0, "ssim": 0.9}) == ("ssim", 0.9)
+    assert headline({"n_cases": 4, "ok": True}) is None
