@@ -15,6 +15,12 @@ import torch
 from medrun.models.adlite import AdLiteNet
 
 
+def _train_cmd(runs, *extra) -> list[str]:
+    """`medrun train ad-lite --dataset oasis --fixture` in a fresh interpreter, into ``runs``."""
+    return [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture",
+            "--runs-dir", str(runs), *extra]
+
+
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -141,20 +147,7 @@ def test_unwritable_runs_dir(cli, tmp_path):
 def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medrun.cli.main",
-            "train",
-            "ad-lite",
-            "--dataset",
-            "oasis",
-            "--fixture",
-            "--runs-dir",
-            str(runs),
-            "-o",
-            "train.epochs=200",
-        ],
+        _train_cmd(runs, "-o", "train.epochs=200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -232,8 +225,8 @@ def test_ddp_two_cpu_processes_write_one_run_dir(runs, tmp_path):
     """`--devices 2 --strategy ddp` on CPU: Lightning re-runs the command as rank 1 (gloo); only rank 0 writes a run
     directory, the other rank leaves nothing behind, and each rank saw half the training batches."""
     env = {**os.environ, "MEDRUN_PLAIN": "1", "TMPDIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture", "--runs-dir",
-           str(runs), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "-o", "train.epochs=1", "--json"]
+    cmd = _train_cmd(runs, "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "-o", "train.epochs=1",
+                     "--json")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count('"run_dir"') == 1  # one report, from rank 0
@@ -274,8 +267,7 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
     def train(runs, **env):
-        cmd = [sys.executable, "-m", "medrun.cli.main", "train", "ad-lite", "--dataset", "oasis", "--fixture",
-               "--runs-dir", str(runs), "-o", "train.epochs=2", "-o", "trainer.checkpoint_every_n_steps=2", "--json"]
+        cmd = _train_cmd(runs, "-o", "train.epochs=2", "-o", "trainer.checkpoint_every_n_steps=2", "--json")
         return subprocess.run(cmd, env={**os.environ, "MEDRUN_PLAIN": "1", **env}, capture_output=True, text=True,
                               timeout=300)
 
@@ -302,20 +294,7 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
 @pytest.mark.slow
 def test_last_ckpt_of_another_run_is_refused(tmp_path):
     runs = tmp_path / "runs"
-    base = [
-        sys.executable,
-        "-m",
-        "medrun.cli.main",
-        "train",
-        "ad-lite",
-        "--dataset",
-        "oasis",
-        "--fixture",
-        "--runs-dir",
-        str(runs),
-        "-o",
-        "train.epochs=1",
-    ]
+    base = _train_cmd(runs, "-o", "train.epochs=1")
     env = {**os.environ, "MEDRUN_PLAIN": "1"}
     other = subprocess.run([*base, "-o", "train.lr=0.002"], env=env, capture_output=True, text=True, timeout=300)
     assert other.returncode == 0, other.stderr[-2000:]
