@@ -211,13 +211,12 @@ def doctor(json_out: Annotated[bool, typer.Option("--json")] = False) -> int:
     except ImportError:
         report["torch"] = None
     pkgs = {}
-    # a package and the distributions that provide it (mlflow-skinny is the tracking client without the server)
-    for name, dists in (("lightning", ()), ("monai", ("monai", "monai-weekly")), ("torchmetrics", ()), ("captum", ()),
-                        ("peft", ()), ("diffusers", ()), ("gudhi", ()), ("pot", ()), ("open3d", ()),
-                        ("scikit-image", ()), ("pandas", ()), ("safetensors", ()), ("pydicom", ()), ("faiss-cpu", ()),
-                        ("kornia", ()), ("mlflow", ("mlflow", "mlflow-skinny"))):
+    # other distributions that provide a package (mlflow-skinny is the tracking client without the server)
+    also = {"monai": ("monai-weekly",), "mlflow": ("mlflow-skinny",)}
+    for name in ("lightning", "monai", "torchmetrics", "captum", "peft", "diffusers", "gudhi", "pot", "open3d",
+                 "scikit-image", "pandas", "safetensors", "pydicom", "faiss-cpu", "kornia", "mlflow"):
         pkgs[name] = None
-        for dist in dists or (name,):
+        for dist in (name, *also.get(name, ())):
             try:
                 pkgs[name] = md.version(dist) + ("" if dist == name else f" ({dist})")
                 break
