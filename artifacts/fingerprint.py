@@ -52,7 +52,11 @@ def walk_files(root: Path) -> list[tuple[str, os.DirEntry]]:
     """Every regular file under root (hidden files and folders skipped), sorted by relative path.
 
     Hidden names are skipped so that OS litter (``.DS_Store``, ``._x``) does not change run ids; the readers skip
-    them too. ``hidden_entries`` lists them for ``verify``."""
+    them too. ``hidden_entries`` lists them for ``verify``. A file as root (a stage's single input file) is the
+    one entry, under its own name."""
+    if Path(root).is_file():
+        with os.scandir(Path(root).parent) as it:
+            return [(e.name, e) for e in it if e.name == Path(root).name]
     out = [(rel, e) for rel, e, hidden in _walk(root) if not hidden and e.is_file()]
     out.sort(key=lambda t: t[0])
     return out
@@ -61,6 +65,8 @@ def walk_files(root: Path) -> list[tuple[str, os.DirEntry]]:
 def hidden_entries(root: Path) -> list[str]:
     """Relative paths of the hidden files and folders under root's visible folders (a hidden folder is one entry,
     ``x/.git/``, not its contents): what the fingerprint leaves out, so that verify can name it."""
+    if Path(root).is_file():
+        return []
     return sorted(rel + ("/" if e.is_dir() else "") for rel, e, hidden in _walk(root)
                   if hidden and rel not in MEDRUN_MARKERS)
 

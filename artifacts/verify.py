@@ -135,7 +135,7 @@ def _check_tree(fp: dict, cache: StatCache, rehash: bool) -> dict:
     out = {"status": "fail", "root": str(root), "mode": mode, "check": STAT_ONLY if mode == "stat" else
            REHASHED if rehash else TRUSTED, "missing_root": False, "files": len(rec), "changed": [], "removed": [],
            "added": [], "hidden": []}
-    if not root.is_dir():
+    if not root.exists():
         return {**out, "missing_root": True, "removed": sorted(rec)}
     try:
         now = fingerprint_tree(root, cache, mode, rehash=rehash)["files"]

@@ -315,6 +315,9 @@ def plan(req: Request, log=print) -> Plan:
     parent, ckpt_sha = None, None
     if req.stage in spec.parents:
         parent, ckpt_sha = _find_parent(req, spec, mdict, combine(fps))
+    inputs = stage_inputs(m, req.stage)  # after the parent lookup: the parent's data fingerprint has no inputs
+    if inputs:
+        fps = {**fps, **fingerprint_data(inputs, m.fingerprint, log)}
     rid = run_id(manifest=identity_manifest(mdict), code=code["sha256"], data=combine(fps), stage=req.stage,
                  parent=(parent.info()["id"] if parent else ckpt_sha))
     return Plan(req, spec, m, mdict, data_roots, fps, code, rid, run_path(req.runs_dir, spec.slug, req.stage, rid),
@@ -379,6 +382,18 @@ def _spinner(text: str):
     from rich.console import Console
 
     return Console(stderr=True).status(text)
+
+
+def stage_inputs(m, stage: str) -> dict[str, Path]:
+    """``{"<section>.input": path}`` when the stage's manifest section (``predict``, ``extract``, ``denoise`` …) names
+    an input file or folder that exists: its content joins the data fingerprint, so the same command on a folder
+    whose files changed is a new run, never the old result; a missing one is left to the stage's own message."""
+    section = getattr(m, stage.replace("-", "_"), None)
+    src = getattr(section, "input", None)
+    if not isinstance(src, str | Path) or not str(src):
+        return {}
+    path = Path(src).expanduser()
+    return {f"{stage.replace('-', '_')}.input": path} if path.exists() else {}
 
 
 def _data_paths(spec, m) -> dict[str, Path]:

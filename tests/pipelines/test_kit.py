@@ -299,3 +299,26 @@ def test_cv_folds_are_child_runs_and_a_killed_cv_resumes_at_the_first_unfinished
     assert per_fold.count("\n") == 4 and "mean ± sd" in (tmp_path / out["run_dir"] / "paper.md").read_text()
     again = _medrun(["cv", "ad-lite", *SMALL_CV, "--json"], runs, cache)
     assert json.loads(again.stdout)["reused"]
+
+
+def test_a_stage_input_joins_the_data_fingerprint(tmp_path):
+    """`predict.input` (or `extract.input`, `denoise.input` …) is fingerprinted with the data: the same command on a
+    folder whose files changed gets a new run id instead of the old result (icu-vitals' learning check runs it end
+    to end). A single file is a tree of one entry; a missing input is left to the stage's own message."""
+    from types import SimpleNamespace
+
+    from medrun.artifacts.fingerprint import fingerprint_tree
+    from medrun.pipelines.runner import stage_inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"1")
+    m = SimpleNamespace(predict=SimpleNamespace(input=str(folder)), extract=SimpleNamespace(input=None))
+    assert stage_inputs(m, "predict") == {"predict.input": folder}
+    assert stage_inputs(m, "eval") == {} and stage_inputs(m, "extract") == {}
+    before = fingerprint_tree(folder, None)["sha256"]
+    (folder / "b.png").write_bytes(b"2")
+    assert fingerprint_tree(folder, None)["sha256"] != before
+    assert list(fingerprint_tree(folder / "a.png", None)["files"]) == ["a.png"]
+    m.predict.input = str(tmp_path / "missing")
+    assert stage_inputs(m, "predict") == {}
