@@ -227,7 +227,8 @@ def find_runs(runs_root: Path, pipeline: str | None = None, stage: str | None = 
     """Run directories under the root, newest first."""
     root = Path(runs_root)
     pattern = f"{pipeline or '*'}/{stage or '*'}-*"
-    runs = [RunDir(p) for p in root.glob(pattern) if (p / "run.json").exists()]
+    runs = [RunDir(p) for p in root.glob(pattern) if (p / "run.json").exists()
+            and (stage is None or p.name.rsplit("-", 1)[0] == stage)]  # "train-*" must not match "train-init-…"
     return sorted(runs, key=lambda r: r.info().get("started", ""), reverse=True)
 
 

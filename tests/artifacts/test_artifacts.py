@@ -148,3 +148,15 @@ def test_run_files_honour_the_umask(tmp_path, mask):
         if path.exists():
             assert path.stat().st_mode & 0o777 == want, name
     run.close()
+
+
+def test_find_runs_of_a_stage_does_not_match_a_longer_stage_name(tmp_path):
+    """`train` must not find `train-init-…` runs (fusing-forces has both stages; the eval parent is the train run)."""
+    from medrun.artifacts.rundir import find_runs
+
+    for name in ("train-aaaaaaaaaaaa", "train-init-bbbbbbbbbbbb"):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        (tmp_path / "p" / name / "run.json").write_text("{}")
+    assert [r.path.name for r in find_runs(tmp_path, "p", "train")] == ["train-aaaaaaaaaaaa"]
+    assert [r.path.name for r in find_runs(tmp_path, "p", "train-init")] == ["train-init-bbbbbbbbbbbb"]
+    assert len(find_runs(tmp_path, "p")) == 2
