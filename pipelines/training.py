@@ -171,19 +171,28 @@ class ExactResume(Callback):
 
 
 class EpochLog(Callback):
-    """One plain line per epoch (when stdout is not a terminal) and an event per epoch in logs/events.jsonl."""
+    """One plain line per epoch (when stdout is not a terminal) and an event per epoch in logs/events.jsonl.
+    Validation values (``val*``) appear only on epochs that validated: Lightning keeps the last ones in
+    ``callback_metrics``, which would repeat a stale value on epochs without validation."""
 
     def __init__(self, run, log, plain: bool):
         self.run, self.emit, self.plain = run, log, plain
         self._t0 = time.perf_counter()
+        self._validated = -1  # the last epoch whose validation ran
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
 
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._validated = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
-        m = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        fresh = self._validated == trainer.current_epoch
+        m = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()
+             if v.numel() == 1 and (fresh or not k.startswith("val"))}
         secs = time.perf_counter() - self._t0
         self.run.append_event("epoch", epoch=trainer.current_epoch, seconds=round(secs, 3), **m)
         if self.plain:

@@ -322,3 +322,25 @@ def test_a_stage_input_joins_the_data_fingerprint(tmp_path):
     assert list(fingerprint_tree(folder / "a.png", None)["files"]) == ["a.png"]
     m.predict.input = str(tmp_path / "missing")
     assert stage_inputs(m, "predict") == {}
+
+
+def test_epoch_line_shows_validation_values_only_on_epochs_that_validated():
+    """Lightning keeps the last validation values in callback_metrics; the per-epoch line and event must not repeat
+    them on an epoch without validation (check_val_every_n_epoch > 1)."""
+    from types import SimpleNamespace
+
+    from medrun.pipelines.training import EpochLog
+
+    lines, events = [], []
+    run = SimpleNamespace(append_event=lambda kind, **kw: events.append(kw))
+    cb = EpochLog(run, lines.append, plain=True)
+    metrics = {"train_loss": torch.tensor(0.5), "val_dice": torch.tensor(0.8)}
+    for epoch, validated in ((0, True), (1, False)):
+        trainer = SimpleNamespace(sanity_checking=False, global_rank=0, current_epoch=epoch, max_epochs=2,
+                                  callback_metrics=metrics)
+        cb.on_train_epoch_start(trainer, None)
+        if validated:
+            cb.on_validation_epoch_end(trainer, None)
+        cb.on_train_epoch_end(trainer, None)
+    assert "val_dice 0.8000" in lines[0] and "val_dice" not in lines[1] and "train_loss 0.5000" in lines[1]
+    assert "val_dice" in events[0] and "val_dice" not in events[1]
