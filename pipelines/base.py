@@ -46,6 +46,35 @@ class StageContext:
     # runs child stages (a sweep's folds, seeds, variants) as runs of their own; set by the runner
     launcher: Callable | None = None
 
+    # -- progress of a long loop (final evaluation, prediction) -------------------------------------------------
+    def track(self, items: Iterable, what: str, *, total: int | None = None, every: float = 10.0):
+        """Yield ``items``, showing progress: a rich bar on a terminal; otherwise a plain line ``what: i/n (s)`` at
+        most every ``every`` seconds, and a last one when the loop took longer than that (so a 5-minute final
+        evaluation is never silent)."""
+        import time
+
+        total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+        of = f"/{total}" if total is not None else ""
+        if self.interactive:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task(what, total=total)
+                for item in items:
+                    yield item
+                    bar.advance(task)
+            return
+        t0 = last = time.perf_counter()
+        i = 0
+        for i, item in enumerate(items, 1):
+            yield item
+            now = time.perf_counter()
+            if now - last >= every:
+                self.log(f"{what}: {i}{of} ({now - t0:.0f} s)")
+                last = now
+        if last > t0:
+            self.log(f"{what}: {i}{of} done ({time.perf_counter() - t0:.0f} s)")
+
     # -- writing into the run directory (atomically) ---------------------------------------------------------
     @property
     def path(self) -> Path:

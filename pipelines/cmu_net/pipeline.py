@@ -322,7 +322,7 @@ class CmuNet(Supervised):
 
     def score(self, net, cases: list[Loaded]) -> tuple[list[dict], list[np.ndarray]]:
         rows, preds = [], []
-        for c in cases:
+        for c in self.ctx.track(cases, "scoring"):
             pred = self.predict_mask(net, c.image)
             row = {"case": c.case.id, **overlap_metrics(pred, c.label)}
             row.update({f"gt_{k}": v for k, v in morphology(c.label).items()})
@@ -342,6 +342,12 @@ class CmuNet(Supervised):
             truth = json.loads(truth_file.read_text())["cases"]
             ok = all(all(r[f"gt_{c}_n"] == truth[r["case"]][c] for c in CLASSES) for r in rows if r["case"] in truth)
             out["morph_truth_exact"] = 1.0 if ok else 0.0
+            # the model's read-out against the drawn counts: |predicted − drawn| / drawn per class, over the cases
+            known = [r for r in rows if r["case"] in truth]
+            for c in CLASSES:
+                drawn = sum(truth[r["case"]][c] for r in known)
+                out[f"morph_pred_{c}_count_err"] = abs(sum(r[f"pred_{c}_n"] for r in known) - drawn) / max(drawn, 1)
+            out["morph_pred_count_err"] = float(np.mean([out[f"morph_pred_{c}_count_err"] for c in CLASSES]))
         return out
 
     def evaluate(self, net, cases):
@@ -374,7 +380,7 @@ class CmuNet(Supervised):
 
     def predict_rows(self, net, items) -> list[dict]:
         rows = []
-        for item in items:
+        for item in self.ctx.track(items, "predicting"):
             if isinstance(item, Path):  # a user's image: <case>_0000.png as in imagesTs, or any name
                 cid, image = re.sub(r"_0000$", "", item.stem), zscore(nnunet_raw._read_array(item))
             else:
@@ -447,4 +453,8 @@ def morph_section(m: dict) -> str:
         text += ("\n\nFixture check: the ground-truth read-out "
                  f"{'matches' if m['morph_truth_exact'] else 'does NOT match'} the generator's drawn counts "
                  "(fixture_truth.json) in every case.")
+    if "morph_pred_count_err" in m:
+        text += (" The model's read-out is off the drawn counts by "
+                 + ", ".join(f"{100 * m[f'morph_pred_{c}_count_err']:.0f} % ({c})" for c in CLASSES)
+                 + f"; mean {100 * m['morph_pred_count_err']:.0f} %.")
     return text

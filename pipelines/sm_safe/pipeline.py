@@ -207,7 +207,7 @@ class SmSafe(Pipeline):
 
     def score(self, net, task: msd.Task, items: list[Item]) -> list[dict]:
         net, rows = self.predictor.setup(net), []
-        for k, it in enumerate(items):
+        for k, it in enumerate(self.ctx.track(items, f"{task.name}: scoring")):
             pred, gt = self.segment(net, it.image).numpy(), it.label[0].numpy()
             rows += [{"task": task.name, "case": it.id, "class": c, "label": task.labels.get(c, str(c)),
                       **seg.case_metrics(pred == c, gt == c, METRICS, spacing=it.spacing, empty="diagonal")}
@@ -267,7 +267,7 @@ class SmSafe(Pipeline):
             net, prep = self.predictor.setup(self.task_net(task)), self.prep(task, train)
             invert = T.Invertd(keys="pred", transform=prep.spatial(["image"]), orig_keys="image", nearest_interp=True)
             cases = self.predict_cases(task)
-            for c in cases:
+            for c in self.ctx.track(cases, f"{task.name}: predicting"):
                 (it,) = self.load(prep, [c], with_label=False, keep_meta=True)
                 pm = MetaTensor(self.segment(net, it.image)[None].float(), meta=dict(it.meta.meta),
                                 applied_operations=list(it.meta.applied_operations))

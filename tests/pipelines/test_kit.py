@@ -344,3 +344,17 @@ def test_epoch_line_shows_validation_values_only_on_epochs_that_validated():
         cb.on_train_epoch_end(trainer, None)
     assert "val_dice 0.8000" in lines[0] and "val_dice" not in lines[1] and "train_loss 0.5000" in lines[1]
     assert "val_dice" in events[0] and "val_dice" not in events[1]
+
+
+def test_track_reports_progress_of_a_long_loop(ctx, monkeypatch):
+    """A final evaluation is never silent: plain mode logs `what: i/n (s)` at most every `every` seconds and a last
+    line when the loop took longer; a short loop prints nothing."""
+    import time
+
+    lines = []
+    monkeypatch.setattr(ctx, "log", lines.append)
+    assert list(ctx.track(range(3), "scoring", every=60)) == [0, 1, 2] and lines == []
+    clock = iter(range(0, 100, 4))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    assert list(ctx.track([1, 2, 3, 4], "scoring", every=5)) == [1, 2, 3, 4]
+    assert lines[0] == "scoring: 2/4 (8 s)" and lines[-1].startswith("scoring: 4/4 done")
