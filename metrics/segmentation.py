@@ -476,3 +476,30 @@ class CaseMeanMetric(Metric):
             "n": n,
             "n_excluded": int(self.excluded),
         }
+
+
+# ------------------------------------------------------------------------------------- thin structures (DIBCO)
+def pseudo_fmeasure(pred, gt, gt_skeleton=None) -> dict:
+    """H-DIBCO pseudo F-measure of a thin-line mask (fusing-forces, Eq. 2–3): precision P = |pred ∧ gt| / |pred|,
+    pseudo-recall pR = |pred ∧ skel(gt)| / |skel(gt)| (Zhang–Suen skeleton, ``skimage.morphology.skeletonize``;
+    pass ``gt_skeleton`` to reuse one), pFM = 2·P·pR / (P + pR). Empty masks: both empty → all 1; otherwise a
+    ratio with a zero denominator is 0, and pFM is 0 when P + pR = 0. Returns ``{"precision", "p_recall", "pfm",
+    "n_pred", "n_tp", "n_skel", "n_skel_hit"}`` (the counts pool over patches)."""
+    pred, gt = _masks(pred, gt)
+    if gt_skeleton is None:
+        from skimage.morphology import skeletonize
+
+        gt_skeleton = skeletonize(gt)
+    skel = np.asarray(gt_skeleton, bool)
+    counts = {"n_pred": int(pred.sum()), "n_tp": int((pred & gt).sum()), "n_skel": int(skel.sum()),
+              "n_skel_hit": int((pred & skel).sum())}
+    return {**pfm_from_counts(**counts), **counts}
+
+
+def pfm_from_counts(n_pred: int, n_tp: int, n_skel: int, n_skel_hit: int) -> dict:
+    """Precision, pseudo-recall and pFM from (pooled) counts; see :func:`pseudo_fmeasure`."""
+    if n_pred == 0 and n_skel == 0:
+        return {"precision": 1.0, "p_recall": 1.0, "pfm": 1.0}
+    p = n_tp / n_pred if n_pred else 0.0
+    pr = n_skel_hit / n_skel if n_skel else 0.0
+    return {"precision": float(p), "p_recall": float(pr), "pfm": float(2 * p * pr / (p + pr)) if p + pr else 0.0}
