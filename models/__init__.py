@@ -39,6 +39,7 @@ _MODELS: dict[str, str] = {
     "crnn-tiny": "crnn:CRNN",
     "crossstitch": "crossstitch:CrossStitchNet",
     "cyclegan": "cyclegan:CycleGAN",
+    "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",

@@ -77,7 +77,8 @@ FORBIDDEN = re.compile(r"savefig\(|atomic_write\(|\.write_bytes\(|np\.save\(|np\
 ALLOWED = re.compile(r"ctx\.(write_\w+|save_figure|figure|learning_curves)\(")
 # files that write outside any run directory, with the reason
 OUTSIDE_RUNS = {"ph_mci/topo.py": "the content-addressed topology cache under $MEDRUN_CACHE/ph-mci",
-                "asd_transformer/features.py": "the content-addressed feature cache, $MEDRUN_CACHE/asd-transformer"}
+                "asd_transformer/features.py": "the content-addressed feature cache, $MEDRUN_CACHE/asd-transformer",
+                "drivpocket/preprocess.py": "the content-addressed atom-set and grid cache, $MEDRUN_CACHE/drivpocket"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
