@@ -210,7 +210,8 @@ def cached(path, compute, log=print) -> dict:
     """``compute()`` (a :func:`prepare` result) through the .npz file ``path`` (keyed by the caller): local
     efficiency of 1009 subjects takes a minute. Temp name + rename; a damaged entry is recomputed."""
     import json
-    import os
+
+    from medrun.artifacts.cache import save_npz
 
     path = Path(path)
     if path.is_file():
@@ -224,11 +225,8 @@ def cached(path, compute, log=print) -> dict:
             path.unlink(missing_ok=True)
     out = compute()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, x=out["x"], blocks=np.array(out["blocks"]), order=out["order"], info=json.dumps(out["info"]),
+        save_npz(path, x=out["x"], blocks=np.array(out["blocks"]), order=out["order"], info=json.dumps(out["info"]),
                  efficiency=out["efficiency"])
-        os.replace(tmp, path)
     except OSError:  # a read-only cache only costs time
         pass
     return out

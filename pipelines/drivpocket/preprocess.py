@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medrun.artifacts.cache import clear_stale, save_npz
 from medrun.datasets import binding_sites as bs
 
 from . import geometry as geo
@@ -82,15 +82,7 @@ def save(path: Path, p: Protein) -> None:
               "has_cavity": np.array(p.cavity is not None), "centres": p.centres}
     if p.grids is not None:
         arrays.update(grids=p.grids, labels=p.labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:12]}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, allow_pickle=False, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz(path, compressed=True, **arrays)
 
 
 def load(path: Path) -> Protein:
@@ -106,10 +98,7 @@ def compute(dataset: str, items: list[Path], s: dict, cache_dir: Path, log=print
     """Every item's cache file, computing the missing ones. Returns ({item path: cache path}, stats)."""
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
-    if cache_dir.is_dir():  # temp files of a killed run (young ones may belong to a live process)
-        for tmp in cache_dir.glob(".*.tmp"):
-            if time.time() - tmp.stat().st_mtime > 3600:
-                tmp.unlink(missing_ok=True)
+    clear_stale(cache_dir)  # temp files of a killed run (young ones may belong to a live process)
     paths, todo = {}, []
     for it in items:
         paths[str(it)] = cache_dir / f"{cache_key(dataset, it, s)}.npz"

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from medrun.artifacts.cache import clear_stale, save_npz
 
 CACHE_VERSION = 1  # bump when what a cache file holds, or how it is computed, changes
 
@@ -109,22 +110,14 @@ def cache_key(csv_sha256: str, network: str, s: Settings) -> str:
 
 
 def save(path: Path, topo: Topology) -> None:
-    """Atomically: a temp file in the same folder, then a rename."""
+    """Atomically (``artifacts.cache.save_npz``)."""
     arrays: dict[str, np.ndarray] = {"dropped": np.array(topo.dropped)}
     if not topo.dropped:
         arrays["pr"] = topo.pr
         for k, dgms in enumerate(topo.diagrams):
             arrays[f"dgm{k}"] = np.concatenate(dgms) if dgms else np.zeros((0, 2))
             arrays[f"off{k}"] = np.cumsum([0, *(len(d) for d in dgms)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:12]}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz(path, **arrays)
 
 
 def load(path: Path) -> Topology:
@@ -158,10 +151,7 @@ def compute(items: list[Item], s: Settings, cache_dir: Path, read, workers: int 
     checked before anything is computed. Returns ({item id: cache path}, stats)."""
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
-    if cache_dir.is_dir():  # temp files of a killed worker; young ones may belong to another process still writing
-        for tmp in cache_dir.glob(".*.tmp"):
-            if time.time() - tmp.stat().st_mtime > 3600:
-                tmp.unlink(missing_ok=True)
+    clear_stale(cache_dir)  # temp files of killed workers (young ones may belong to a live process)
     paths, todo = {}, []
     for it in items:
         key = cache_key(hashlib.sha256(Path(it.path).read_bytes()).hexdigest(), it.network, s)
