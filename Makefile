@@ -21,6 +21,8 @@ $(VENV)/.medrun-setup: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, so that resolving the project never pulls a multi-GB CUDA build
 	$(PY) -m pip install -q $(TORCH_SPEC)
+	# the plain OpenCV build and the contrib one install the same cv2 module: drop an old plain one first
+	$(PY) -m pip uninstall -y -q opencv-python-headless >/dev/null 2>&1 || true
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
