@@ -43,6 +43,7 @@ _MODELS: dict[str, str] = {
     "duat": "duat:DuAT",
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",
+    "mcgan-attention-unet": "mcgan:AttentionUNet",
     "mrd-flow": "flowsets:FlowNet",
     "sam-vit-b": "sam:build_sam_vit_b",
     "sam3d-vit-b-ori": "sam3d:build_sam3d_vit_b_ori",
