@@ -41,6 +41,8 @@ _MODELS: dict[str, str] = {
     "cyclegan": "cyclegan:CycleGAN",
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
+    "idqce": "idqce:IDQCE",
+    "idqce-vqvae": "idqce:VQVAE",
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",
     "mcgan-attention-unet": "mcgan:AttentionUNet",
