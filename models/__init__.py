@@ -33,6 +33,7 @@ _MODELS: dict[str, str] = {
     "attack-target": "attack_targets:build",
     "camnet-densenet169": "camnet:densenet169",
     "camnet-tiny": "camnet:tiny_cnn",
+    "cdct-vae": "cdct:ConceptVAE",
     "cmunet": "cmunet:CMUNet",
     "corner-regressor": "corner_regressor:CornerRegressor",
     "corner-regressor-b4": "corner_regressor:corner_regressor_b4",
