@@ -33,7 +33,7 @@ def test_alias_bomb_fails_fast_in_bounded_memory(medrun_proc, env, tmp_path, one
     assert len(BOMB) < 2000
     t0 = time.monotonic()
     proc = _train(medrun_proc, env, bomb, preexec=_limit_memory)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # a hang guard, not a speed target (the bomb ran for minutes unfixed)
     one_line_error(proc, 2, f"{bomb}:3", "aliases")
 
 
@@ -55,7 +55,7 @@ def test_half_a_million_keys_refused_by_the_size_cap(medrun_proc, env, tmp_path,
     big.write_text("pipeline: ad-lite\n" + "".join(f"k{i}: {i}\n" for i in range(500_000)))
     t0 = time.monotonic()
     proc = _train(medrun_proc, env, big)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # a hang guard, not a speed target (the bomb ran for minutes unfixed)
     one_line_error(proc, 2, str(big), "MiB limit")
 
 

@@ -157,7 +157,10 @@ def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     events = None
     while time.time() < deadline:
         found = list(runs.glob("ad-lite/train-*/logs/events.jsonl"))
-        if found and '"epoch"' in found[0].read_text():
+        # after the first epoch's event and its checkpoint (written just after the event: a loaded machine can
+        # deliver the signal between the two)
+        ckpt = found[0].parent.parent / "checkpoints" / "last.ckpt" if found else None
+        if found and '"epoch"' in found[0].read_text() and ckpt.exists():
             events = found[0]
             break
         time.sleep(0.3)
@@ -293,18 +296,19 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
 
 @pytest.mark.slow
 def test_last_ckpt_of_another_run_is_refused(tmp_path):
+    """A killed run's last.ckpt replaced by one that another run wrote (its stamped run id differs) is refused."""
     runs = tmp_path / "runs"
-    base = _train_cmd(runs, "-o", "train.epochs=1")
+    base = _train_cmd(runs, "-o", "train.epochs=1", "-o", "trainer.checkpoint_every_n_steps=1")
     env = {**os.environ, "MEDRUN_PLAIN": "1"}
-    other = subprocess.run([*base, "-o", "train.lr=0.002"], env=env, capture_output=True, text=True, timeout=300)
-    assert other.returncode == 0, other.stderr[-2000:]
-    other_ckpt = next(runs.glob("ad-lite/train-*/checkpoints/last.ckpt"))
     killed = subprocess.run(
-        base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "1"}, capture_output=True, text=True, timeout=300
+        base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "2"}, capture_output=True, text=True, timeout=300
     )
     assert killed.returncode == -signal.SIGKILL
     mine = next(p for p in runs.glob("ad-lite/train-*") if not (p / "MANIFEST.sha256").exists())
-    shutil.copy(other_ckpt, mine / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(mine / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["medrun_run_id"] == json.loads((mine / "run.json").read_text())["id"]
+    ckpt["medrun_run_id"] = "0" * 64  # what a last.ckpt copied from another run carries
+    torch.save(ckpt, mine / "checkpoints" / "last.ckpt")
     before = (mine / "checkpoints" / "last.ckpt").read_bytes()
     again = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "was written by run" in again.stderr and "--force" in again.stderr
