@@ -22,6 +22,7 @@ def test_learns_on_fixture_then_eval_morphology_predict(cli, runs):
     assert m["f1"] >= 0.5, m  # chance (predicting foreground everywhere) is F1 ≈ 0.33 at ~20 % foreground
     assert m["train_loss_last"] < 0.7 * m["train_loss_first"], m
     assert m["morph_truth_exact"] == 1.0 and m["morph_gt_dot_n"] == 32 and m["morph_gt_network_n"] == 3
+    assert 0 <= m["morph_pred_count_err"] < 1.0, m  # the smoke (200 steps) asks < 0.25 of the model's read-out
     run = runs / "cmu-net" / f"train-{out['run_id'][:12]}"
     for f in ("per_case.csv", "paper.md", "splits_final.json", "checkpoints/model.safetensors",
               "figures/learning_curves.png", "figures/overlay_fixture_ts_000.png", "MANIFEST.sha256"):
