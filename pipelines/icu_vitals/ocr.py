@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -207,14 +208,15 @@ def colour_of(crop: np.ndarray, poly: np.ndarray) -> tuple[float, float]:
 
 
 # -- engines -----------------------------------------------------------------------------------------------------------
-class Engine:
+class Engine(ABC):
+    """An OCR engine reads the words of a screen crop; engines that recognise text (all but the oracle, which only
+    replays the labelled boxes) also have ``recognise(crops) -> texts``, which ocr-bench and train-ocr use."""
+
     name = "engine"
 
+    @abstractmethod
     def read(self, crop: np.ndarray, *, region=None, exclude=None, oracle=None) -> list[Word]:
-        raise NotImplementedError
-
-    def recognise(self, crops: list[np.ndarray]) -> list[str]:
-        raise NotImplementedError
+        """The words found in ``crop`` (boxes in crop pixels)."""
 
     def _words(self, crop, hits) -> list[Word]:
         words = []
@@ -235,9 +237,6 @@ class Oracle(Engine):
         h, w = crop.shape[:2]
         hits = [(p, t, 1.0) for t, p in oracle if 0 <= p[:, 0].mean() < w and 0 <= p[:, 1].mean() < h]
         return self._words(crop, hits)
-
-    def recognise(self, crops):
-        raise NotImplementedError
 
 
 class CrnnTiny(Engine):

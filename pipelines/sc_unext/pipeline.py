@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -82,6 +81,7 @@ from .. import training
 from ..report import markdown_table, paper_md, paper_note, paper_table
 from ..sweep import Child, headline, mean_sd_table, summarise
 from ..tasks import segmentation as seg
+from ..tasks.segmentation import Cases
 from ..tasks.supervised import Supervised
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -163,21 +163,6 @@ class LitSegmenter(L.LightningModule):
 
 
 # -- data -------------------------------------------------------------------------------------------------------
-@dataclass
-class Cases:
-    ids: list[str]
-    files: list[str]  # the image files, for data.lock.json and per_case.csv
-    images: np.ndarray  # (N, S, S, 3) uint8
-    masks: np.ndarray  # (N, S, S) uint8 in {0, 1}
-
-    def take(self, idx) -> Cases:
-        idx = list(idx)
-        return Cases([self.ids[i] for i in idx], [self.files[i] for i in idx], self.images[idx], self.masks[idx])
-
-    def __len__(self):
-        return len(self.ids)
-
-
 def normalise(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 → (N, 3, H, W) float32, ImageNet mean/std on 0–255 values."""
     x = (images.astype(np.float32) - MEAN) / STD

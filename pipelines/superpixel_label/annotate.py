@@ -19,12 +19,12 @@ def _images(pipe, which: str):
     if which == "train":
         return splits["train"]
     if which == "trainval":
-        from .pipeline import Cases
+        from ..tasks.segmentation import Cases
 
         tr, va = splits["train"], splits["val"]
         return Cases(tr.ids + va.ids, tr.files + va.files, np.concatenate([tr.images, va.images]),
                      np.concatenate([tr.masks, va.masks]))
-    from .pipeline import Cases
+    from ..tasks.segmentation import Cases
 
     parts = list(splits.values())
     return Cases([i for c in parts for i in c.ids], [f for c in parts for f in c.files],

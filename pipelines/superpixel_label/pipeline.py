@@ -51,8 +51,6 @@ Method choices (card, "Method"; where it is silent):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import numpy as np
 import torch
@@ -63,6 +61,7 @@ from medrun.errors import DataError
 
 from ..report import paper_note, paper_table
 from ..tasks import segmentation as seg
+from ..tasks.segmentation import Cases
 from ..tasks.supervised import Supervised
 from . import method
 
@@ -162,21 +161,6 @@ class LitSegmenter(L.LightningModule):
 
 
 # -- data -------------------------------------------------------------------------------------------------------
-@dataclass
-class Cases:
-    ids: list[str]
-    files: list[str]
-    images: np.ndarray  # (N, S, S, 3) uint8 RGB or (N, S, S) uint8 grey
-    masks: np.ndarray  # (N, S, S) uint8 in {0, 1}
-
-    def take(self, idx) -> Cases:
-        idx = list(idx)
-        return Cases([self.ids[i] for i in idx], [self.files[i] for i in idx], self.images[idx], self.masks[idx])
-
-    def __len__(self):
-        return len(self.ids)
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, S, S[, 3]) uint8 → (N, C, S, S) float32 in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0

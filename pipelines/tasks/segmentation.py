@@ -8,6 +8,7 @@ lives here. Masks are numpy arrays (2D or 3D), any non-zero value foreground; im
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,24 @@ from medrun.metrics import segmentation as seg
 BINARY = {"dice": seg.dice, "iou": seg.iou, "precision": seg.precision, "recall": seg.recall,
           "specificity": seg.specificity}
 DISTANCES = {"hd95": seg.hausdorff95, "assd": seg.assd, "hd": seg.hausdorff}
+
+
+@dataclass
+class Cases:
+    """A 2D dataset held in memory at one size: ids, image files (for data.lock.json and per_case.csv), images
+    (N, S, S[, 3]) uint8 and masks (N, S, S) uint8 in {0, 1}; ``take`` selects a split."""
+
+    ids: list[str]
+    files: list[str]
+    images: np.ndarray
+    masks: np.ndarray
+
+    def take(self, idx) -> Cases:
+        idx = list(idx)
+        return Cases([self.ids[i] for i in idx], [self.files[i] for i in idx], self.images[idx], self.masks[idx])
+
+    def __len__(self):
+        return len(self.ids)
 
 
 def case_metrics(pred, gt, names=("dice", "iou", "hd95"), *, spacing=None, empty: str = "standard") -> dict:

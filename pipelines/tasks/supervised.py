@@ -116,10 +116,16 @@ class Supervised(Pipeline):
         net, secs = self.fit(splits)
         training.save_weights(net, self.ctx.path / "checkpoints" / "model.safetensors", self.weights_metadata())
         self.ctx.learning_curves()
+        extra = self.after_fit()
         metrics = self.report(net, self.report_split, splits[self.report_split])
+        metrics.update(extra)
         metrics["secs_per_epoch"] = round(secs, 3)
         metrics.update(training.count_params(net))
         return metrics
+
+    def after_fit(self) -> dict:
+        """Metrics read from the finished fit (its logs), before the report; e.g. how far a loss term fell."""
+        return {}
 
     def eval(self) -> dict:
         splits = self.splits()
