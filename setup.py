@@ -19,7 +19,8 @@ for folder in FOLDERS:
 
 # Manifest folders hold YAML, not code; those whose names are identifiers (``_base``, ``lorasam``) look importable,
 # so they are listed as (data-only) packages to keep setuptools from warning that they would be ignored.
-package_data = {"medrun.manifests": ["*/*.yaml"], "medrun.pipelines": ["*/paper.yaml"]}
+package_data = {"medrun.manifests": ["*/*.yaml"], "medrun.pipelines": ["*/paper.yaml"],
+                "medrun.artifacts.report": ["templates/*.html", "static/*"]}
 for sub in sorted(Path("manifests").iterdir()):
     if sub.is_dir() and sub.name.isidentifier() and not sub.name.startswith("__"):
         packages.append(f"medrun.manifests.{sub.name}")

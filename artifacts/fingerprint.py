@@ -23,6 +23,11 @@ PACKAGES = ("medrun", "medrun.cli", "medrun.manifests", "medrun.pipelines", "med
             "medrun.datasets", "medrun.artifacts")
 
 
+def stat_cache_path() -> Path:
+    """The one stat cache of this user: ``$MEDRUN_CACHE/stat-cache.sqlite``."""
+    return Path(os.environ.get("MEDRUN_CACHE", Path.home() / ".cache" / "medrun")) / "stat-cache.sqlite"
+
+
 class StatCache:
     """(absolute path, size, mtime_ns) -> sha256, in one SQLite file shared by all runs."""
 

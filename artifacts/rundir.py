@@ -63,6 +63,23 @@ def _in_cleared(rel: str) -> bool:
     return rel.startswith(CLEARED)
 
 
+def _remember(rows: list[tuple[str, int, int, str]]) -> None:
+    """The seal's hashes into the stat cache, so a quick verify (``medrun report``) of an untouched run reads
+    nothing again. Best effort: a cache that cannot be written never fails a run."""
+    import sqlite3
+
+    from .fingerprint import StatCache, stat_cache_path
+
+    try:
+        cache = StatCache(stat_cache_path())
+        try:
+            cache.store(rows)
+        finally:
+            cache.close()
+    except (OSError, sqlite3.Error):
+        pass
+
+
 def run_path(runs_root: Path, pipeline: str, stage: str, run_id: str) -> Path:
     return Path(runs_root) / pipeline / f"{stage}-{run_id[:12]}"
 
@@ -176,8 +193,13 @@ class RunDir:
     def seal(self) -> None:
         """Mark complete: run.json first, then MANIFEST.sha256 over every file (the last write of a run)."""
         self.update_info(status="complete", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        lines = [f"{sha256_file(p)}  {rel}" for rel, p in self.files()]
+        lines, seen = [], []
+        for rel, p in self.files():
+            st, sha = p.stat(), sha256_file(p)
+            lines.append(f"{sha}  {rel}")
+            seen.append((str(p), st.st_size, st.st_mtime_ns, sha))
         atomic_write(self.path / MANIFEST, "\n".join(lines) + "\n")
+        _remember(seen)
 
     def files(self) -> list[tuple[str, Path]]:
         """Every file the seal covers and verify checks, as (relpath, path) in path order.

@@ -24,13 +24,12 @@ only when the run is signed and checked with ``signers``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from medrun.errors import DataError, UsageError, VerifyError
 
 from .env import capture_env
-from .fingerprint import StatCache, code_changes, code_fingerprint, fingerprint_tree, hidden_entries
+from .fingerprint import StatCache, code_changes, code_fingerprint, fingerprint_tree, hidden_entries, stat_cache_path
 from .hashing import sha256_file
 from .rundir import MANIFEST, RunDir, resolve_run
 
@@ -68,15 +67,41 @@ def read_manifest(run: RunDir) -> dict[str, str]:
     return out
 
 
-def check_artifacts(run: RunDir) -> dict:
+def check_artifacts(run: RunDir, cache: StatCache | None = None) -> dict:
+    """Every file against MANIFEST.sha256. With ``cache`` (the report's quick check) a file whose size and mtime
+    match an earlier hash of it is not read again."""
     recorded = read_manifest(run)
     present = dict(run.files())
-    changed = [rel for rel, sha in recorded.items() if rel in present and _sha_or_none(present[rel]) != sha]
+    digests = _hashes([present[rel] for rel in recorded if rel in present], cache, run.path)
+    changed = [rel for rel, sha in recorded.items() if rel in present and digests[present[rel]] != sha]
     removed = [rel for rel in recorded if rel not in present]
     added = [rel for rel in present if rel not in recorded]
     ok = not (changed or removed or added)
     return {"status": "ok" if ok else "fail", "files": len(recorded), "changed": changed, "removed": removed,
             "added": added, "temp_files": run.temp_files() if (run.path / MANIFEST).exists() else []}
+
+
+def _hashes(paths: list[Path], cache: StatCache | None, root: Path) -> dict[Path, str | None]:
+    """sha256 of each file; with ``cache``, a file whose (size, mtime_ns) matches its cached row is not read."""
+    if cache is None:
+        return {p: _sha_or_none(p) for p in paths}
+    known = cache.load_under(str(root))
+    out, new = {}, []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            out[p] = None
+            continue
+        hit = known.get(str(p))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            out[p] = hit[2]
+            continue
+        out[p] = _sha_or_none(p)
+        if out[p] is not None:
+            new.append((str(p), st.st_size, st.st_mtime_ns, out[p]))
+    cache.store(new)
+    return out
 
 
 def _sha_or_none(path: Path) -> str | None:
@@ -85,10 +110,6 @@ def _sha_or_none(path: Path) -> str | None:
         return sha256_file(path)
     except OSError:
         return None
-
-
-def _cache_path() -> Path:
-    return Path(os.environ.get("MEDRUN_CACHE", Path.home() / ".cache" / "medrun")) / "stat-cache.sqlite"
 
 
 def rehash_default(lock: dict) -> tuple[bool, int]:
@@ -110,7 +131,7 @@ def check_data(run: RunDir, rehash: bool | None = None) -> dict:
     auto, size = rehash_default(lock)
     rehash = auto if rehash is None else rehash
     trees: dict[str, dict] = {}
-    cache = StatCache(_cache_path())
+    cache = StatCache(stat_cache_path())
     try:
         for name, fp in sorted(lock.get("trees", {}).items()):
             trees[name] = _check_tree(fp, cache, rehash)
@@ -149,14 +170,14 @@ def _check_tree(fp: dict, cache: StatCache, rehash: bool) -> dict:
     return out
 
 
-def check_code(run: RunDir) -> dict:
+def check_code(run: RunDir, current: dict | None = None) -> dict:
     """The recorded code fingerprint against the installed sources, from the same start modules (``roots``), so
     the covered set is recomputed: a file the run's code imports since then shows as ``added``. A run recorded
     before per-stage fingerprints (no ``roots``) is compared against every source, without file names."""
     recorded = run.info().get("code") or {}
     roots = recorded.get("roots")
     ok_roots = isinstance(roots, list) and all(isinstance(r, str) for r in roots)
-    current = code_fingerprint(roots if ok_roots else None)
+    current = current or code_fingerprint(roots if ok_roots else None)
     same = recorded.get("sha256") == current["sha256"]
     named = not same and isinstance(recorded.get("files"), dict)
     keys = ("version", "sha256", "git_commit")
@@ -176,12 +197,12 @@ def env_differences(recorded: dict, current: dict) -> list[dict]:
     return diffs
 
 
-def check_env(run: RunDir) -> dict:
+def check_env(run: RunDir, current: dict | None = None) -> dict:
     try:
         recorded = json.loads((run.path / "env.json").read_text())
     except (OSError, ValueError):
         return {"status": "drift", "differences": [], "problem": "env.json is missing or unreadable"}
-    diffs = env_differences(recorded, capture_env())
+    diffs = env_differences(recorded, current or capture_env())
     return {"status": "ok" if not diffs else "drift", "differences": diffs}
 
 

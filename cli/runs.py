@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="sign", help=sign.__doc__, no_args_is_help=True)(sign)
     app.command(name="rerun", help=rerun.__doc__, no_args_is_help=True)(rerun)
     app.command(name="export", help=export.__doc__, no_args_is_help=True)(export)
+    app.command(name="report", help=report.__doc__)(report)
     app.add_typer(runs_app, name="runs")
 
 
@@ -194,6 +195,62 @@ def _print_verify(r: dict) -> None:
     con.print("[green]verified[/]" if r["ok"] else "[red]verification failed[/]")
 
 
+# -- report ---------------------------------------------------------------------------------------------------
+def report(
+    runs: Annotated[list[str] | None, typer.Argument(help="runs to report (ids, prefixes or directories); "
+                                                          "default: every run")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="only this pipeline's runs")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="the report folder (default: <runs-dir>/report)")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="also write a compare page of the RUNS given (2 or "
+                                                            "more); the index still lists every run")] = False,
+    open_: Annotated[bool, typer.Option("--open", help="open the index in a web browser when done")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="skip verifying each complete run")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    json_out: JsonOut = False,
+) -> int:
+    """Write a static HTML report of the runs: an index (every run with its status, headline metric beside the
+    paper's, verification, age and wall time; a paper-reproduction table), a page per run (metrics beside the
+    paper, learning curves, figures, per-case table worst first, child runs with their 95 % intervals,
+    provenance, the manifest with what differs from the default marked) and compare pages.
+
+    The folder needs no server and no network: open index.html from disk. Running it again rewrites only the
+    pages whose runs changed. It writes only into a new or empty folder, or one it wrote before.
+
+    Examples:
+
+      medrun report --open
+
+      medrun report --pipeline ad-lite --out ad-lite-report
+
+      medrun report --compare 3fa9c2 77b1e0
+    """
+    from medrun.artifacts.report.render import build
+    from medrun.artifacts.verify import open_run
+    from medrun.errors import UsageError
+    from medrun.pipelines.runner import default_manifest
+
+    if compare and len(runs or []) < 2:
+        raise UsageError("--compare needs two or more runs", fix="medrun report --compare RUN_A RUN_B")
+    if not runs_dir.is_dir():
+        raise UsageError(f"runs folder {runs_dir} does not exist", fix="pass --runs-dir or set MEDRUN_RUNS")
+    picked = [open_run(runs_dir, r).path for r in runs or []]
+    result = build(runs_dir, out if out is not None else runs_dir / "report", select=None if compare else picked,
+                   pipeline=pipeline, compare=picked if compare else None, verify=not no_verify,
+                   defaults=default_manifest)
+    if json_out:
+        emit_json(result)
+    else:
+        stdout().print(f"report of {result['runs']} runs: {result['index']} ({len(result['written'])} pages "
+                       f"written, {result['unchanged']} unchanged, {result['seconds']:.1f} s)", markup=False)
+        for rel in result["compare"]:
+            stdout().print(f"compare page: {Path(result['out']) / rel}", markup=False)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(Path(result["index"]).resolve().as_uri())
+    return 0
+
+
 # -- runs list / show / diff / compare ------------------------------------------------------------------------
 def _index(runs_dir: Path):
     from medrun.artifacts.index import Index
@@ -285,22 +342,11 @@ def runs_list(
     return 0
 
 
-# the metric a reader looks for first, in order; then any number that is not bookkeeping
-HEADLINE = ("dice", "dice_mean", "mean_dice", "accuracy", "balanced_accuracy", "auc", "auroc", "f1", "f1_macro",
-            "qwk", "qwk_ctss", "jaccard", "delta_psnr", "psnr", "ndcg", "map", "asr", "rmse", "mae")
-BOOKKEEPING = ("n", "steps", "epochs", "best_epoch", "seed", "seconds", "params", "n_params", "params_total")
-
-
 def headline(metrics: dict) -> tuple[str, float] | None:
     """The run's headline metric: Dice for segmentation, accuracy or AUC for classification …, never a count."""
-    nums = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for key in HEADLINE:
-        if key in nums:
-            return key, nums[key]
-    for k, v in nums.items():
-        if k not in BOOKKEEPING and not k.startswith(("n_", "num_")) and not k.endswith(("_seconds", "_sd", "_n")):
-            return k, v
-    return None
+    from medrun.artifacts.report.data import headline as pick
+
+    return pick(metrics)
 
 
 @runs_app.command("show")
@@ -309,7 +355,8 @@ def runs_show(
     runs_dir: RunsDir = Path("runs"),
     json_out: JsonOut = False,
 ) -> int:
-    """Show one run: its run.json, metrics and completeness.
+    """Show one run as its report page does: status, provenance, the command that runs it again, and its
+    metrics beside the paper's.
 
     Examples:
 
@@ -317,49 +364,40 @@ def runs_show(
 
       medrun runs show runs/ad-lite/train-3fa9c2d41b7e --json
     """
-    from medrun.artifacts.index import effective_status, live_status
-    from medrun.artifacts.rundir import MANIFEST
+    from medrun.artifacts.index import flatten
+    from medrun.artifacts.report.data import Run, run_summary
     from medrun.artifacts.verify import open_run
 
     rd = open_run(runs_dir, run)
-    info = rd.info()
-    status = live_status(effective_status(info, (rd.path / MANIFEST).exists()), rd.path, info)
-    out = {
-        "run_dir": str(rd.path),
-        "complete": rd.is_complete(),
-        "status": status,
-        "run": info,
-        "metrics": rd.metrics(),
-    }
+    r = Run(rd.path, Path(runs_dir))
+    s = run_summary(r)
+    out = {"run_dir": str(rd.path), "complete": rd.is_complete(), "status": s["status"], "run": r.info,
+           "metrics": r.metrics, "summary": s}
     if json_out:
         emit_json(out)
         return 0
     con = stdout()
     con.print(f"[bold]{rd.path}[/]  {'[green]complete[/]' if out['complete'] else '[yellow]not complete[/]'}")
-    code = info.get("code") or {}
+    status = s["status"] if s["status"] == s["recorded_status"] else f"{s['status']} (run.json: {s['recorded_status']})"
     for key, val in (
-        ("id", info.get("id")),
-        ("pipeline", info.get("pipeline")),
-        ("stage", info.get("stage")),
-        ("status", status if status == info.get("status") else f"{status} (run.json: {info.get('status')})"),
-        ("dataset", info.get("dataset")),
-        ("fixture", info.get("fixture")),
-        ("parent", info.get("parent")),
-        ("started", info.get("started")),
-        ("ended", info.get("ended")),
-        ("seed", info.get("seed")),
-        ("determinism", info.get("determinism")),
-        ("code", f"{code.get('sha256')} (git {code.get('git_commit')})"),
-        ("data", info.get("data_sha256")),
-        ("command", " ".join(info.get("command") or [])),
+        ("id", s["id"]), ("pipeline", s["pipeline"]), ("stage", s["stage"]), ("status", status),
+        ("dataset", s["dataset"]), ("fixture", s["fixture"]), ("parent", s["parent"]), ("started", s["started"]),
+        ("ended", s["ended"]), ("wall (s)", s["wall_seconds"]), ("seed", s["seed"]),
+        ("determinism", s["determinism"]), ("code", f"{s['code_sha256']} (git {s['git_commit']})"),
+        ("data", s["data_sha256"]), ("environment", s["env_sha256"]), ("command", s["command"]),
+        ("run again", s["reproduce"]),
     ):
         con.print(f"  {key:12s} {_fmt(val)}", markup=False)
-    if out["metrics"]:
-        con.print("[bold]metrics[/]")
-        from medrun.artifacts.index import flatten
-
-        for k, v in flatten(out["metrics"]).items():
-            con.print(f"  {k:24s} {_fmt(v)}", markup=False)
+    paper = s["paper"]
+    rows = s["metrics_vs_paper"]
+    if rows:
+        title = "metrics" + (f" beside the paper ({paper['table'] or paper['card']})" if paper["expect"] else "")
+        _table(title, ["metric", "run", "sd", "paper", "Δ (run − paper)"],
+               [[x["metric"], _fmt(x["run"]), _fmt(x["sd"]), _fmt(x["paper"]),
+                 "" if x["delta"] is None else f"{x['delta']:+.4f}"] for x in rows])
+    others = {k: v for k, v in flatten(r.metrics).items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+    for k, v in others.items():
+        con.print(f"  {k:24s} {_fmt(v)}", markup=False)
     return 0
 
 

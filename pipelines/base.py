@@ -240,7 +240,7 @@ class StageContext:
         ``inference:`` settings (sliding window for volumes), overridable by keyword."""
         from .predictor import Predictor
 
-        return Predictor.from_manifest(self.manifest, **inference)
+        return Predictor.from_manifest(self.manifest, track=self.track, **inference)
 
     def sweep(self, children, *, title: str = "children") -> list:
         """Run each :class:`~medrun.pipelines.sweep.Child` (a fold, seed or variant: dotted overrides of this

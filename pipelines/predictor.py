@@ -28,20 +28,21 @@ import torch
 
 class Predictor:
     def __init__(self, accelerator: str = "auto", devices: Any = "auto", precision: str = "32-true",
-                 sliding: dict | None = None):
+                 sliding: dict | None = None, track: Callable | None = None):
         from lightning.fabric import Fabric
 
         first = devices[0] if isinstance(devices, list) and devices else None
         self.fabric = Fabric(accelerator=accelerator, devices=[first] if first is not None else 1,
                              precision=precision, strategy="auto")
         self.sliding = dict(sliding or {})
+        self.track = track  # StageContext.track: progress of map() (a rich bar on a terminal, else plain lines)
 
     @classmethod
-    def from_manifest(cls, m, **inference) -> Predictor:
+    def from_manifest(cls, m, track: Callable | None = None, **inference) -> Predictor:
         t = m.trainer
         section = getattr(m, "inference", None)
         sliding = {**(section.model_dump() if section is not None else {}), **inference}
-        return cls(t.accelerator, t.devices, t.precision, sliding)
+        return cls(t.accelerator, t.devices, t.precision, sliding, track)
 
     @property
     def device(self) -> torch.device:
@@ -63,9 +64,11 @@ class Predictor:
 
     def map(self, net: torch.nn.Module, batches: Iterable, fn: Callable | None = None) -> list:
         """``fn(net, batch)`` (default ``net(batch[0])`` for ``(x, y)`` batches, else ``net(batch)``) over the
-        batches, each result on the CPU."""
+        batches, each result on the CPU, with progress when the stage's context made this predictor."""
         net = self.setup(net)
         out = []
+        if self.track is not None:
+            batches = self.track(batches, "predicting")
         with torch.no_grad():
             for batch in batches:
                 if fn is None:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -35,7 +36,14 @@ from medrun.artifacts import (
     sha256_file,
     sha256_json,
 )
-from medrun.artifacts.fingerprint import StatCache, code_changes, code_fingerprint, combine, fingerprint_tree
+from medrun.artifacts.fingerprint import (
+    StatCache,
+    code_changes,
+    code_fingerprint,
+    combine,
+    fingerprint_tree,
+    stat_cache_path,
+)
 from medrun.artifacts.replace import FIXTURE_MARKER
 from medrun.errors import DataError, EnvError, UsageError, unknown_name
 from medrun.manifests.schema import ID_EXCLUDED
@@ -288,6 +296,31 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _default_manifest(pipeline: str, dataset: str, fixture: bool) -> dict | None:
+    try:
+        spec = get_pipeline(pipeline)
+    except UsageError:
+        return None
+    path = manifests.manifest_path(spec.slug, dataset, fixture=fixture)
+    if not path.is_file():
+        return None
+    return manifests.validate(manifests.load_file(path), spec.manifest_cls()).model_dump(mode="json")
+
+
+def default_manifest(info: dict, manifest: dict) -> dict | None:
+    """The validated default manifest of a run's pipeline and dataset (its fixture manifest for a fixture run), as
+    the run's ``manifest.yaml`` would hold it had nothing been overridden; None when there is none. A fixture
+    run's data folder is the generated one, so it is taken from the run."""
+    out = _default_manifest(str(info.get("pipeline")), str(info.get("dataset")), bool(info.get("fixture")))
+    if out is None:
+        return None
+    out = json.loads(json.dumps(out))
+    if info.get("fixture") and isinstance(out.get("dataset"), dict):
+        out["dataset"]["root"] = (manifest.get("dataset") or {}).get("root")
+    return out
+
+
 def plan(req: Request, log=print) -> Plan:
     _check_log_targets(req)
     spec = get_pipeline(req.pipeline)
@@ -350,7 +383,7 @@ def stage_code(spec) -> dict:
 
 def fingerprint_data(roots: dict[str, Path], mode: str, log=print) -> dict[str, dict]:
     """Fingerprint each data folder (content hashes cached by path, size and mtime), with progress."""
-    cache = StatCache(cache_dir() / "stat-cache.sqlite")
+    cache = StatCache(stat_cache_path())
     try:
         if not _interactive():
             t0 = time.perf_counter()

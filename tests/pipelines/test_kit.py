@@ -193,6 +193,29 @@ def test_forward_runs_another_entry_point_through_the_predictor():
     assert out.shape == (1, 2, 6, 5) and not net.training
 
 
+def test_predictor_map_shows_progress_through_the_stage_context():
+    """eval and predict loops through ``pred.map`` report progress (a rich bar on a terminal, plain lines in logs)."""
+    import torch
+
+    from medrun.pipelines.base import StageContext
+    from medrun.pipelines.predictor import Predictor
+
+    seen = []
+
+    def track(items, what):
+        seen.append(what)
+        yield from items
+
+    net = torch.nn.Linear(3, 2)
+    out = Predictor(accelerator="cpu", track=track).map(net, [torch.randn(2, 3), torch.randn(1, 3)])
+    assert seen == ["predicting"] and [o.shape[0] for o in out] == [2, 1]
+    lines = []
+    ctx = StageContext.__new__(StageContext)
+    ctx.interactive, ctx.log = False, lines.append
+    assert list(ctx.track(range(3), "predicting", every=0.0)) == [0, 1, 2]
+    assert lines[-1].startswith("predicting: 3/3 done")
+
+
 @pytest.mark.slow
 def test_eval_under_bf16_uses_the_manifests_precision_and_32_true_gives_the_train_numbers(cli, runs):
     small = ("--dataset", "oasis", "--fixture", "--runs-dir", runs, "-o", "dataset.img_size=32", "-o", "train.epochs=1",
