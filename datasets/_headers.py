@@ -90,8 +90,16 @@ def _problem(path: Path) -> str | None:
 
 
 def _check_pil(path: Path, name: str) -> None:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    if name.endswith((".tif", ".tiff")):
+        try:
+            Image.open(path).close()
+        except UnidentifiedImageError:  # float32 multi-channel TIFFs (SCARED scene_points) PIL cannot open
+            import tifffile
+
+            tifffile.imread(path)
+            return
     with Image.open(path) as im:
         if name.endswith(".png"):
             im.verify()

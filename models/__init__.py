@@ -17,6 +17,8 @@
 - ``seanet``: SEANet (CTformer + Spectral Residual Units), CTformer, RED-CNN and SEANet² (RED-CNN + SRU) for 2D
   LDCT denoising; FFC/LaMa Fourier units (seanet card).
 - ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
+- ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
+  (endo-depth card).
 
 This package imports torch, MONAI and the libraries a network needs (diffusers, PyTorch Geometric, scipy), never
 other medrun folders.
@@ -42,6 +44,7 @@ _MODELS: dict[str, str] = {
     "cyclegan": "cyclegan:CycleGAN",
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
+    "dvtwin": "dvtwin:DVTwin",
     "idqce": "idqce:IDQCE",
     "idqce-vqvae": "idqce:VQVAE",
     "lrp-segmenter": "lrp_unet:Segmenter",
