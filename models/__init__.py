@@ -16,6 +16,8 @@
   (mrd-flow card).
 - ``seanet``: SEANet (CTformer + Spectral Residual Units), CTformer, RED-CNN and SEANet² (RED-CNN + SRU) for 2D
   LDCT denoising; FFC/LaMa Fourier units (seanet card).
+- ``dense_unet3d``: the residual 3D U-Net with self-attention bottom and attention up-blocks of the two-teachers
+  paper (dense-unet-teachers card).
 - ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
   (endo-depth card).
@@ -41,6 +43,7 @@ _MODELS: dict[str, str] = {
     "corner-regressor-b4": "corner_regressor:corner_regressor_b4",
     "crnn-tiny": "crnn:CRNN",
     "crossstitch": "crossstitch:CrossStitchNet",
+    "dense-unet3d": "dense_unet3d:DenseUNet3D",
     "cyclegan": "cyclegan:CycleGAN",
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
