@@ -23,7 +23,9 @@ $(VENV)/.medrun-setup: pyproject.toml setup.py
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	# the plain OpenCV build and the contrib one install the same cv2 module: drop an old plain one first
 	$(PY) -m pip uninstall -y -q opencv-python-headless >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -e '.[dev]'
+	# setuptools' "Editable installation" notice (folders named like the package may shadow it) is information only:
+	# setup.py maps each top-level folder onto medrun.* on purpose
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 demo: setup

@@ -19,8 +19,13 @@ for folder in FOLDERS:
 
 # Manifest folders hold YAML, not code; those whose names are identifiers (``_base``, ``lorasam``) look importable,
 # so they are listed as (data-only) packages to keep setuptools from warning that they would be ignored.
-package_data = {"medrun.manifests": ["*/*.yaml"], "medrun.pipelines": ["*/paper.yaml"],
-                "medrun.artifacts.report": ["templates/*.html", "static/*"]}
+package_data = {"medrun.manifests": ["*/*.yaml"], "medrun.pipelines": ["*/paper.yaml"]}
+# the HTML report's templates and scripts: data folders inside a package, listed so that setuptools installs them
+for data_dir, files in (("artifacts/report/templates", ["*.html"]), ("artifacts/report/static", ["*.js", "*.css"])):
+    name = "medrun." + data_dir.replace("/", ".")
+    packages.append(name)
+    package_dir[name] = data_dir
+    package_data[name] = files
 for sub in sorted(Path("manifests").iterdir()):
     if sub.is_dir() and sub.name.isidentifier() and not sub.name.startswith("__"):
         packages.append(f"medrun.manifests.{sub.name}")
