@@ -2,6 +2,8 @@
 
 - ``adlite``: AD-Lite Net (ad-lite card).
 - ``alexnet_hash``: AlexNet deep-hashing network with a multi-label head (hamming-retrieval card).
+- ``hybridnet``: HybridNet (CNN encoder, transformer bottleneck with metadata fusion, HoVer-Net heads) and the
+  SwinUNETR preset with the same heads (hybrid-seg card).
 - ``sam``, ``sam_lora``, ``sam3d``: Segment Anything ViT-B (official checkpoint loading), its LoRA adaptation
   (lorasam card), and the SAM-Med3D ``vit_b_ori`` layout (totalct-sam card).
 - ``unext``: UNeXt-small / paper widths with the SC-UNeXt flags (CBAM skips, SC skips, PFM).
@@ -48,6 +50,9 @@ _MODELS: dict[str, str] = {
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
     "dvtwin": "dvtwin:DVTwin",
+    "hybridnet": "hybridnet:HybridNet",
+    "hybridnet-swin": "hybridnet:SwinHeads",
+    "hybridnet-tiny": "hybridnet:hybridnet_tiny",
     "idqce": "idqce:IDQCE",
     "idqce-vqvae": "idqce:VQVAE",
     "lrp-segmenter": "lrp_unet:Segmenter",
