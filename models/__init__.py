@@ -21,6 +21,8 @@
 - ``dense_unet3d``: the residual 3D U-Net with self-attention bottom and attention up-blocks of the two-teachers
   paper (dense-unet-teachers card).
 - ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
+- ``transnet_oct``: TransNetOCT (ResNet-50 + transformer bottleneck + 3D head) and its UNet/FPN baselines with the
+  same 2.5D input and 3D head (transnet-oct card).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
   (endo-depth card).
 
@@ -68,6 +70,9 @@ _MODELS: dict[str, str] = {
     "smsafe": "fusion:SMSAFE",
     "smsafe-hierarchical": "fusion_hierarchical:SMSAFEHierarchical",
     "tabddpm-mlp": "tabddpm:MLPDiffusion",
+    "transnet-oct": "transnet_oct:TransNetOCT",
+    "transnet-oct-fpn": "transnet_oct:FPN25D",
+    "transnet-oct-unet": "transnet_oct:UNet25D",
     "unet-classic": "unet_classic:ClassicUNet",
     "unext": "unext:UNeXt",
     "unext-small": "unext:unext_small",
