@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medrun.manifests.schema import (
     BatchSize,
@@ -29,22 +29,30 @@ NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass
 
 
 class Data(DatasetSection):
-    name: Literal["nih"]
-    labels_csv: str | None = Field(None, description="label CSV in the root (default Data_Entry_2017.csv, else the "
-                                                     "one Data_Entry_2017*.csv there)")
-    labels: list[str] = Field(default_factory=lambda: list(NIH_FINDINGS), min_length=1,
-                              description="the findings the linear probe predicts (multi-label)")
+    name: Literal["nih", "mimic", "vindr", "mured", "odir", "eyepacs"]
+    labels_csv: str | None = Field(None, description="NIH only: label CSV in the root (default Data_Entry_2017.csv, "
+                                                     "else the one Data_Entry_2017*.csv there)")
+    labels: list[str] | None = Field(None, min_length=1, validate_default=True,
+                                     description="the labels the linear probe predicts (multi-label; default: all "
+                                                 "of the dataset's: NIH 14 findings, MIMIC 14 CheXpert labels, VinDr "
+                                                 "14 pathologies, MuReD 20, ODIR 8, EyePACS the 5 DR grades)")
     img_size: int = Field(224, ge=32, le=1024, description="square resize of every image (card: 224)")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="patients of train_val_list.txt held out to pick the "
-                                                             "linear probe's best epoch")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="patients of the training split held out to pick the "
+                                                             "linear probe's best epoch (MIMIC: its validate split)")
     split_seed: Seed = 0
 
     @field_validator("labels")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        bad = [x for x in v if x not in NIH_FINDINGS]
+    def _known(cls, v: list[str] | None, info: ValidationInfo) -> list[str]:
+        from .data import labels as dataset_labels
+
+        name = info.data.get("name", "nih")
+        known = dataset_labels(name)
+        if v is None:
+            return list(known)
+        bad = [x for x in v if x not in known]
         if bad:
-            raise ValueError(f"unknown NIH finding(s) {bad}; use {list(NIH_FINDINGS)}")
+            raise ValueError(f"unknown {name} label(s) {bad}; use {list(known)}")
         if len(set(v)) != len(v):
             raise ValueError("a label is listed twice")
         return v
@@ -155,11 +163,11 @@ class IdqceManifest(Manifest):
 
 
 def data_paths(m: IdqceManifest) -> dict[str, Path]:
-    """The folder to fingerprint, after checking the label CSV against the images (every label a known finding,
-    every ``Image Index`` a file), so bad data fails before a run opens."""
+    """The folder to fingerprint, after checking the label CSV(s) against the images (every label a known one,
+    every image named a file), so bad data fails before a run opens."""
     root = Path(m.dataset.root)
     if root.exists():
-        from medrun.datasets import nih
+        from .data import check
 
-        nih.read_entries(root, m.dataset.labels_csv)
-    return {"nih": root}
+        check(m.dataset)
+    return {m.dataset.name: root}

@@ -18,6 +18,9 @@ from ..report import markdown_table, paper_data, paper_md, paper_note, paper_tab
 from . import figures
 from .pipeline import Images, LitProbe, Trunk, to_trunk
 
+# the paper's table shown beside each dataset's results (paper.yaml)
+TABLES = {"nih": "nih", "vindr": "nih", "mimic": "mimic", "mured": "fundus", "odir": "fundus", "eyepacs": "fundus"}
+
 
 def pct(frac: float) -> str:
     return f"{frac * 100:g}pct"
@@ -149,7 +152,7 @@ def linear_eval(pl) -> dict:
     ctx.write_text("paper.md", paper_md(ctx.spec, pl.m, metrics, ctx, title=f"IDQCE linear evaluation "
                                         f"({pl.m.pretrain.method} pre-training)", expect=expect,
                                         keys=["auc", *keys], sections=["## Probes\n\n" + table,
-                                                                        paper_table(ctx.spec, "nih"),
+                                                                        paper_table(ctx.spec, TABLES[d.name]),
                                                                         paper_note(ctx.spec, "comparison")]))
     ctx.log(f"test macro AUC ({enc}, {pct(frac)} of labels): {metrics['auc']:.4f}")
     return metrics
@@ -159,10 +162,10 @@ def predict(pl) -> dict:
     d, ctx = pl.m.dataset, pl.ctx
     net = pl.trained_model(M.LinearProbe(pl.m.model.backbone, len(d.labels)))
     if pl.m.predict.input:
-        from medrun.datasets import nih
+        from .data import load_gray
 
         files = ctx.predict_inputs(pl.m.predict.input)
-        arr = np.stack([nih.load_gray(f, d.img_size) for f in files])
+        arr = np.stack([load_gray(f, d.img_size) for f in files])
         names = [str(f) for f in files]
     else:
         part = pl.splits()["test"]

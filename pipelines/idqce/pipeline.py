@@ -1,12 +1,12 @@
 """idqce, the method (card: docs/papers/idqce.md).
 
-Data (``datasets/nih.py``, shared with hamming-retrieval): NIH ChestX-ray14's ``Data_Entry_2017*.csv``,
-``images_0NN/images/*.png`` and the official ``train_val_list.txt`` / ``test_list.txt``. Pixels: 8 bits, colour
-averaged to grey, bilinear resize to ``dataset.img_size`` (224), decoded once into a ``.npy`` under
-``$MEDRUN_CACHE/idqce`` and memory-mapped. Pre-training (both stages) uses every image of train_val_list without
-labels. The linear probe trains on train_val_list minus a patient-disjoint ``dataset.val_fraction`` (10 %) held out
-to pick the best epoch, and is scored on test_list. Labels: the 14 findings (``dataset.labels``), multi-hot, "No
-Finding" all zeros.
+Data (``data.py`` picks the reader; NIH from ``datasets/nih.py``, shared with hamming-retrieval): NIH
+ChestX-ray14's ``Data_Entry_2017*.csv``, ``images_0NN/images/*.png`` and the official ``train_val_list.txt`` /
+``test_list.txt``. Pixels: 8 bits, colour averaged to grey, bilinear resize to ``dataset.img_size`` (224), decoded
+once into a ``.npy`` under ``$MEDRUN_CACHE/idqce`` and memory-mapped. Pre-training (both stages) uses every image of
+train_val_list without labels. The linear probe trains on train_val_list minus a patient-disjoint
+``dataset.val_fraction`` (10 %) held out to pick the best epoch, and is scored on test_list. Labels: the 14 findings
+(``dataset.labels``), multi-hot, "No Finding" all zeros.
 
 Stage 1, ``train-vqvae`` (``models/idqce.py``): the card's shallow VQ-VAE on the grey image in [0, 1] (encoder
 conv4×4/2-conv4×4/2-conv3×3 + 2 residual blocks, 256 channels, mirrored decoder, sigmoid), codebook K = 1024, D = 256,
@@ -52,8 +52,11 @@ Features instead of end-to-end passes are the usual linear-probe shortcut; witho
 
 Card flags → manifest keys: ``--method`` → ``pretrain.method``, ``--fraction`` → ``linear.fractions``,
 ``--vq-axis`` → ``vqvae.axis``, ``--code-input`` → ``pretrain.code_input``, ``--init-checkpoint`` →
-``linear.init_checkpoint``, ``--root`` → ``--data-dir``; ``make-fixture`` is ``medrun fixture nih``. Only the NIH
-reader exists here: the card's MIMIC, VinDr, MuReD, ODIR and EyePACS readers are not written yet.
+``linear.init_checkpoint``, ``--root`` → ``--data-dir``; ``make-fixture`` is ``medrun fixture NAME``. The other
+datasets (``data.py``): ``mimic`` (MIMIC-CXR-JPG, frontal images, U-zeros, official train/validate/test), ``vindr``
+(VinDr-CXR DICOM, PhysioNet or Kaggle layout), ``mured``, ``odir``, ``eyepacs`` (fundus photographs, read as grey);
+cross-dataset tables (EyePACS → MuReD/ODIR, NIH → VinDr, MIMIC → NIH) probe one dataset with ``--run`` of another
+dataset's pretrain run.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from medrun.models import idqce as M
 from .. import training
 from ..base import Pipeline
 from ..report import paper_md, paper_note, read_series
+from .data import image_array, read_split
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -304,21 +308,25 @@ class Idqce(Pipeline):
         if hasattr(self, "_splits"):
             return self._splits
         d = self.m.dataset
-        root = self.ctx.data_roots["nih"]
-        entries = nih.read_entries(root, d.labels_csv)
+        split = read_split(d)
 
         def part(es):
             return Part([e.name for e in es], [e.path for e in es], nih.multi_hot(es, d.labels),
                         [e.patient for e in es])
 
-        train_val = part(nih.read_list(root, "train_val", entries))
-        test = part(nih.read_list(root, "test", entries))
-        patients = sorted(set(train_val.patients))
-        rng = np.random.default_rng(d.split_seed)
-        held = set(rng.permutation(patients)[:max(1, round(d.val_fraction * len(patients)))].tolist())
-        tr = [i for i, p in enumerate(train_val.patients) if p not in held]
-        va = [i for i, p in enumerate(train_val.patients) if p in held]
-        self._splits = {"pretrain": train_val, "train": train_val.subset(tr), "val": train_val.subset(va), "test": test}
+        train_val = part(split["train_val"])
+        test = part(split["test"])
+        if "val" in split:  # the release's own validation split (MIMIC's validate)
+            val = part(split["val"])
+            self._splits = {"pretrain": train_val, "train": train_val, "val": val, "test": test}
+        else:
+            patients = sorted(set(train_val.patients))
+            rng = np.random.default_rng(d.split_seed)
+            held = set(rng.permutation(patients)[:max(1, round(d.val_fraction * len(patients)))].tolist())
+            tr = [i for i, p in enumerate(train_val.patients) if p not in held]
+            va = [i for i, p in enumerate(train_val.patients) if p in held]
+            self._splits = {"pretrain": train_val, "train": train_val.subset(tr), "val": train_val.subset(va),
+                            "test": test}
         self.ctx.record_splits({k: v.paths for k, v in self._splits.items()})
         self.ctx.log(" · ".join(f"{k} {len(v.names)}" for k, v in self._splits.items()))
         return self._splits
@@ -330,7 +338,7 @@ class Idqce(Pipeline):
             lock = json.loads((self.ctx.path / "data.lock.json").read_text())
             key = hashlib.sha256(json.dumps([lock.get("fingerprint"), d.img_size, part.names]).encode()).hexdigest()
             cache = Path(self.ctx.cache_dir) / "idqce" / f"{key[:32]}-{d.img_size}.npy"
-        return nih.image_array(part.paths, d.img_size, cache, 0, self.ctx.log)
+        return image_array(d.name, part.paths, d.img_size, cache, self.ctx.log)
 
     # -- stage 1 ----------------------------------------------------------------------------------------------------
     def recon(self, net: M.VQVAE, arr) -> tuple[float, float, np.ndarray]:
