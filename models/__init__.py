@@ -23,6 +23,9 @@
 - ``tabddpm``: TabDDPM's MLP denoiser (timestep + class embeddings) for numerical tables (sepsis-synth card).
 - ``transnet_oct``: TransNetOCT (ResNet-50 + transformer bottleneck + 3D head) and its UNet/FPN baselines with the
   same 2.5D input and 3D head (transnet-oct card).
+- ``cnn_baselines``, ``mobilenet_v2``, ``vgg``, ``xception``: ImageNet-style CNN baselines (MONAI DenseNet-121,
+  MobileNet-V2, VGG-16, Xception) with raw-pixel input scaling, built offline (ad-lite card, Table 1).
+- ``single_task_cnn``: one stream of the cross-stitch model with one task head (epilepsy-mtl card, Table 2).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
   (endo-depth card).
 
@@ -43,12 +46,14 @@ _MODELS: dict[str, str] = {
     "camnet-tiny": "camnet:tiny_cnn",
     "cdct-vae": "cdct:ConceptVAE",
     "cmunet": "cmunet:CMUNet",
+    "cnn-baseline": "cnn_baselines:build",
     "corner-regressor": "corner_regressor:CornerRegressor",
     "corner-regressor-b4": "corner_regressor:corner_regressor_b4",
     "crnn-tiny": "crnn:CRNN",
     "crossstitch": "crossstitch:CrossStitchNet",
-    "dense-unet3d": "dense_unet3d:DenseUNet3D",
     "cyclegan": "cyclegan:CycleGAN",
+    "dense-unet3d": "dense_unet3d:DenseUNet3D",
+    "densenet121": "cnn_baselines:densenet121",
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
     "dvtwin": "dvtwin:DVTwin",
@@ -60,6 +65,7 @@ _MODELS: dict[str, str] = {
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",
     "mcgan-attention-unet": "mcgan:AttentionUNet",
+    "mobilenet-v2": "mobilenet_v2:MobileNetV2",
     "mrd-flow": "flowsets:FlowNet",
     "sam-vit-b": "sam:build_sam_vit_b",
     "sam3d-vit-b-ori": "sam3d:build_sam3d_vit_b_ori",
@@ -67,6 +73,7 @@ _MODELS: dict[str, str] = {
     "seanet-ctformer": "seanet:ctformer",
     "seanet-redcnn": "seanet:redcnn",
     "seanet2": "seanet:seanet2",
+    "single-task-cnn": "single_task_cnn:SingleTaskCNN",
     "smsafe": "fusion:SMSAFE",
     "smsafe-hierarchical": "fusion_hierarchical:SMSAFEHierarchical",
     "tabddpm-mlp": "tabddpm:MLPDiffusion",
@@ -75,8 +82,10 @@ _MODELS: dict[str, str] = {
     "transnet-oct-unet": "transnet_oct:UNet25D",
     "unet-classic": "unet_classic:ClassicUNet",
     "unext": "unext:UNeXt",
-    "unext-small": "unext:unext_small",
     "unext-paper": "unext:unext_paper",
+    "unext-small": "unext:unext_small",
+    "vgg16": "vgg:VGG16",
+    "xception": "xception:Xception",
 }
 _RUNTIME: dict = {}
 

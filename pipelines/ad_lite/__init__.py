@@ -11,11 +11,15 @@ SPEC = PipelineSpec(
     paper="AD-Lite Net: A Lightweight and Concatenated CNN Model for Alzheimer's Detection from MRI Images (ICPR 2024)",
     card="ad-lite",
     datasets=("ad", "adni", "oasis", "merged"),
-    stages=("train", "eval", "predict", "cv"),
+    stages=("train", "eval", "predict", "cv", "ablate", "baselines"),
     manifest="medrun.pipelines.ad_lite.config:AdLiteManifest",
     impl="medrun.pipelines.ad_lite.pipeline:AdLite",
     stage_help={
         "cv": "10-fold stratified cross-validation (Table 3): one train run per fold, mean ± sd over folds.",
+        "ablate": "Table 2: AD-Lite Net with and without the parallel concatenation block, one train run each, "
+                  "beside the paper's ablation.",
+        "baselines": "Table 1: one train run per baselines.archs (adlite, densenet121, mobilenet_v2, vgg16, xception; "
+                     "random init or baselines.weights), beside the paper's table.",
     },
     examples={
         "train": "medrun train ad-lite --dataset oasis --fixture\n\n"
@@ -26,5 +30,10 @@ SPEC = PipelineSpec(
         "  medrun eval ad-lite --dataset oasis --checkpoint weights.safetensors",
         "predict": "medrun predict ad-lite --dataset oasis --fixture -o predict.input=path/to/images",
         "cv": "medrun cv ad-lite --dataset merged --fixture",
+        "ablate": "medrun ablate ad-lite --dataset ad --fixture\n\n"
+                  "  medrun ablate ad-lite --dataset ad --data-dir ~/kaggle/\"Alzheimer_s Dataset\"",
+        "baselines": "medrun baselines ad-lite --dataset ad --fixture -o 'baselines.archs=[adlite,mobilenet_v2]'\n\n"
+                     "  medrun train ad-lite --dataset ad --data-dir … -o model.arch=densenet121 "
+                     "-o model.weights=densenet121.pth",
     },
 )

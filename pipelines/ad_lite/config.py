@@ -50,7 +50,16 @@ class Data(DatasetSection):
         return v
 
 
+ARCHS = ("adlite", "densenet121", "mobilenet_v2", "vgg16", "xception")
+Arch = Literal["adlite", "densenet121", "mobilenet_v2", "vgg16", "xception"]
+
+
 class Model(Section):
+    arch: Arch = Field("adlite", description="adlite (the paper's network) or a Table 1 baseline: densenet121 (MONAI), "
+                                             "mobilenet_v2, vgg16, xception (random init unless model.weights)")
+    weights: str | None = Field(None, description="train: initial weights (.safetensors, or a state dict .pt/.pth "
+                                                  "loaded weights_only), e.g. torchvision ImageNet weights; a "
+                                                  "classifier of another class count is left at random init")
     num_classes: int = Field(4, ge=2)
     tx: Literal["code", "paper"] = Field("code", description="Tx-layer: code −0.8·x, or paper Eq. 5 0.8·(255 − x)")
     pcb: bool = Field(True, description="the parallel concatenation block (False: Table 2 ablation)")
@@ -71,6 +80,13 @@ class Train(TrainSection):
     lr_decay: LrDecay | None = None
 
 
+class Baselines(Section):
+    archs: list[Arch] = Field(default_factory=lambda: list(ARCHS), min_length=1, description=(
+        "`medrun baselines` (Table 1): one train run per model.arch"))
+    weights: dict[Arch, str] = Field(default_factory=dict, description=(
+        "initial weights per arch for `medrun baselines` (each child's model.weights), e.g. {vgg16: vgg16.pth}"))
+
+
 class Predict(Section):
     input: str | None = Field(None, description="folder of images to classify (default: the eval split)")
 
@@ -82,6 +98,7 @@ class AdLiteManifest(Manifest):
     train: Train = Field(default_factory=Train)
     eval: EvalSection = Field(default_factory=EvalSection)
     predict: Predict = Field(default_factory=Predict)
+    baselines: Baselines = Field(default_factory=Baselines)
 
 
 def data_paths(m: AdLiteManifest) -> dict[str, Path]:

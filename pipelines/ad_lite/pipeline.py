@@ -15,11 +15,19 @@ Choices where the card is silent: the train stage also evaluates the test split 
 protocol), so ``metrics.json`` of a train run holds test metrics. ``cv`` (Table 3) is a sweep: one train run per
 fold (``dataset.fold`` = 0 … ``dataset.folds`` − 1, stratified k-fold with ``split_seed``; 20 % of each fold's
 training part for validation), each reused when complete, then mean ± sd over folds.
+
+Table 1 baselines: ``model.arch`` (densenet121 from MONAI, mobilenet_v2, vgg16, xception from ``models/``) trains
+one of them with the same data, loss, optimiser and schedule, its input scaled from 0–255 to ImageNet
+normalisation inside the network (``models.cnn_baselines``); ``model.weights`` starts from a user's weights file
+(safe loaders only; a classifier of another class count keeps its random init). Extra stages, each a sweep of
+train runs: ``ablate`` (``ablate.py``, Table 2: with and without the pcb branch) and ``baselines``
+(``baselines.py``, Table 1: one run per ``baselines.archs``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +35,7 @@ from medrun.datasets import alzheimer
 from medrun.errors import UsageError
 from medrun.models.adlite import AdLiteNet
 
+from .. import training
 from ..report import confusion_axes, markdown_table, paper_md, paper_note
 from ..sweep import Child, headline, mean_sd_table, summarise
 from ..tasks import classification as clf
@@ -39,9 +48,17 @@ CV_KEYS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "
 
 
 class AdLite(Supervised):
-    def build_model(self) -> AdLiteNet:
+    def build_model(self):
         mm = self.m.model
-        return AdLiteNet(mm.num_classes, tx=mm.tx, pcb=mm.pcb, bn_momentum=mm.bn_momentum)
+        if mm.arch == "adlite":
+            net = AdLiteNet(mm.num_classes, tx=mm.tx, pcb=mm.pcb, bn_momentum=mm.bn_momentum)
+        else:
+            from medrun.models import cnn_baselines
+
+            net = cnn_baselines.build(mm.arch, mm.num_classes)
+        if mm.weights and self.ctx.stage == "train":  # later stages load the train run's own weights
+            load_initial_weights(net, mm.arch, Path(mm.weights), self.ctx.log)
+        return net
 
     # -- data -----------------------------------------------------------------------------------------------
     def samples(self):
@@ -86,7 +103,21 @@ class AdLite(Supervised):
                                  t.lr_decay.factor if t.lr_decay else 1.0)
 
     def weights_metadata(self) -> dict:
-        return {"pipeline": "ad-lite", "classes": ",".join(self.classes)}
+        return {"pipeline": "ad-lite", "arch": self.m.model.arch, "classes": ",".join(self.classes)}
+
+    def after_fit(self) -> dict:
+        w = self.m.model.weights
+        return {"initial_weights_sha256": _sha256(Path(w))} if w else {}
+
+    def paper_kwargs(self, split, metrics) -> dict:
+        arch = self.m.model.arch
+        if arch == "adlite":
+            return {}
+        from .baselines import paper_row
+
+        row = paper_row(self.ctx.spec, arch, self.m.dataset.name)
+        return {"title": f"{arch} baseline (ad-lite Table 1)", "table": "Table 1",
+                "expect": {"accuracy": row[0], "f1_weighted": row[1]} if row else {}}
 
     def evaluate(self, net, samples):
         return clf.evaluate(net, samples, self.m.dataset.img_size, self.classes, self.m.train.batch_size,
@@ -103,6 +134,17 @@ class AdLite(Supervised):
 
     def paper_sections(self, metrics):
         return [clf.per_class_table(metrics), paper_note(self.ctx.spec, "comparison")]
+
+    # -- extra stages: Table 2's ablation and Table 1's baselines, each a sweep of train runs --------------------
+    def ablate(self) -> dict:
+        from .ablate import ablate
+
+        return ablate(self)
+
+    def baselines(self) -> dict:
+        from .baselines import baselines
+
+        return baselines(self)
 
     def predict_items(self):
         if self.m.predict.input:
@@ -137,6 +179,11 @@ class AdLite(Supervised):
                 "tx": mm.tx,
                 "pcb": mm.pcb,
                 "bn_momentum": mm.bn_momentum,
+            } if mm.arch == "adlite" else {
+                "_target_": "medrun.models.create",
+                "name": "cnn-baseline",
+                "arch": mm.arch,
+                "num_classes": mm.num_classes,
             },
             "classes": classes,
             "suffixes": [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"],
@@ -195,3 +242,50 @@ class AdLite(Supervised):
                                                      "## Folds (each a train run of its own)\n\n" + table,
                                                      "## Mean over folds\n\n" + mean_sd_table([summary], CV_KEYS)]))
         return metrics
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_initial_weights(net, arch: str, path: Path, log=print):
+    """Load a user's weights into ``net`` before training, through the safe loader (``training.load_state``:
+    safetensors, or ``torch.load(weights_only=True)``). Accepted: this pipeline's own ``model.safetensors``, a bare
+    state dict of the network (torchvision names for mobilenet_v2/vgg16, torchvision or MONAI names for densenet121),
+    with or without a ``model.``/``module.``/``net.`` prefix. Keys of the classifier that do not fit (ImageNet's
+    1000 classes) are left at their random init and logged; any other missing, unexpected or misshapen key is an
+    error naming it."""
+    from medrun.models import cnn_baselines
+
+    state = training.load_state(path)
+    if arch != "adlite" and state and all(k.startswith("net.") for k in state):  # a baseline trained here
+        state = {k[4:]: v for k, v in state.items()}
+    for prefix in ("model.", "module.", "net."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    target, head = (net, "head.") if arch == "adlite" else (net.net, cnn_baselines.HEADS[arch])
+    if arch != "adlite":
+        state = cnn_baselines.from_torchvision(arch, state)
+    own = target.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = sorted(k for k in set(state) | set(own) if k.startswith(head) and k not in fits)
+    missing = sorted(k for k in own if k not in state and not k.startswith(head)
+                     and not k.endswith("num_batches_tracked"))  # older torchvision files lack these counters
+    unexpected = sorted(k for k in state if k not in own and not k.startswith(head))
+    wrong = sorted(k for k in state if k in own and k not in fits and not k.startswith(head))
+    if missing or unexpected or wrong:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("with other shapes", wrong)) if v]
+        raise UsageError(f"weights in {path} do not fit model.arch={arch}: " + ", ".join(parts),
+                         fix="pass a state dict of this architecture (torchvision names for mobilenet_v2/vgg16/"
+                             "densenet121), or check model.arch")
+    target.load_state_dict({**own, **fits})
+    log(f"initial weights: {len(fits)} tensors from {path}"
+        + (f"; classifier left at random init ({', '.join(skipped)})" if skipped else ""))
+    return net

@@ -47,6 +47,12 @@ class Data(DatasetSection):
 
 
 class Model(Section):
+    task: Literal["both", "hfo", "ied"] = Field("both", description=(
+        "both: the multitask model; hfo / ied: Table 2's single-task CNN baseline (one stream of the same backbone, "
+        "one head, trained and scored on that task only; the stitch settings are unused)"))
+    weights: str | None = Field(None, description=(
+        "train: initial weights (.safetensors, or a state dict .pt/.pth loaded weights_only), e.g. a train run's "
+        "model.safetensors; a single-task model takes its stream's keys (hfo.* / ied.*) and ignores the rest"))
     stitch: Literal["full", "channel"] = Field("full", description=(
         "full: square α over both streams' flattened maps (1,068,208 params); channel: Misra's 2×2 per channel"))
     n_stitch: Literal[0, 1, 2] = Field(2, description="0: independent nets, 1: after pool 1 only, 2: proposed")

@@ -25,7 +25,9 @@ Extra stages: ``cv`` and ``ablate`` (``cv.py``: one train run per fold, and per 
 paper's images). The fixture manifest trains faster than the paper (SGD lr 0.005, momentum 0.9, L1 0.004, BatchNorm
 momentum 0.1; its comments give the arithmetic). Every stage runs with ``train.intra_op_threads`` = 1 torch thread:
 the model is tiny and more threads were ten times slower on a shared 2-core machine. Not implemented: Table 2's
-ImageNet baselines (shown from the paper). No MONAI bundle: the model classifies an HFO and an IED image together.
+ImageNet baselines (shown from the paper; ``model.task`` hfo / ied trains the single-task CNN baseline, one
+stream of the same backbone with one head, and ``baselines`` in ``baselines.py`` sets it beside the proposed
+model over the folds). No MONAI bundle: the model classifies an HFO and an IED image together.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from medrun.datasets.ncnp_ecog import CLASSES, TASKS
 from medrun.errors import DataError, UsageError
 from medrun.metrics import classification as cm
 from medrun.models.crossstitch import CrossStitchNet, keras_param_count
+from medrun.models.single_task_cnn import SingleTaskCNN
 
 from .. import training
 from ..report import confusion_axes, markdown_table, paper_data, paper_note
@@ -111,9 +114,15 @@ class EpilepsyMtl(Supervised):
         finally:
             torch.set_num_threads(before)
 
-    def build_model(self) -> CrossStitchNet:
+    def build_model(self) -> CrossStitchNet | SingleTaskCNN:
         mm = self.m.model
-        return CrossStitchNet(mm.stitch, mm.n_stitch, mm.dropout, mm.bn_momentum)
+        if mm.task == "both":
+            net = CrossStitchNet(mm.stitch, mm.n_stitch, mm.dropout, mm.bn_momentum)
+        else:
+            net = SingleTaskCNN(mm.task, mm.dropout, mm.bn_momentum)
+        if mm.weights and self.ctx.stage == "train":  # later stages load the train run's own weights
+            load_initial_weights(net, Path(mm.weights), self.ctx.log)
+        return net
 
     # -- data -----------------------------------------------------------------------------------------------
     @property
@@ -131,8 +140,15 @@ class EpilepsyMtl(Supervised):
 
     @cached_property
     def images(self) -> dict[str, np.ndarray]:
-        """{task: (N, 3, 28, 28) float32 images}, read once per stage."""
-        return {t: ncnp_ecog.load_images(self.samples[t], self.m.dataset.input_size) for t in TASKS}
+        """{task: (N, 3, 28, 28) float32 images}, read once per stage, and reused by the next stage of this process
+        (the child runs of a sweep) while every file's path, size and mtime are unchanged."""
+        key = (self.m.dataset.input_size, tuple((str(s.path), *_stat(s.path)) for t in TASKS
+                                                for s in self.samples[t]))
+        if _IMAGES.get("key") != key:
+            _IMAGES.clear()
+            _IMAGES.update(key=key, images={t: ncnp_ecog.load_images(self.samples[t], self.m.dataset.input_size)
+                                            for t in TASKS})
+        return {t: a.copy() for t, a in _IMAGES["images"].items()}
 
     def setting(self) -> str:
         """This run's split in words (paper.md)."""
@@ -186,7 +202,7 @@ class EpilepsyMtl(Supervised):
 
     def weights_metadata(self) -> dict:
         mm = self.m.model
-        return {"pipeline": "epilepsy-mtl", "stitch": mm.stitch, "n_stitch": mm.n_stitch}
+        return {"pipeline": "epilepsy-mtl", "stitch": mm.stitch, "n_stitch": mm.n_stitch, "task": mm.task}
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def predict_pairs(self, net, xa: np.ndarray, xb: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +255,8 @@ class EpilepsyMtl(Supervised):
                                 f"repair_acc_min_{t}": float(v.min()), f"repair_acc_max_{t}": float(v.max())})
         if self.ctx.stage == "train":
             metrics.update(self.efficiency(net))
+        if (task := self.m.model.task) != "both":
+            metrics, rows = single_task(metrics, rows, task)
         return metrics, rows
 
     def efficiency(self, net: CrossStitchNet) -> dict:
@@ -295,7 +313,8 @@ class EpilepsyMtl(Supervised):
         for t, ii, pp in (("hfo", a, pa), ("ied", b, pb)):
             first = _first(ii, pp)
             rows += [{"task": t, "file": name(samples[t][i]), "pred": CLASSES[t][int(first[i] >= 0.5)],
-                      "prob": round(float(first[i]), 6)} for i in sorted(first)]
+                      "prob": round(float(first[i]), 6)} for i in sorted(first)
+                     if self.m.model.task in ("both", t)]
         return rows
 
     def predict_summary(self, rows: list[dict]) -> dict:
@@ -315,7 +334,15 @@ class EpilepsyMtl(Supervised):
 
         return ablate(self)
 
+    def baselines(self) -> dict:
+        from .baselines import baselines
+
+        return baselines(self)
+
     def explain(self) -> dict:
+        if self.m.model.task != "both":
+            raise UsageError("explain reads both heads of the multitask model; a single-task baseline has one",
+                             fix="-o model.task=both")
         from .explain import explain
 
         return explain(self)
@@ -324,6 +351,55 @@ class EpilepsyMtl(Supervised):
         from .render import render
 
         return render(self)
+
+
+_IMAGES: dict = {}  # the last stage's images, {"key", "images"} (one entry: a sweep's children share one data set)
+
+
+def _stat(path) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def single_task(metrics: dict, rows: list[dict], task: str) -> tuple[dict, list[dict]]:
+    """A single-task baseline's scores: the other task's numbers NaN (its counts 0, its confusion matrix zeros, so
+    fold sums and means over folds leave it out) and its per-image rows dropped."""
+    other = "ied" if task == "hfo" else "hfo"
+    out = {}
+    for k, v in metrics.items():
+        if k.endswith(f"_{other}") and not isinstance(v, bool):
+            v = (float("nan") if isinstance(v, float) else 0 if isinstance(v, int)
+                 else [[0, 0], [0, 0]] if k == f"confusion_{other}" else v)
+        out[k] = v
+    out["task"] = task
+    return out, [r for r in rows if r["task"] == task]
+
+
+def load_initial_weights(net, path: Path, log=print):
+    """Initial weights from a user's file through the safe loader (``training.load_state``: safetensors, or
+    ``torch.load(weights_only=True)``), optionally under a ``model.`` prefix. The multitask model needs every key;
+    a single-task model takes its stream's (``hfo.*`` / ``ied.*``, or bare ``block1.…`` keys) and ignores the rest,
+    so a multitask train run's ``model.safetensors`` initialises either baseline. A missing or misshapen key is
+    an error naming it."""
+    state = training.load_state(path)
+    if state and all(k.startswith("model.") for k in state):
+        state = {k[6:]: v for k, v in state.items()}
+    own = net.state_dict()
+    if isinstance(net, SingleTaskCNN):
+        if not any(k.startswith(f"{net.task}.") for k in state):  # a bare stream
+            state = {f"{net.task}.{k}": v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if k.startswith(f"{net.task}.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("with other shapes", wrong)) if v]
+        raise UsageError(f"weights in {path} do not fit this model: " + ", ".join(parts),
+                         fix="pass weights of the same model.task / model.stitch / model.n_stitch")
+    net.load_state_dict(state)
+    log(f"initial weights: {len(state)} tensors from {path}")
+    return net
 
 
 def _first(idx: np.ndarray, values: np.ndarray) -> dict[int, float]:

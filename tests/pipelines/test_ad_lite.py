@@ -314,3 +314,120 @@ def test_last_ckpt_of_another_run_is_refused(tmp_path):
     assert again.returncode == 2 and "was written by run" in again.stderr and "--force" in again.stderr
     assert "Traceback" not in again.stderr and not (mine / "MANIFEST.sha256").exists()
     assert (mine / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+# -- issue 22: Table 2's ablation and Table 1's baselines --------------------------------------------------------
+def test_ablated_network_has_194730_parameters():
+    """Table 2: without the parallel concatenation block (main branch only, Linear 128→4)."""
+    assert n_params(AdLiteNet(4, pcb=False)) == 194730
+
+
+# references: torchvision's models (sum of parameters) and Keras applications (trainable count, which is the same
+# sum); "at the paper's class count" = 4 classes with the Keras fine-tuning head (include_top=False + pool + Dense)
+BASELINE_PARAMS = [
+    # arch, kwargs, count, reference
+    ("mobilenet_v2", {"num_classes": 1000}, 3_504_872, "torchvision mobilenet_v2 / Keras MobileNetV2 trainable"),
+    ("mobilenet_v2", {"num_classes": 4}, 2_228_996, "3,504,872 − Linear(1280,1000) + Linear(1280,4)"),
+    ("vgg16", {"num_classes": 1000, "head": "classic"}, 138_357_544, "torchvision vgg16"),
+    ("vgg16", {"num_classes": 4}, 14_716_740, "Keras VGG16 notop 14,714,688 + Dense(512,4); paper 147.17 lakh"),
+    ("xception", {"num_classes": 1000}, 22_855_952, "Keras Xception trainable"),
+    ("xception", {"num_classes": 4}, 20_815_148, "Keras notop trainable 20,806,952 + Dense(2048,4); paper 208.15 lakh"),
+    ("densenet121", {"num_classes": 1000}, 7_978_856, "torchvision densenet121 / Keras DenseNet121 trainable"),
+    ("densenet121", {"num_classes": 4}, 6_957_956, "7,978,856 − Linear(1024,1000) + Linear(1024,4)"),
+]
+
+
+@pytest.mark.parametrize("arch,kw,count,ref", BASELINE_PARAMS, ids=[f"{a}-{k['num_classes']}" for a, k, *_ in
+                                                                    BASELINE_PARAMS])
+def test_baseline_parameter_counts_match_references(arch, kw, count, ref):
+    from medrun import models
+
+    name = {"mobilenet_v2": "mobilenet-v2"}.get(arch, arch)
+    with torch.device("meta"):  # counting needs no memory
+        net = models.create(name, **kw)
+    assert n_params(net) == count, ref
+
+
+def test_baselines_run_at_the_paper_input_from_raw_pixels():
+    from medrun.models.cnn_baselines import ARCHS, build
+
+    x = torch.rand(1, 3, 224, 224) * 255
+    with torch.no_grad():
+        for arch in ARCHS:
+            net = build(arch, 4).eval()
+            assert net(x).shape == (1, 4), arch
+            assert set(net.state_dict()) == {f"net.{k}" for k in net.net.state_dict()}  # scaling has no state
+
+
+def test_user_weights_load_through_the_safe_loader(tmp_path):
+    """torchvision-style state dicts (1000-class heads) initialise a 4-class baseline: everything but the
+    classifier, which keeps its init; files holding Python objects or another architecture are refused."""
+    import pickle
+
+    from medrun.errors import UsageError
+    from medrun.models.cnn_baselines import build, network
+    from medrun.pipelines.ad_lite.pipeline import load_initial_weights
+
+    src = network("mobilenet_v2", 1000)
+    torch.save(src.state_dict(), tmp_path / "mnv2.pth")
+    net = build("mobilenet_v2", 4)
+    head = net.net.classifier[1].weight.clone()
+    log = []
+    load_initial_weights(net, "mobilenet_v2", tmp_path / "mnv2.pth", log.append)
+    assert torch.equal(net.net.features[5].conv[1][0].weight, src.features[5].conv[1][0].weight)
+    assert torch.equal(net.net.classifier[1].weight, head) and "classifier.1.weight" in log[0]
+
+    import re
+
+    dense = network("densenet121", 1000)  # torchvision's file: denselayerN.norm.1.weight, MONAI's .layers.norm1
+    tv = {re.sub(r"\.layers\.(norm|relu|conv)([12])\.", r".\1.\2.", k): v for k, v in dense.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in tv
+    torch.save(tv, tmp_path / "densenet.pth")
+    net = load_initial_weights(build("densenet121", 4), "densenet121", tmp_path / "densenet.pth", log.append)
+    assert torch.equal(net.net.features.denseblock1.denselayer1.layers.conv1.weight,
+                       dense.features.denseblock1.denselayer1.layers.conv1.weight)
+
+    with pytest.raises(UsageError, match="do not fit model.arch=vgg16"):
+        load_initial_weights(build("vgg16", 4), "vgg16", tmp_path / "mnv2.pth")
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"x": object()}))
+    with pytest.raises(UsageError):
+        load_initial_weights(build("vgg16", 4), "vgg16", tmp_path / "evil.pth")
+
+
+TINY = ("--dataset", "ad", "--fixture", "-o", "dataset.img_size=32", "-o", "train.epochs=1")
+
+
+@pytest.mark.slow
+def test_ablate_stage_runs_both_variants_beside_table2(cli, runs):
+    r = cli("ablate", "ad-lite", *TINY, "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["with_pcb.params_total"] == 232138 and m["without_pcb.params_total"] == 194730
+    assert m["gain_accuracy"] == pytest.approx(m["with_pcb.accuracy"] - m["without_pcb.accuracy"])
+    page = (runs / "ad-lite" / f"ablate-{r.json()['run_id'][:12]}" / "paper.md").read_text()
+    assert "Table 2" in page and "| without pcb | paper | 0.9600 |" in page
+    # the full variant is the plain train run of the same manifest
+    t = cli("train", "ad-lite", *TINY, "--runs-dir", runs, "--json").json()
+    assert t["reused"] and t["run_id"][:12] in page
+
+
+@pytest.mark.slow
+def test_baselines_stage_with_user_weights(cli, runs, tmp_path):
+    from safetensors.torch import save_file
+
+    from medrun.models.cnn_baselines import network
+
+    save_file(network("mobilenet_v2", 1000).state_dict(), tmp_path / "mnv2.safetensors")
+    r = cli("baselines", "ad-lite", *TINY, "-o", "baselines.archs=[adlite, mobilenet_v2]",
+            "-o", f"baselines.weights={{mobilenet_v2: {tmp_path / 'mnv2.safetensors'}}}", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["models"] == ["adlite", "mobilenet_v2"]
+    assert m["adlite.params_total"] == 232138 and m["mobilenet_v2.params_total"] == 2228996
+    page = (runs / "ad-lite" / f"baselines-{r.json()['run_id'][:12]}" / "paper.md").read_text()
+    assert "| mobilenet_v2 |" in page and "from model.weights" in page
+    assert "not reproduced: no layer description" in page and "| vgg16 | — | 0.6480 |" in page
+    # the child is the run `medrun train -o model.arch=mobilenet_v2 -o model.weights=…` makes, with the file's hash
+    t = cli("train", "ad-lite", *TINY, "-o", "model.arch=mobilenet_v2", "-o",
+            f"model.weights={tmp_path / 'mnv2.safetensors'}", "--runs-dir", runs, "--json").json()
+    assert t["reused"] and len(t["metrics"]["initial_weights_sha256"]) == 64

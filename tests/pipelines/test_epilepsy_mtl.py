@@ -2,6 +2,7 @@
 leave-one-patient-out protocols, the paper's metrics against sklearn, and the bad inputs of the issue."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -299,3 +300,55 @@ def test_render_segments_into_the_image_layout(cli, runs, tmp_path):
     np.savez(tmp_path / "seg" / "hfo" / "p1" / "HFO" / "slow.npz", x=np.zeros(1000), fs=500.0)
     bad = cli("render", "epilepsy-mtl", "--dataset", "ncnp-ecog", "--data-dir", tmp_path / "seg", "--runs-dir", runs)
     assert bad.code == 3 and "slow.npz is sampled at 500 Hz" in bad.err and "Traceback" not in bad.err
+
+
+# -- issue 22: Table 2's single-task CNN baselines ----------------------------------------------------------------
+def test_single_task_cnn_is_one_stream_with_one_head(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from medrun.models.crossstitch import CrossStitchNet, keras_param_count
+    from medrun.models.single_task_cnn import SingleTaskCNN
+    from medrun.pipelines.epilepsy_mtl.pipeline import load_initial_weights
+
+    multi = CrossStitchNet(n_stitch=0)
+    net = SingleTaskCNN("ied")
+    assert 2 * sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in multi.parameters())
+    assert sum(p.numel() for p in net.parameters()) == 1576 and keras_param_count(net) == 1624
+    xa, xb = torch.rand(4, 3, 28, 28, requires_grad=True), torch.rand(4, 3, 28, 28, requires_grad=True)
+    la, lb = net.eval()(xa, xb)  # eval: in training the 80 % dropout on 2 units can cut every gradient
+    assert lb.shape == (4, 2) and not la.any() and not la.requires_grad  # the other head: constant zeros
+    torch.nn.functional.cross_entropy(lb, torch.ones(4, dtype=torch.long)).backward()
+    assert xa.grad is None and xb.grad.abs().sum() > 0  # the HFO input is never read
+    # a multitask run's weights initialise the single-task model's stream (the rest ignored)
+    save_file({f"model.{k}": v.contiguous() for k, v in multi.state_dict().items()}, tmp_path / "multi.safetensors")
+    load_initial_weights(net, tmp_path / "multi.safetensors", lambda *_: None)
+    assert torch.equal(net.ied.block1[0].weight, multi.ied.block1[0].weight)
+
+
+@pytest.mark.slow
+def test_single_task_baseline_learns_on_fixture(cli, runs):
+    """model.task=hfo: the single-task CNN on the hold-out, 30 epochs as the multitask learning check; IED unscored."""
+    r = cli("train", "epilepsy-mtl", *FX, *FAST, "-o", "model.task=hfo", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["accuracy_hfo"] >= 0.85 and m["over_majority_hfo"] >= 0.1, m
+    assert math.isnan(m["accuracy_ied"]) and m["n_ied"] == 0 and m["params_keras"] == 1624 and m["task"] == "hfo"
+    rows = (runs / "epilepsy-mtl" / f"train-{r.json()['run_id'][:12]}" / "per_case.csv").read_text().splitlines()
+    assert len(rows) == 61 and all(line.startswith("hfo,") for line in rows[1:])
+
+
+@pytest.mark.slow
+def test_baselines_stage_sets_single_task_runs_beside_table2(cli, runs):
+    small = ("-o", "dataset.folds=2", "-o", "train.epochs=1", "-o", "eval.repairings=0")
+    r = cli("baselines", "epilepsy-mtl", *FX, "--runs-dir", runs, *small, "--json")
+    assert r.code == 0, r.err
+    m = r.json()["metrics"]
+    assert m["gain_accuracy_ied"] == pytest.approx(m["proposed.accuracy_ied"] - m["single_task.accuracy_ied"])
+    run = runs / "epilepsy-mtl" / f"baselines-{r.json()['run_id'][:12]}"
+    children = json.loads((run / "run.json").read_text())["children"]
+    assert [c["name"] for c in children] == ["fold1", "fold2", "hfo-fold1", "hfo-fold2", "ied-fold1", "ied-fold2"]
+    paper = (run / "paper.md").read_text()
+    assert "| Single-task CNN (this run) |" in paper and "| VGG19 | 89.2000 |" in paper and "not run here" in paper
+    single = json.loads((_child_dir(runs, children[2]) / "metrics.json").read_text())
+    assert single["task"] == "hfo" and single["n_ied"] == 0 and single["params_keras"] == 1624
