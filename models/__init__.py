@@ -26,6 +26,7 @@
 - ``cnn_baselines``, ``mobilenet_v2``, ``vgg``, ``xception``: ImageNet-style CNN baselines (MONAI DenseNet-121,
   MobileNet-V2, VGG-16, Xception) with raw-pixel input scaling, built offline (ad-lite card, Table 1).
 - ``single_task_cnn``: one stream of the cross-stitch model with one task head (epilepsy-mtl card, Table 2).
+- ``ea_unet``: EA-U-Net, the two-branch (CT + vessel prior) edge-aware 3D U-Net (pulmonary-av card).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
   (endo-depth card).
 
@@ -57,6 +58,7 @@ _MODELS: dict[str, str] = {
     "drivpocket": "drivpocket:DRIVPocket",
     "duat": "duat:DuAT",
     "dvtwin": "dvtwin:DVTwin",
+    "ea-unet": "ea_unet:EAUNet",
     "hybridnet": "hybridnet:HybridNet",
     "hybridnet-swin": "hybridnet:SwinHeads",
     "hybridnet-tiny": "hybridnet:hybridnet_tiny",
