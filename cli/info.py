@@ -227,6 +227,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json")] = False) -> int:
     report["runs_dir"] = {"path": str(runs.resolve()), "writable": _writable(runs)}
     data = os.environ.get("MEDRUN_DATA")
     report["data_dir"] = {"MEDRUN_DATA": data, "exists": bool(data) and Path(data).is_dir()}
+    from medrun.pipelines.launch import usable
+
+    report["launchers"] = usable()
     if json_out:
         emit_json(report)
         return 0
@@ -245,6 +248,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json")] = False) -> int:
     writable = "writable" if report["runs_dir"]["writable"] else "[red]not writable[/]"
     con.print(f"runs dir {report['runs_dir']['path']} ({writable})")
     con.print(f"data dir MEDRUN_DATA={data or '[dim]unset[/] (manifests default to ./data)'}")
+    con.print("launchers (--launcher): " + "  ".join(f"{k}: {v}" for k, v in report["launchers"].items()))
     return 0 if report["torch"] else 4
 
 

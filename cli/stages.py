@@ -81,6 +81,16 @@ def _command(verb: str):
                 "MLFLOW_TRACKING_URI)",
             ),
         ] = None,
+        launcher: Annotated[
+            str,
+            typer.Option(envvar="MEDRUN_LAUNCHER", help="how child runs (folds, seeds, variants) run: local (one after "
+                         "another), local:N (N processes at once), slurm, submitit-local; never changes a run id"),
+        ] = "local",
+        store: Annotated[
+            str | None,
+            typer.Option(envvar="MEDRUN_STORE", help="a shared run store (folder or fsspec URL): a complete run of "
+                         "the same id there is pulled and reused instead of computed"),
+        ] = None,
     ) -> int:
         from medrun.pipelines.runner import Request
 
@@ -90,7 +100,7 @@ def _command(verb: str):
             trainer={"accelerator": accelerator, "devices": _devices(devices), "strategy": strategy,
                      "precision": precision, "num_nodes": num_nodes},
             run_ref=run, checkpoint=checkpoint, split=split, argv=os.environ.get("MEDRUN_ARGV", "").split(),
-            log_to=tuple(log_to or ()),
+            log_to=tuple(log_to or ()), launcher=launcher, store=store,
         )
         return run_request(req, json_out, seeds)
 
@@ -110,7 +120,9 @@ def _devices(text: str | None):
 
 def run_request(req, json_out: bool, seeds: str | None = None) -> int:
     from medrun.pipelines import replicates, runner
+    from medrun.pipelines.launch import parse
 
+    parse(req.launcher)  # a bad --launcher fails before anything is planned
     t0 = time.perf_counter()
     seed_list = replicates.parse_seeds(seeds) if seeds else runner.manifest_seeds(req)
     if seed_list and not req.dry_run:

@@ -78,6 +78,19 @@ class SmokeSection(Section):
     max: dict[str, float] = Field(default_factory=dict)
 
 
+class LauncherSection(Section):
+    """What each sweep child asks a cluster for (``--launcher slurm``; ``pipelines/launch.py``). Hardware, like
+    ``trainer:``: not part of a run's identity."""
+
+    partition: str | None = Field(None, description="SLURM partition")
+    time_min: int = Field(60, ge=1, description="wall-clock limit per child, minutes")
+    gpus: int = Field(0, ge=0, description="GPUs per child (one node each)")
+    cpus: int | None = Field(None, ge=1, description="CPUs per child")
+    mem_gb: float | None = Field(None, gt=0, description="memory per child, GB")
+    account: str | None = Field(None, description="SLURM account")
+    extra: dict[str, str] = Field(default_factory=dict, description="further sbatch options (name: value)")
+
+
 class Manifest(Section):
     pipeline: str
     dataset: DatasetSection
@@ -95,9 +108,10 @@ class Manifest(Section):
     )
     paper: PaperSection | None = None
     smoke: SmokeSection = Field(default_factory=SmokeSection)
+    launcher: LauncherSection | None = Field(None, description="per-child cluster resources (--launcher slurm)")
 
 
 # Keys that do not change what a run computes, left out of the run id: where the data lies (its content is
 # fingerprinted separately), what the paper reported, the smoke thresholds, and the replicate seeds (each member
-# run has its own ``seed``).
-ID_EXCLUDED = ("dataset.root", "paper", "smoke", "seeds")
+# run has its own ``seed``), and the cluster resources a sweep child asks for (``launcher``: hardware).
+ID_EXCLUDED = ("dataset.root", "paper", "smoke", "seeds", "launcher")

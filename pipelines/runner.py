@@ -75,6 +75,8 @@ class Request:
     split: str | None = None
     argv: list[str] = field(default_factory=list)
     log_to: tuple[str, ...] = ()  # extra experiment trackers: "mlflow"
+    launcher: str = "local"  # how sweep children run (pipelines/launch.py); hardware: never part of a run id
+    store: str | None = None  # a shared run store to reuse complete runs from (artifacts/store.py)
 
 
 @dataclass
@@ -564,6 +566,11 @@ def _execute_worker(p: Plan) -> dict:
 def _execute(p: Plan, log=print) -> dict:
     req = p.request
     run = RunDir(p.path)
+    if req.store and not req.force and not run.is_complete():  # a build cache: a complete stored run is reused
+        from medrun.artifacts.store import fetch
+
+        if fetch(req.store, req.runs_dir, p.path, p.run_id, log=log):
+            log(f"reused from the store {req.store}: {p.path}")
     if run.is_complete() and not req.force:
         return {
             "run_id": p.run_id,
@@ -609,6 +616,7 @@ def _execute(p: Plan, log=print) -> dict:
 
             run.write_text("paper.md", paper_md(p.spec, p.manifest, metrics, ctx))
         run.append_event("end", status="complete")
+        _attach_launch_log(p, run)
         run.seal()
     except KeyboardInterrupt:
         with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
@@ -631,6 +639,18 @@ def _execute(p: Plan, log=print) -> dict:
         signal.signal(signal.SIGTERM, previous)
         run.close()
     return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
+
+
+def _attach_launch_log(p: Plan, run: RunDir) -> None:
+    """A sweep child run by a launcher (``pipelines/launch.py``): its output so far into ``logs/launcher.log``,
+    sealed with the run."""
+    src = os.environ.get("MEDRUN_CHILD_LOG")
+    if not src or os.path.abspath(os.environ.get("MEDRUN_CHILD_RUN", "")) != os.path.abspath(p.path):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        run.write_text("logs/launcher.log", Path(src).read_text(errors="replace"))
 
 
 def _launcher(p: Plan, run: RunDir, log):

@@ -7,7 +7,9 @@ content-hashed id (``runs/<pipeline>/<stage>-<id>/``), so
 - a child that is already complete is reused, and a killed ``cv`` resumes at its first unfinished fold (an
   interrupted child resumes from its own ``last.ckpt``);
 - a child can be verified, re-run and compared like any run;
-- this module is the one place that hands child runs to a launcher (today: one after another in this process).
+- this module is the one place that hands child runs to a launcher: one after another in this process (``local``,
+  the default), or ``--launcher local:N | slurm | submitit-local`` (``pipelines/launch.py``), which runs the
+  children that are not complete in processes of their own; the results are the same either way.
 
 The parent stage (``cv``, ``ablate``, ``repeat`` …) calls ``self.ctx.sweep(children)``, gets a
 :class:`ChildRun` per child, and summarises with :func:`summarise`, which states its rules: sample sd with
@@ -77,12 +79,30 @@ def child_request(parent, child: Child):
 
 def run_children(parent_request, children: Sequence[Child], log=print, title: str = "children") -> list[ChildRun]:
     """Plan and execute every child in turn (reusing complete ones). Planning all first means a bad override in
-    the last variant fails before the first one trains."""
+    the last variant fails before the first one trains. With a parallel launcher (``parent_request.launcher``)
+    the children that are not complete run in processes of their own first; then every child is executed here in
+    order, which reuses them, so what the parent gets is what a sequential sweep gives."""
     from . import runner
 
     plans = [(c, runner.plan(child_request(parent_request, c), log=lambda *_: None)) for c in children]
+    launcher = None
+    if getattr(parent_request, "launcher", "local") not in (None, "", "local"):
+        from .launch import launch_children, parse
+
+        launcher = parse(parent_request.launcher)
+    computed: set[Path] = set()
+    if launcher is not None and launcher.parallel:
+        computed = launch_children(launcher, [(c.name, p) for c, p in plans], log=log, title=title)
     out = []
     for i, (c, p) in enumerate(plans):
+        if launcher is not None and launcher.parallel:
+            done_here = p.path in computed
+            if done_here:  # computed by a worker just now: reuse it, do not --force it a second time
+                p = dataclasses.replace(p, request=dataclasses.replace(p.request, force=False))
+            result = runner.execute(p, log=log)
+            out.append(ChildRun(c, p.run_id, Path(result["run_dir"]), result["metrics"],
+                                result["reused"] and not done_here))
+            continue
         state = "reused" if runner.RunDir(p.path).is_complete() and not p.request.force else "running"
         log(f"{title} {i + 1}/{len(plans)} {c.name}: {state} {p.path}")
         result = runner.execute(p, log=log)
