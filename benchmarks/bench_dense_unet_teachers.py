@@ -17,11 +17,7 @@ peak resident set size during the measured work minus the resident size before i
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
-import sys
+from _timing import machine, run_child
 
 REPEATS = 1
 THREADS = 1
@@ -76,25 +72,14 @@ MODELS = {"dense-unet-attention": "3D-DenseUNet, attention up-blocks (paper)",
           "monai-unet": "MONAI UNet 32-64-128, 3 res units"}
 
 
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({THREADS} intra-op thread), "
-            f"Python {platform.python_version()}, no GPU used")
-
-
 def _run(which: str, task: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    out = subprocess.run([sys.executable, "-c", CHILD, which, task], capture_output=True, text=True, check=True,
-                         env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, [which, task], THREADS)
 
 
 def main() -> None:
     rows = [(name, _run(name, "infer"), _run(name, "train")) for name in MODELS]
     print("## dense-unet-teachers: sliding-window inference per 128³ volume, training-step memory\n")
-    print(f"Machine: {_machine()}. Shared with other jobs while measured.\n")
+    print(f"Machine: {machine(THREADS)}. Shared with other jobs while measured.\n")
     print("| model (2 input channels, 4 classes) | params | s / 128³ volume (64 windows of 32³) | "
           "s / 128³ volume at step 8 (2,197 windows, extrapolated) | peak RSS during inference (MiB) | "
           "s / training step (8 × 32³) | peak RSS of the step (MiB) |")

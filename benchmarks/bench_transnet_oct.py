@@ -13,11 +13,7 @@ peak resident set size during the work minus the resident size before it.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
-import sys
+from _timing import machine, run_child
 
 THREADS = 1
 BATCH = 8
@@ -84,26 +80,15 @@ MODELS = {"transnetoct": "TransNetOCT (ResNet-50, D 512, M 4)",
           "monai-unet": "MONAI UNet 2D 64…1024, 2 res units"}
 
 
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({THREADS} intra-op thread), "
-            f"Python {platform.python_version()}, no GPU used")
-
-
 def _run(which: str, task: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    out = subprocess.run([sys.executable, "-c", CHILD, which, task], capture_output=True, text=True, check=True,
-                         env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, [which, task], THREADS)
 
 
 def main() -> None:
     rows = [(name, _run(name, "infer"), _run(name, "train")) for name in MODELS]
     prop = _run("-", "propagate")
     print("## transnet-oct: inference per 5-B-scan stack at 256², training-step memory, Algorithm 1\n")
-    print(f"Machine: {_machine()}. Shared with other jobs while measured.\n")
+    print(f"Machine: {machine(THREADS)}. Shared with other jobs while measured.\n")
     print(f"| model (9 input channels → 12 × 5 × 256²) | params | s / stack (inference, batch 1) | "
           f"peak RSS during inference (MiB) | s / training step ({BATCH} × 256²) | peak RSS of the step (MiB) |")
     print("|---|---|---|---|---|---|")
