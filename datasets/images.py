@@ -91,11 +91,23 @@ def to_8bit(im, path: Path | None = None):
     return Image.fromarray(np.rint(scaled).astype(np.uint8))  # 2-D uint8: mode L
 
 
-def read_rgb(path: Path, size: int):
+def read_rgb(path: Path, size: int, intensity=None):
     """HxWx3 uint8 array resized to size×size (bilinear), or a DataError naming the file. 16-bit and float images
-    are first brought to 8 bits by ``to_8bit``."""
+    are first brought to 8 bits by ``to_8bit``. With an ``intensity`` (``imageio.Intensity``, the manifest's
+    ``dataset.intensity``), and for DICOM and NIfTI files, the file is read by ``imageio`` and scaled by it."""
     import numpy as np
     from PIL import Image
 
+    if intensity is not None or Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        from .imageio import read, to_unit
+
+        img = read(path)
+        unit = to_unit(img, intensity)
+        unit = unit.squeeze(-1) if unit.ndim == 3 and unit.shape[-1] == 1 else unit
+        if unit.ndim != 2 and not (unit.ndim == 3 and unit.shape[-1] in (3, 4) and not img.volume):
+            raise DataError(f"{path} is a volume of shape {img.array.shape}, not a 2-D image",
+                            fix="give a 2-D image (one slice), or use a pipeline for volumes")
+        im = Image.fromarray(np.rint(unit * 255).astype(np.uint8))
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
     with open_image(path) as im:
         return np.asarray(to_8bit(im, path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)

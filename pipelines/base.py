@@ -200,14 +200,19 @@ class StageContext:
         if any(ch in str(source) for ch in "*?["):
             import glob
 
-            files = sorted(p for p in map(Path, glob.glob(str(src), recursive=True)) if wanted(p))
+            found = sorted(map(Path, glob.glob(str(src), recursive=True)))
+            files = [p for p in found if wanted(p)]
+            self._log_skipped([p for p in found if p.is_file() and not p.name.startswith(".") and not wanted(p)],
+                              suffixes)
         elif src.is_file():
             files = [src] if wanted(src) else []
             if not files:
                 raise DataError(f"predict.input {src} is not one of {', '.join(suffixes)}",
                                 fix=f"point predict.input at {what} ({', '.join(suffixes)})")
         elif src.is_dir():
-            files = sorted(p for p in src.iterdir() if wanted(p))
+            found = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+            files = [p for p in found if wanted(p)]
+            self._log_skipped([p for p in found if not wanted(p)], suffixes)
         else:
             raise DataError(
                 f"predict.input not found: {src}", fix=f"-o predict.input=/path/to/{what.replace(' ', '_')}"
@@ -216,6 +221,14 @@ class StageContext:
             raise DataError(f"no {what} in {src} (looked for {', '.join(suffixes)})",
                             fix=f"point predict.input at a folder of {what}")
         return files
+
+    def _log_skipped(self, skipped: list[Path], suffixes: tuple[str, ...], show: int = 20) -> None:
+        """A line for each input a predict stage leaves out, and why (a .dcm among PNGs used to vanish silently)."""
+        for p in skipped[:show]:
+            why = "a folder" if p.is_dir() else f"not one of {', '.join(suffixes)}"
+            self.log(f"skipped {p}: {why}")
+        if len(skipped) > show:
+            self.log(f"skipped {len(skipped) - show} more inputs of other kinds")
 
     def parent_file(self, rel: str) -> Path:
         """A file of the parent run, after checking it against the parent's ``MANIFEST.sha256``."""

@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -599,45 +598,43 @@ def _execute(p: Plan, log=print) -> dict:
                        launcher=_launcher(p, run, log))
     trackers = [mlflow_logger(p)] if "mlflow" in req.log_to else []
     ctx.extras["loggers"] = trackers
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    try:
-        training.apply_determinism(p.manifest.determinism, p.manifest.seed)
-        pipeline = p.spec.load()(p.manifest, ctx)
-        metrics = pipeline.run_stage(req.stage) or {}
-        run.write_json("metrics.json", metrics)
-        for t in trackers:  # the final metrics and the manifest, also for stages that train nothing
-            t.log_hyperparams(_flat(p.manifest_dict))
-            t.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            t.finalize("success")
-        if not (run.path / "paper.md").exists():
-            from .report import paper_md
+    with training.sticky_interrupts():  # Ctrl-C / SIGTERM: interrupted, resumable
+        try:
+            training.apply_determinism(p.manifest.determinism, p.manifest.seed)
+            pipeline = p.spec.load()(p.manifest, ctx)
+            metrics = pipeline.run_stage(req.stage) or {}
+            run.write_json("metrics.json", metrics)
+            for t in trackers:  # the final metrics and the manifest, also for stages that train nothing
+                t.log_hyperparams(_flat(p.manifest_dict))
+                t.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                t.finalize("success")
+            if not (run.path / "paper.md").exists():
+                from .report import paper_md
 
-            run.write_text("paper.md", paper_md(p.spec, p.manifest, metrics, ctx))
-        run.append_event("end", status="complete")
-        _attach_launch_log(p, run)
-        run.seal()
-    except KeyboardInterrupt:
-        with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
-            run.update_info(status="interrupted")
-            run.append_event("end", status="interrupted")
-        _close_trackers(trackers, "killed")
-        raise
-    except BaseException as e:
-        _close_trackers(trackers, "failed")
-        env = env_error(e, run.path)
-        msg = str(env or e)
-        with contextlib.suppress(OSError):  # best effort: the disk may be full; MANIFEST.sha256 is absent either way
-            run.update_info(status="failed", error=msg.splitlines()[0] if msg else type(e).__name__)
-            (run.path / "logs" / "error.log").write_text(traceback.format_exc())
-            run.append_event("end", status="failed")
-        if env is not None:
-            raise env from None
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        run.close()
+                run.write_text("paper.md", paper_md(p.spec, p.manifest, metrics, ctx))
+            run.append_event("end", status="complete")
+            _attach_launch_log(p, run)
+            run.seal()
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
+                run.update_info(status="interrupted")
+                run.append_event("end", status="interrupted")
+            _close_trackers(trackers, "killed")
+            raise
+        except BaseException as e:
+            _close_trackers(trackers, "failed")
+            env = env_error(e, run.path)
+            msg = str(env or e)
+            with contextlib.suppress(OSError):  # best effort on a full disk; MANIFEST.sha256 is absent either way
+                run.update_info(status="failed", error=msg.splitlines()[0] if msg else type(e).__name__)
+                (run.path / "logs" / "error.log").write_text(traceback.format_exc())
+                run.append_event("end", status="failed")
+            if env is not None:
+                raise env from None
+            raise
+        finally:
+            run.close()
     return {"run_id": p.run_id, "run_dir": str(p.path), "status": "complete", "reused": False, "metrics": metrics}
 
 
@@ -750,10 +747,6 @@ def _close_trackers(trackers: list, status: str) -> None:
     for t in trackers:
         with contextlib.suppress(Exception):  # a tracker's failure must not hide the run's own
             t.finalize(status)
-
-
-def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def build_model(spec, manifest):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +28,33 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 for _pattern in (".*logs directory .* exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
                  ".*smaller than the logging interval.*", ".*does not have many workers.*"):
     warnings.filterwarnings("ignore", message=_pattern)
+
+
+_interrupted = False
+
+
+def _on_signal(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sticky_interrupts():
+    """SIGINT and SIGTERM raise KeyboardInterrupt and are remembered. Python drops an exception raised where it
+    cannot propagate (a finalizer or weakref callback: "Exception ignored in ..."), so a Ctrl-C landing there was
+    lost and training went on; ``ExactResume`` raises a remembered interrupt again at the next batch."""
+    global _interrupted
+    _interrupted = False
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        _interrupted = False
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def apply_determinism(level: str, seed: int) -> None:
@@ -128,6 +157,10 @@ class ExactResume(Callback):
         sampler = getattr(trainer.train_dataloader, "sampler", None)
         return sampler if isinstance(sampler, ResumableSampler) else None
 
+    def on_validation_batch_start(self, *args, **kwargs):
+        if _interrupted:
+            raise KeyboardInterrupt
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (sampler := self._sampler(trainer)) is not None:
             sampler.consumed += 1
@@ -155,6 +188,7 @@ class ExactResume(Callback):
         self._pending = checkpoint.get("medrun_rng")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.on_validation_batch_start()
         if self._pending is None:
             return
         import random
@@ -258,10 +292,11 @@ def fit(trainer: L.Trainer, module, datamodule=None, ckpt_path=None, **kw) -> No
         raise
 
 
-def resume_checkpoint(run) -> Path | None:
-    """``checkpoints/last.ckpt`` to resume from, if there is one, after checking that this run wrote it: a
-    checkpoint carried over from another run (another manifest, code or data) is refused, not silently resumed."""
-    last = run.path / "checkpoints" / "last.ckpt"
+def resume_checkpoint(run, name: str = "last.ckpt") -> Path | None:
+    """``checkpoints/<name>`` (default ``last.ckpt``) to resume from, if there is one, after checking that this run
+    wrote it: a checkpoint carried over from another run (another manifest, code or data) is refused, not silently
+    resumed. A stage with two training loops (lorasam's stage A) names the first loop's file."""
+    last = run.path / "checkpoints" / name
     if not last.exists():
         return None
     try:

@@ -6,8 +6,13 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Fixtures and the stat cache go to a per-session folder, never the user's ~/.cache."""
-    os.environ["MEDRUN_CACHE"] = str(tmp_path_factory.mktemp("medrun-cache"))
+    """Fixtures and the stat cache go to a folder of this test session, never the user's ~/.cache. The xdist workers
+    share it (the folder above each worker's own), so each fixture is generated once per session, not once per
+    worker: concurrent first use is safe (the fixture cache locks; tests/hostile/test_fixture_race.py)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent / "medrun-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "medrun-cache"
+    shared.mkdir(exist_ok=True)
+    os.environ["MEDRUN_CACHE"] = str(shared)
     os.environ["MEDRUN_PLAIN"] = "1"
     os.environ.pop("MEDRUN_RUNS", None)
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -15,6 +20,22 @@ def _isolated_cache(tmp_path_factory):
 
         torch.set_num_threads(1)  # two workers on two cores
     yield
+
+
+@pytest.fixture
+def fixture_copy(tmp_path):
+    """``fixture_copy(name)``: a private copy of a dataset's fixture, which is generated once per session into the
+    shared cache; for tests that damage or edit the data (copying is much cheaper than generating)."""
+    import shutil
+    from pathlib import Path
+
+    def make(name: str, seed: int = 0) -> Path:
+        from medrun.pipelines.runner import fixture_root
+
+        src = fixture_root(name, seed, log=lambda *a, **k: None)
+        return Path(shutil.copytree(src, tmp_path / f"{name}-seed{seed}", symlinks=True))
+
+    return make
 
 
 @pytest.fixture

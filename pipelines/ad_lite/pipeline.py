@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medrun.datasets import alzheimer
+from medrun.datasets import alzheimer, imagefolder
 from medrun.errors import UsageError
 from medrun.models.adlite import AdLiteNet
 
 from .. import training
+from ..base import IMAGE_SUFFIXES
 from ..report import confusion_axes, markdown_table, paper_md, paper_note
 from ..sweep import Child, headline, mean_sd_table, summarise
 from ..tasks import classification as clf
@@ -67,6 +68,8 @@ class AdLite(Supervised):
             samples, classes = alzheimer.read_oasis(roots["oasis"], d.undersample, d.undersample_seed)
         elif d.name == "merged":
             samples, classes = alzheimer.read_merged(roots["ad"], roots["adni"])
+        elif d.name == "imagefolder":
+            samples, classes = imagefolder.read(roots["imagefolder"], self.ctx.log)
         else:
             samples, classes = READERS[d.name](roots[d.name])
         if self.m.model.num_classes != len(classes):
@@ -95,7 +98,7 @@ class AdLite(Supervised):
 
     # -- the template's hooks -------------------------------------------------------------------------------
     def dataset(self, samples, train: bool):
-        return clf.ImageSamples(samples, self.m.dataset.img_size)
+        return clf.ImageSamples(samples, self.m.dataset.img_size, self.m.dataset.intensity)
 
     def lit_module(self, net):
         t = self.m.train
@@ -121,7 +124,7 @@ class AdLite(Supervised):
 
     def evaluate(self, net, samples):
         return clf.evaluate(net, samples, self.m.dataset.img_size, self.classes, self.m.train.batch_size,
-                            self.predictor)
+                            self.predictor, self.m.dataset.intensity)
 
     def figures(self, net, samples, metrics, rows, split):
         cm = np.asarray(metrics["confusion_matrix"])
@@ -146,14 +149,32 @@ class AdLite(Supervised):
 
         return baselines(self)
 
+    def trained_classes(self) -> list[str]:
+        """The class names of the weights this stage uses: the dataset's, or for ``imagefolder`` the training run's
+        class folders, kept in its weights file's metadata (``class0`` … for a user's file without them)."""
+        if self.m.dataset.name in CLASSES:
+            return list(CLASSES[self.m.dataset.name])
+        c = self.ctx
+        path = c.checkpoint or (c.parent or c.run).path / "checkpoints" / "model.safetensors"
+        names = []
+        if Path(path).suffix == ".safetensors" and Path(path).is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                names = ((f.metadata() or {}).get("classes") or "").split(",")
+        n = self.m.model.num_classes
+        return names if len(names) == n else [f"class{i}" for i in range(n)]
+
     def predict_items(self):
         if self.m.predict.input:
-            self.classes = CLASSES[self.m.dataset.name]
-            return [alzheimer.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input)]
+            self.classes = self.trained_classes()
+            suffixes = imagefolder.READABLE if self.m.dataset.name == "imagefolder" else IMAGE_SUFFIXES
+            return [alzheimer.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input, suffixes)]
         return super().predict_items()
 
     def predict_rows(self, net, samples):
-        probs = clf.predict_probs(net, clf.ImageSamples(samples, self.m.dataset.img_size), self.m.train.batch_size,
+        d = self.m.dataset
+        probs = clf.predict_probs(net, clf.ImageSamples(samples, d.img_size, d.intensity), self.m.train.batch_size,
                                   self.predictor)
         return [{"file": str(s.path), "pred": self.classes[int(p.argmax())],
                  **{f"prob_{c}": float(p[j]) for j, c in enumerate(self.classes)}}
@@ -169,7 +190,7 @@ class AdLite(Supervised):
         """What `medrun export --format monai-bundle` needs: the network, preprocessing identical to training's
         (PIL: RGB, bilinear resize to img_size, raw 0–255 floats, channels first) and softmax class scores."""
         mm, size = self.m.model, self.m.dataset.img_size
-        classes = CLASSES[self.m.dataset.name]
+        classes = self.trained_classes()
         return {
             "task": f"Alzheimer's stage classification from one MRI slice ({len(classes)} classes)",
             "network_def": {

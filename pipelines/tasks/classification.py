@@ -20,17 +20,17 @@ class ImageSamples(Dataset):
 
     PRELOAD_BYTES = 512 * 1024 * 1024
 
-    def __init__(self, samples, size: int):
-        self.samples, self.size = list(samples), size
+    def __init__(self, samples, size: int, intensity=None):
+        self.samples, self.size, self.intensity = list(samples), size, intensity
         self._cache = None
         if len(self.samples) * size * size * 3 <= self.PRELOAD_BYTES:
-            self._cache = np.stack([read_rgb(s.path, size) for s in self.samples]) if self.samples else None
+            self._cache = np.stack([read_rgb(s.path, size, intensity) for s in self.samples]) if self.samples else None
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
-        img = self._cache[i] if self._cache is not None else read_rgb(self.samples[i].path, self.size)
+        img = self._cache[i] if self._cache is not None else read_rgb(self.samples[i].path, self.size, self.intensity)
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float(), self.samples[i].label
 
 
@@ -104,11 +104,11 @@ def predict_probs(net: torch.nn.Module, ds: Dataset, batch_size: int = 64, predi
     return torch.softmax(torch.cat(out), dim=1).numpy() if out else np.zeros((0, 1))
 
 
-def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64, predictor=None
+def evaluate(net, samples, size: int, classes: list[str], batch_size: int = 64, predictor=None, intensity=None
              ) -> tuple[dict, list[dict]]:
     """Accuracy, per-class and macro/weighted P/R/F1, micro and macro AUROC, confusion matrix; per-case rows."""
     t0 = time.perf_counter()
-    probs = predict_probs(net, ImageSamples(samples, size), batch_size, predictor)
+    probs = predict_probs(net, ImageSamples(samples, size, intensity), batch_size, predictor)
     return scores(probs, np.array([s.label for s in samples]), [str(s.path) for s in samples], classes, t0)
 
 

@@ -77,30 +77,30 @@ def _empty(folder):
         p.unlink()
 
 
-def test_empty_class_folder_warns_alzheimer(tmp_path):
-    root = get("adni").make_fixture(tmp_path, 0)
+def test_empty_class_folder_warns_alzheimer(fixture_copy):
+    root = fixture_copy("adni")
     _empty(root / "CI")
     with pytest.warns(DataWarning, match=rf"{root / 'CI'} holds no images"):
         samples, _ = alzheimer.read_adni(root)
     assert samples
 
 
-def test_empty_class_folder_warns_chestxray(tmp_path):
-    root = get("chestxray").make_fixture(tmp_path, 0)
+def test_empty_class_folder_warns_chestxray(fixture_copy):
+    root = fixture_copy("chestxray")
     _empty(root / "test" / "NORMAL")
     with pytest.warns(DataWarning, match=rf"{root / 'test' / 'NORMAL'}"):
         chestxray.read(root, "test")
 
 
-def test_empty_class_folder_warns_busi(tmp_path):
-    root = get("busi").make_fixture(tmp_path, 0)
+def test_empty_class_folder_warns_busi(fixture_copy):
+    root = fixture_copy("busi")
     _empty(root / "malignant")
     with pytest.warns(DataWarning, match=rf"{root / 'malignant'}"):
         busi.read(root)
 
 
-def test_empty_class_folder_warns_ncnp_ecog(tmp_path):
-    root = get("ncnp-ecog").make_fixture(tmp_path, 0)
+def test_empty_class_folder_warns_ncnp_ecog(fixture_copy):
+    root = fixture_copy("ncnp-ecog")
     (root / "labels.csv").unlink()
     folder = root / "hfo" / "pt01" / "HFO"
     _empty(folder)
@@ -108,8 +108,8 @@ def test_empty_class_folder_warns_ncnp_ecog(tmp_path):
         ncnp_ecog.read(root)
 
 
-def test_full_class_folders_do_not_warn(tmp_path, recwarn):
-    root = get("adni").make_fixture(tmp_path, 0)
+def test_full_class_folders_do_not_warn(fixture_copy, recwarn):
+    root = fixture_copy("adni")
     alzheimer.read_adni(root)
     assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
     shutil.rmtree(root)

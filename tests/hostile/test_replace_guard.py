@@ -16,10 +16,11 @@ from medrun.errors import UsageError
 
 def trained_run() -> tuple[Path, Path]:
     """A complete one-epoch ad-lite train run at 32 px. It lives beside the session's fixture cache, so every
-    hostile module that asks for it after the first reuses the same run (same id) instead of training again."""
+    hostile module that asks for it after the first reuses the same run (same id) instead of training again; one
+    runs folder per xdist worker, so one worker's snapshot never sees another's writes."""
     from medrun.cli.main import main
 
-    runs = Path(os.environ["MEDRUN_CACHE"]) / "hostile-runs"
+    runs = Path(os.environ["MEDRUN_CACHE"]) / f"hostile-runs-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     args = ["train", "ad-lite", "--dataset", "oasis", "--fixture", "-o", "train.epochs=1", "-o", "dataset.img_size=32",
             "--runs-dir", str(runs)]
     assert main(args) == 0

@@ -68,3 +68,29 @@ def test_sigkill_mid_training_lists_as_interrupted(medrun_proc, env):
     assert [(r["stage"], r["status"]) for r in runs] == [("train", "interrupted")]
     run_json = json.loads(open(os.path.join(runs[0]["run_dir"], "run.json")).read())
     assert run_json["status"] == "running" and isinstance(run_json["pid"], int)  # what the dead writer left
+
+
+def test_a_ctrl_c_that_python_swallows_is_raised_again_at_the_next_batch():
+    """A KeyboardInterrupt raised inside a finalizer is printed as "Exception ignored" and lost; training went on
+    after Ctrl-C (seen as a flaky ctrl-c test under load). The interrupt is remembered and re-raised per batch."""
+    import gc
+    from types import SimpleNamespace
+
+    from medrun.pipelines import training
+
+    class SwallowsInterrupts:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs between bytecodes, here, inside the finalizer
+                pass
+
+    cb = training.ExactResume()
+    with training.sticky_interrupts():
+        SwallowsInterrupts()
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            cb.on_train_batch_start(SimpleNamespace(), None, None, 0)
+        with pytest.raises(KeyboardInterrupt):
+            cb.on_validation_batch_start(SimpleNamespace(), None, None, 0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    cb.on_validation_batch_start()  # forgotten once the block is left

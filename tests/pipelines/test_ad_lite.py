@@ -147,7 +147,7 @@ def test_unwritable_runs_dir(cli, tmp_path):
 def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        _train_cmd(runs, "-o", "train.epochs=200"),
+        _train_cmd(runs, "-o", "train.epochs=200", "-o", "dataset.img_size=32"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -431,3 +431,30 @@ def test_baselines_stage_with_user_weights(cli, runs, tmp_path):
     t = cli("train", "ad-lite", *TINY, "-o", "model.arch=mobilenet_v2", "-o",
             f"model.weights={tmp_path / 'mnv2.safetensors'}", "--runs-dir", runs, "--json").json()
     assert t["reused"] and len(t["metrics"]["initial_weights_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_own_images_in_class_folders_learn_and_unlabelled_files_predict(cli, runs, tmp_path):
+    """``--dataset imagefolder``: 16-bit PNG, float TIFF and DICOM files with 12-bit values, one explicit window;
+    then predict on a folder of unlabelled files of each kind, where a text file is skipped with a line."""
+    from pathlib import Path
+
+    r = cli("train", "ad-lite", "--dataset", "imagefolder", "--fixture", "-o", "dataset.img_size=32",
+            "-o", "train.epochs=4", "--runs-dir", runs, "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["metrics"]["accuracy"] >= 0.6, out["metrics"]  # chance is 1/3
+    assert "skipped 1 file(s) that are not images" in r.err
+    manifest = (Path(out["run_dir"]) / "manifest.yaml").read_text()
+    assert "window" in manifest and "4095" in manifest  # the intensity handling is part of the run's record
+    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
+    new = tmp_path / "new"
+    new.mkdir()
+    for f in ("left/left_000.png", "centre/centre_001.tif", "right/right_002.dcm"):
+        shutil.copy(src / f, new)
+    (new / "notes.txt").write_text("not an image")
+    p = cli("predict", "ad-lite", "--run", out["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs, "--json")
+    assert p.code == 0, p.err
+    assert f"skipped {new / 'notes.txt'}: not one of" in p.err
+    rows = (Path(p.json()["run_dir"]) / "per_case.csv").read_text().splitlines()
+    assert rows[0] == "file,pred,prob_centre,prob_left,prob_right" and len(rows) == 4

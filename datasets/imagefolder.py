@@ -1,0 +1,125 @@
+"""``imagefolder``: a researcher's own classification images, one folder per class — the layout most labs already
+have, and what torchvision and Keras call an image folder.
+
+Layout::
+
+    <root>/<class name>/<image>     any file medrun reads (datasets/imageio.py): PNG/JPEG/TIFF 8- or 16-bit or
+                                    float, a DICOM file, NIfTI; class names are the folder names, sorted
+
+Hidden files and folders are skipped; a file of another kind (notes, spreadsheets) is skipped with a line saying
+so, an empty class folder is a DataWarning, fewer than two classes a DataError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medrun.errors import DataError
+
+from . import DatasetInfo
+from .imageio import READABLE, suffix
+from .images import warn_empty
+
+DATASETS = [
+    DatasetInfo("imagefolder", "Your own classification images, one folder per class",
+                "<root>/<class>/<image> (PNG, JPEG, TIFF 8/16-bit or float, DICOM, NIfTI)",
+                "your own data: put each class's images in a folder named after the class; point at the folder "
+                "holding the class folders", "medrun.datasets.imagefolder:fixture", ("classification",)),
+]
+
+_HINT = "point at the folder holding one sub-folder per class (e.g. data/normal/, data/tumour/), or try --fixture"
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def check_layout(root: Path) -> None:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found at {root}", fix=_HINT)
+    classes = _class_dirs(root)
+    if len(classes) < 2:
+        raise DataError(f"{root} has {len(classes)} class folder(s); a classifier needs at least 2",
+                        fix=_HINT)
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read(root: Path, log=None) -> tuple[list[Sample], list[str]]:
+    """(samples, class names): every readable file of each class folder, in sorted order."""
+    root = Path(root)
+    check_layout(root)
+    samples, classes, skipped = [], [], []
+    for label, folder in enumerate(_class_dirs(root)):
+        classes.append(folder.name)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        keep = [p for p in files if suffix(p) in READABLE]
+        skipped += [p for p in files if suffix(p) not in READABLE]
+        if not keep:
+            warn_empty(folder)
+        samples += [Sample(p, label) for p in keep]
+    if skipped and log is not None:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in skipped[:5])
+        log(f"imagefolder: skipped {len(skipped)} file(s) that are not images ({shown}"
+            f"{' …' if len(skipped) > 5 else ''})")
+    if not samples:
+        raise DataError(f"no images in the class folders of {root}", fix=_HINT)
+    return samples, classes
+
+
+def fixture(out: Path, seed: int = 0, n: int = 36, size: int = 48) -> Path:
+    """Three classes of 'scans' in the formats clinics export — 16-bit PNG, float32 TIFF and DICOM files — whose
+    class is the position of a bright blob (left, centre, right). Values are 12-bit (0–4095) in every format, as
+    a 12-bit scanner writes them, so only an explicit ``intensity: {window: [0, 4095]}`` gives them one scale
+    (by default a 16-bit PNG is read as 0–65535 and stays dark)."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + 11)
+    root = Path(out) / "own-images"
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for label, name in enumerate(("left", "centre", "right")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n // 3):
+            cx = size * (0.25 + 0.25 * label) + rng.normal(0, 2)
+            cy = size * 0.5 + rng.normal(0, 4)
+            img = 800 + 150 * rng.standard_normal((size, size))
+            img += 2500 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (size / 10) ** 2))
+            img = np.clip(img, 0, 4095)
+            stem = root / name / f"{name}_{i:03d}"
+            kind = i % 3
+            if kind == 0:
+                Image.fromarray(img.astype(np.uint16)).save(f"{stem}.png")
+            elif kind == 1:
+                tifffile.imwrite(f"{stem}.tif", img.astype(np.float32))
+            else:
+                _write_dicom(f"{stem}.dcm", img.astype(np.uint16))
+    (root / "left" / "README.txt").write_text("not an image: skipped with a line saying so\n")
+    return root
+
+
+def _write_dicom(path: str, pixels) -> None:
+    """A minimal single-frame MR DICOM file (16-bit unsigned, rescale slope 1)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = ds.StudyInstanceUID = generate_uid()
+    ds.Modality, ds.InstanceNumber = "MR", 1
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelSpacing, ds.RescaleSlope, ds.RescaleIntercept = [1.0, 1.0], 1, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
