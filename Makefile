@@ -5,7 +5,7 @@ MEDRUN := $(VENV)/bin/medrun
 # CPU wheel that lies on this machine's disk. On a CUDA machine use the PyPI build for your CUDA instead, e.g.
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url <PyTorch wheel index for your CUDA version>"
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2 --durations=30
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=30
 export MEDRUN_RUNS ?= $(CURDIR)/runs
 
 .PHONY: setup demo test smoke bench lint clean

@@ -265,6 +265,9 @@ def smoke(
         "--changed-since", metavar="GIT_REF",
         help="only pipelines whose covered source files or manifests differ from this git ref")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    launcher: Annotated[str, typer.Option(envvar="MEDRUN_LAUNCHER", help="local (one run after another) or local:N "
+                                          "(N runs at once in processes of their own), slurm, submitit-local")
+                        ] = "local",
 ) -> int:
     """Run every fixture manifest (`<dataset>.fixture.yaml`) and check the card's thresholds; print a table.
 
@@ -278,8 +281,13 @@ def smoke(
       medrun smoke ad-lite sc-unext
 
       medrun smoke --changed-since origin/main --json > smoke.json
+
+      medrun smoke --launcher local:2
     """
     from medrun.pipelines import smoke as smoke_runs
+    from medrun.pipelines.launch import parse
+
+    parse(launcher)  # a bad --launcher fails before anything runs
 
     selected, skipped = pipelines, []
     if changed_since is not None:
@@ -288,7 +296,7 @@ def smoke(
         selected = smoke_runs.affected(pipelines, smoke_runs.changed_files(changed_since))
         skipped = [s for s in (pipelines or sorted(registry())) if s not in selected]
         log(f"smoke: {len(skipped)} pipeline(s) unchanged since {changed_since}, not run: {', '.join(skipped) or '-'}")
-    rows, failed = smoke_runs.run(selected, runs_dir, force, log=log) if selected != [] else ([], 0)
+    rows, failed = smoke_runs.run(selected, runs_dir, force, log=log, launcher=launcher) if selected != [] else ([], 0)
     if json_out:
         emit_json({"rows": rows, "failed": failed, "changed_since": changed_since, "skipped": skipped})
     else:

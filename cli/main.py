@@ -6,6 +6,7 @@ Lightning or MONAI. Errors a user can act on print one line and exit with ARCHIT
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ["MEDRUN_ARGV"] = " ".join(["medrun", *argv])  # this call's command (tests call main() repeatedly)
+    os.environ["MEDRUN_ARGV_JSON"] = json.dumps(argv)  # exactly, for --detach to start the same command again
     try:
         code = app(args=argv, prog_name="medrun", standalone_mode=False)
         return code if isinstance(code, int) else 0

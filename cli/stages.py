@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -91,6 +92,10 @@ def _command(verb: str):
             typer.Option(envvar="MEDRUN_STORE", help="a shared run store (folder or fsspec URL): a complete run of "
                          "the same id there is pulled and reused instead of computed"),
         ] = None,
+        detach: Annotated[
+            bool, typer.Option("--detach", help="check and plan here, then run in the background, detached from "
+                               "this terminal (survives logging out); prints the run folder and the log file")
+        ] = False,
     ) -> int:
         from medrun.pipelines.runner import Request
 
@@ -102,7 +107,7 @@ def _command(verb: str):
             run_ref=run, checkpoint=checkpoint, split=split, argv=os.environ.get("MEDRUN_ARGV", "").split(),
             log_to=tuple(log_to or ()), launcher=launcher, store=store,
         )
-        return run_request(req, json_out, seeds)
+        return detached(req, json_out, seeds) if detach else run_request(req, json_out, seeds)
 
     command.__name__ = verb.replace("-", "_")
     return command
@@ -116,6 +121,47 @@ def _devices(text: str | None):
     if all(p.strip().isdigit() for p in text.split(",")):
         return [int(p) for p in text.split(",")]
     return text
+
+
+def detached(req, json_out: bool, seeds: str | None = None) -> int:
+    """``--detach``: everything that can fail fast (manifest, data layout and fingerprint, the trainer section, the
+    launcher) fails here, in the terminal; then the same command without ``--detach`` starts in a new session with
+    its output in ``<runs>/<pipeline>/.detached/<stage>-<time>.log``. Interrupted or killed later, it resumes like
+    any run: run the same command again."""
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from medrun.errors import UsageError
+    from medrun.pipelines import replicates, runner
+    from medrun.pipelines.launch import parse
+
+    if req.dry_run:
+        raise UsageError("--detach and --dry-run do not go together", fix="drop one of them")
+    parse(req.launcher)
+    seed_list = replicates.parse_seeds(seeds) if seeds else runner.manifest_seeds(req)
+    plan = None if seed_list else runner.plan(req, log=log)
+    if plan is not None and getattr(plan.manifest, "trainer", None) is not None:
+        from medrun.pipelines.training import check_trainer
+
+        check_trainer(plan.manifest.trainer)
+    folder = Path(req.runs_dir) / req.pipeline / ".detached"
+    folder.mkdir(parents=True, exist_ok=True)
+    logfile = folder / f"{req.stage}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    argv = [a for a in json.loads(os.environ["MEDRUN_ARGV_JSON"]) if a != "--detach"]
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "medrun.cli.main", *argv], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "MEDRUN_PLAIN": "1"})
+    result = {"status": "detached", "pid": proc.pid, "log": str(logfile),
+              "run_id": plan.run_id if plan else None, "run_dir": str(plan.path) if plan else None}
+    if json_out:
+        emit_json(result)
+    else:
+        where = f"run folder {plan.path}" if plan else f"replicates of seeds {seed_list}"
+        stdout().print(f"started in the background (pid {proc.pid}): {where}\n  output: {logfile}\n"
+                       f"  follow it with: tail -f {logfile}   (or medrun runs list)", markup=False)
+    return 0
 
 
 def run_request(req, json_out: bool, seeds: str | None = None) -> int:

@@ -31,25 +31,49 @@ def fixture_manifests(slugs=None):
                 yield spec, ds
 
 
-def run(slugs=None, runs_dir: Path = Path("runs"), force: bool = False, log=print) -> tuple[list[dict], int]:
-    """Run the smoke stages; returns one row per checked threshold and the number of failed checks."""
-    from .runner import Request, execute, load_manifest, plan
+def _requests(slugs, runs_dir: Path, force: bool):
+    """(spec, dataset, manifest, the parent stage's request or None, the smoke stage's request) per fixture
+    manifest."""
+    from .runner import Request, load_manifest
 
-    rows, failed = [], 0
+    def request(slug, stage, ds):
+        return Request(pipeline=slug, stage=stage, dataset=ds, fixture=True, runs_dir=runs_dir, force=force,
+                       argv=["medrun", stage, slug, "--dataset", ds, "--fixture"])
+
     for spec, ds in fixture_manifests(slugs):
+        m, _ = load_manifest(Request(pipeline=spec.slug, stage="train", dataset=ds, fixture=True), spec)
+        parent = spec.parents.get(m.smoke.stage)  # a stage on a finished run: its parent stage runs first
+        yield spec, ds, m, request(spec.slug, parent, ds) if parent else None, request(spec.slug, m.smoke.stage, ds)
+
+
+def run(slugs=None, runs_dir: Path = Path("runs"), force: bool = False, log=print, launcher: str = "local"
+        ) -> tuple[list[dict], int]:
+    """Run the smoke stages; returns one row per checked threshold and the number of failed checks. With a parallel
+    ``launcher`` (``local:N`` …) the runs are first computed in worker processes — the parents of stages on finished
+    runs, with every stage that has none, then those stages — and the loop below reuses them, so the table is the
+    sequential one."""
+    import dataclasses
+
+    from .launch import launch_children, parse
+    from .runner import execute, plan
+
+    items = list(_requests(slugs, runs_dir, force))
+    lau = parse(launcher)
+    if lau.parallel:
+        first = [(f"{spec.slug} {ds}", plan(parent or req, log=log)) for spec, ds, _, parent, req in items]
+        launch_children(lau, first, log=log, title="smoke run")
+        second = [(f"{spec.slug} {ds} {req.stage}",
+                   plan(dataclasses.replace(req, run_ref=str(plan(parent, log=log).path)), log=log))
+                  for spec, ds, _, parent, req in items if parent]
+        if second:
+            launch_children(lau, second, log=log, title="smoke run")
+    rows, failed = [], 0
+    for spec, ds, m, parent_req, req in items:
         slug = spec.slug
-        m, _ = load_manifest(Request(pipeline=slug, stage="train", dataset=ds, fixture=True), spec)
-        req = Request(pipeline=slug, stage=m.smoke.stage, dataset=ds, fixture=True, runs_dir=runs_dir, force=force,
-                      argv=["medrun", m.smoke.stage, slug, "--dataset", ds, "--fixture"])
         t0 = time.perf_counter()
-        if m.smoke.stage in spec.parents:  # a stage on a finished run: run (or reuse) its parent stage first
-            parent_stage = spec.parents[m.smoke.stage]
-            log(f"smoke: {slug} {parent_stage} --dataset {ds} --fixture (the parent of {m.smoke.stage})")
-            parent = execute(plan(Request(pipeline=slug, stage=parent_stage, dataset=ds, fixture=True,
-                                          runs_dir=runs_dir, force=force,
-                                          argv=["medrun", parent_stage, slug, "--dataset", ds, "--fixture"]),
-                                  log=log), log=log)
-            req.run_ref = parent["run_dir"]
+        if parent_req is not None:
+            log(f"smoke: {slug} {parent_req.stage} --dataset {ds} --fixture (the parent of {m.smoke.stage})")
+            req = dataclasses.replace(req, run_ref=execute(plan(parent_req, log=log), log=log)["run_dir"])
         log(f"smoke: {slug} {m.smoke.stage} --dataset {ds} --fixture")
         result = execute(plan(req, log=log), log=log)
         secs = time.perf_counter() - t0

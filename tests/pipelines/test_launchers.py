@@ -92,23 +92,34 @@ def test_doctor_names_the_launchers(cli):
 
 
 # -- end to end ---------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_cv_on_local_2_equals_the_sequential_cv_and_a_killed_child_resumes(tmp_path):
-    cache = tmp_path / "cache"
-    seq = _medrun(["cv", "ad-lite", *TINY, "--json"], tmp_path / "seq", cache)
+@pytest.fixture(scope="module")
+def sequential_cv(tmp_path_factory):
+    """The 3-fold cv run in turn in one process: what every launcher must reproduce bit for bit."""
+    runs = tmp_path_factory.mktemp("seq")
+    seq = _medrun(["cv", "ad-lite", *TINY, "--json"], runs, _cache())
     assert seq.returncode == 0, seq.stderr
+    return json.loads(seq.stdout)
+
+
+def _cache() -> Path:  # the session's fixture cache: the oasis fixture is generated once
+    return Path(os.environ["MEDRUN_CACHE"])
+
+
+@pytest.mark.slow
+def test_cv_on_local_2_equals_the_sequential_cv_and_a_killed_child_resumes(tmp_path, sequential_cv):
     par_runs = tmp_path / "par"
-    killed = _medrun(["cv", "ad-lite", *TINY, "--launcher", "local:2"], par_runs, cache, MEDRUN_TEST_KILL_AT_STEP="3")
+    killed = _medrun(["cv", "ad-lite", *TINY, "--launcher", "local:2"], par_runs, _cache(),
+                     MEDRUN_TEST_KILL_AT_STEP="3")
     assert killed.returncode == 130, killed.stderr  # killed by a signal: interrupted, resumable
     err = killed.stderr.strip().splitlines()[-1]
     assert "failed: killed by SIGKILL" in err and "run dir" in err and "launcher.log" in err, killed.stderr
     assert "Traceback" not in killed.stderr and "epoch 1/1" not in killed.stderr  # children's output stays in logs
     assert not list(par_runs.glob("ad-lite/cv-*/MANIFEST.sha256"))  # nothing marked complete
     assert any((p / "checkpoints" / "last.ckpt").exists() for p in par_runs.glob("ad-lite/train-*"))
-    done = _medrun(["cv", "ad-lite", *TINY, "--launcher", "local:2", "--json"], par_runs, cache)
+    done = _medrun(["cv", "ad-lite", *TINY, "--launcher", "local:2", "--json"], par_runs, _cache())
     assert done.returncode == 0, done.stderr
     assert "epoch 1/1" not in done.stderr and "complete" in done.stderr
-    a, b = json.loads(seq.stdout), json.loads(done.stdout)
+    a, b = sequential_cv, json.loads(done.stdout)
     _same_metrics(a["metrics"], b["metrics"])
     weights = _results(b)
     assert len(weights) == 3 and weights == _results(a)
@@ -123,18 +134,14 @@ def test_cv_on_local_2_equals_the_sequential_cv_and_a_killed_child_resumes(tmp_p
 
 
 @pytest.mark.slow
-def test_submitit_local_gives_the_sequential_cv(tmp_path):
+def test_submitit_local_gives_the_sequential_cv(tmp_path, sequential_cv):
     pytest.importorskip("submitit")
-    cache = tmp_path / "cache"
-    two = [*TINY, "-o", "dataset.folds=2", "--json"]
-    seq = _medrun(["cv", "ad-lite", *two], tmp_path / "seq", cache)
-    assert seq.returncode == 0, seq.stderr
-    sub = _medrun(["cv", "ad-lite", *two, "--launcher", "submitit-local:2"], tmp_path / "sub", cache)
+    sub = _medrun(["cv", "ad-lite", *TINY, "--json", "--launcher", "submitit-local:2"], tmp_path / "sub", _cache())
     assert sub.returncode == 0, sub.stderr
-    a, b = json.loads(seq.stdout), json.loads(sub.stdout)
+    a, b = sequential_cv, json.loads(sub.stdout)
     _same_metrics(a["metrics"], b["metrics"])
     weights = _results(b)
-    assert len(weights) == 2 and weights == _results(a)
+    assert len(weights) == 3 and weights == _results(a)
     assert list((tmp_path / "sub" / ".submitit").iterdir())  # submitit's own files, outside any run
     for run in (tmp_path / "sub").glob("ad-lite/train-*"):
         assert "epoch 1/1" in (run / "logs" / "launcher.log").read_text()
@@ -142,17 +149,16 @@ def test_submitit_local_gives_the_sequential_cv(tmp_path):
 
 @pytest.mark.slow
 def test_replicates_on_local_2_equal_the_sequential_ones(tmp_path):
-    cache = tmp_path / "cache"
-    args = ["train", "ad-lite", *TINY, "--seeds", "0,1,2", "--json"]
-    seq = _medrun(args, tmp_path / "seq", cache)
+    args = ["train", "ad-lite", *TINY, "--seeds", "0,1", "--json"]
+    seq = _medrun(args, tmp_path / "seq", _cache())
     assert seq.returncode == 0, seq.stderr
-    par = _medrun([*args, "--launcher", "local:2"], tmp_path / "par", cache)
+    par = _medrun([*args, "--launcher", "local:2"], tmp_path / "par", _cache())
     assert par.returncode == 0, par.stderr
     a, b = json.loads(seq.stdout), json.loads(par.stdout)
     _same_metrics(a["metrics"], b["metrics"])
     weights = _results(b)
-    assert len(weights) == 3 and weights == _results(a)
-    again = _medrun([*args, "--launcher", "local:2"], tmp_path / "par", cache)  # all complete: reused, no worker
+    assert len(weights) == 2 and weights == _results(a)
+    again = _medrun([*args, "--launcher", "local:2"], tmp_path / "par", _cache())  # all complete: reused, no worker
     assert again.returncode == 0 and json.loads(again.stdout)["reused"] and "running" not in again.stderr
 
 
