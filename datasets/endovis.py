@@ -254,21 +254,23 @@ _FOLDERS17 = ["Left_Prograsp_Forceps_labels", "Maryland_Bipolar_Forceps_labels",
 
 
 def fixture17(out: Path, seed: int = 0, frames: int = 4, w: int = 96, h: int = 64) -> Path:
-    """train/instrument_dataset_1..3 and test/instrument_dataset_1..2, ``frames`` frames each, 1–2 tools a frame,
-    plus an ``Other_labels`` folder (ignored by the reader)."""
+    """train/instrument_dataset_1..6 and test/instrument_dataset_1..2, ``frames`` frames each, 2–4 of the 6 tools
+    a frame (each tool in about half the frames, so a short run sees every tool often enough to learn it: with
+    3 training sequences of 1–2 tools a frame it did not), plus an ``Other_labels`` folder (ignored by the
+    reader)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     root = Path(out) / "endovis17"
-    for part, n_seq in (("train", 3), ("test", 2)):
+    for part, n_seq in (("train", 6), ("test", 2)):
         for s in range(1, n_seq + 1):
             seq = root / part / f"instrument_dataset_{s}"
             (seq / "left_frames").mkdir(parents=True)
             for folder in [*_FOLDERS17, "Other_labels"]:
                 (seq / "ground_truth" / folder).mkdir(parents=True)
             for i in range(frames):
-                img, kinds = _scene(rng, w, h, int(rng.integers(1, 3)), 6)
+                img, kinds = _scene(rng, w, h, int(rng.integers(2, 5)), 6)
                 name = f"frame{i:03d}.png"
                 Image.fromarray(img).save(seq / "left_frames" / name)
                 for k, folder in enumerate(_FOLDERS17):

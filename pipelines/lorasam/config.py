@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -23,7 +23,10 @@ from medrun.manifests.schema import (
 
 class Split(Section):
     """Video-level split. CholecSeg8k: video folder names (video01 …), all under the root. EndoVis: sequence
-    numbers; ``train`` and ``val`` come from ``train/``, ``test`` from ``test/`` (null: every test sequence)."""
+    numbers; ``train`` and ``val`` come from ``train/``, ``test`` from ``test/`` (null: every test sequence).
+    ChestX-Det: the parts (``train``, ``test``) each split reads. Abdominal ultrasound: the sources (``AUS``
+    simulated, ``RUS`` real) each split reads, ``train``/``val`` from the training scans, ``test`` from the test
+    scans."""
 
     train: list[str | int] = Field(default_factory=list)
     val: list[str | int] = Field(default_factory=list, description="empty: no model selection, the last epoch is kept")
@@ -31,7 +34,7 @@ class Split(Section):
 
 
 class Data(DatasetSection):
-    name: Literal["endovis17", "endovis18", "cholecseg8k"]
+    name: Literal["endovis17", "endovis18", "cholecseg8k", "chestxdet", "abdominal-us"]
     classes: list[str] | None = Field(None, description="class names to train and score (default: all of the "
                                                         "dataset's)")
     split: Split = Field(default_factory=Split)
@@ -77,6 +80,17 @@ class Pretrain(Section):
     augment: Literal["card", "dihedral", "none"] = "dihedral"
 
 
+class Ablate(Section):
+    """``medrun ablate lorasam``: Table 4 (LoRA rank) and Table 5 (which parts are tuned), each variant a train run
+    of this manifest; variants that stage A would repeat share the full model's stage-A base."""
+
+    ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [2, 4, 8, 16],
+                                                     description="Table 4 rows (LoRA rank r)")
+    components: list[Literal["pos_embed", "norms", "tal", "lora_no_tal", "full"]] = Field(
+        default_factory=lambda: ["pos_embed", "norms", "tal", "lora_no_tal", "full"],
+        description="Table 5 rows: pos-embed only; + LayerNorms; + TAL; LayerNorms + LoRA without TAL; all")
+
+
 class Predict(Section):
     input: str | None = Field(None, description="an image file or a folder of images")
     classes: list[str] | None = Field(None, description="class names to segment (default: all of the dataset's)")
@@ -88,6 +102,7 @@ class LorasamManifest(Manifest):
     model: Model = Field(default_factory=Model)
     train: Train = Field(default_factory=Train)
     pretrain: Pretrain = Field(default_factory=Pretrain)
+    ablate: Ablate = Field(default_factory=Ablate)
     eval: EvalSection = Field(default_factory=EvalSection)
     predict: Predict = Field(default_factory=Predict)
 
@@ -95,7 +110,7 @@ class LorasamManifest(Manifest):
 def data_paths(m: LorasamManifest) -> dict[str, Path]:
     """The dataset root, after a layout check; for CholecSeg8k every frame's mask files are checked here, so a
     missing mask fails before anything is written."""
-    from medrun.datasets import cholecseg8k, endovis
+    from medrun.datasets import abdominal_us, chestxdet, cholecseg8k, endovis
 
     root = Path(m.dataset.root)
     if root.exists():
@@ -103,6 +118,11 @@ def data_paths(m: LorasamManifest) -> dict[str, Path]:
             cholecseg8k.read(root)
         elif m.dataset.name == "endovis17":
             endovis.check_layout17(root)
+        elif m.dataset.name == "chestxdet":
+            for part in {str(p) for names in (m.dataset.split.train, m.dataset.split.test or []) for p in names}:
+                chestxdet.annotation_file(root, part)
+        elif m.dataset.name == "abdominal-us":
+            abdominal_us.check_layout(root)
         else:
             endovis.check_layout18(root)
     return {m.dataset.name: root}

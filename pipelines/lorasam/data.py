@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medrun.datasets import cholecseg8k, endovis
+from medrun.datasets import abdominal_us, chestxdet, cholecseg8k, endovis
 from medrun.errors import UsageError, unknown_name
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -17,11 +17,13 @@ STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 
 
 def dataset_classes(name: str) -> list[str]:
-    return {"cholecseg8k": cholecseg8k.CLASSES, "endovis17": endovis.CLASSES17, "endovis18": endovis.CLASSES18}[name]
+    return {"cholecseg8k": cholecseg8k.CLASSES, "endovis17": endovis.CLASSES17, "endovis18": endovis.CLASSES18,
+            "chestxdet": chestxdet.CLASSES, "abdominal-us": abdominal_us.CLASSES}[name]
 
 
 def loader_for(name: str):
-    return {"cholecseg8k": cholecseg8k.load, "endovis17": endovis.load17, "endovis18": endovis.load18}[name]
+    return {"cholecseg8k": cholecseg8k.load, "endovis17": endovis.load17, "endovis18": endovis.load18,
+            "chestxdet": chestxdet.load, "abdominal-us": abdominal_us.load}[name]
 
 
 def check_classes(names, known: list[str], where: str) -> list[str]:

@@ -37,6 +37,10 @@ SAM's pre-training stand-in. The text-prompted Dice of that base with fresh LoRA
 as ``zero_shot_dice_present``. Stage B is LoRASAM with text prompts. A single stage keeps `medrun smoke` (which
 runs one stage) and the run-finding of ``eval``/``predict`` unchanged.
 
+Datasets: EndoVis17/18 and CholecSeg8k (surgical), ChestX-Det and abdominal ultrasound (the paper's Tables 6–7;
+``dataset.split`` names their parts / sources, see ``config.Split``). ``ablate`` (``ablate.py``): Tables 4 and 5
+as a sweep of train runs. Stage A checkpoints and resumes per epoch (``stage_a.py``).
+
 Text prompts: ``model.clip_checkpoint`` (a local HF CLIP folder; `models.clip_text`), else the card's stand-in tower
 (random, width 128 → 512), reported as such in ``run.json`` (``text_tower``) and ``paper.md``. The embeddings of the
 class names are computed once per run and stored in ``checkpoints/text_embeddings.safetensors``; eval/predict of a
@@ -67,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from medrun.artifacts import sha256_file
-from medrun.datasets import cholecseg8k, endovis
+from medrun.datasets import abdominal_us, chestxdet, cholecseg8k, endovis
 from medrun.datasets.surgical import check_same_size, open_image
 from medrun.errors import DataError, UsageError
 from medrun.models.clip_text import STANDIN_NAME, text_tower
@@ -185,10 +189,15 @@ class LoraSamPipeline(Supervised):
     def frames(self, split: str):
         d, root = self.m.dataset, self.ctx.data_roots[self.m.dataset.name]
         names = getattr(d.split, split)
-        if d.name == "cholecseg8k":
+        if d.name in ("cholecseg8k", "chestxdet", "abdominal-us"):
             if not names:
                 return []
-            frames = cholecseg8k.read(root, [str(v) for v in names])
+            if d.name == "cholecseg8k":
+                frames = cholecseg8k.read(root, [str(v) for v in names])
+            elif d.name == "chestxdet":
+                frames = [f for part in dict.fromkeys(str(v) for v in names) for f in chestxdet.read(root, part)]
+            else:
+                frames = abdominal_us.read(root, "test" if split == "test" else "train", [str(v) for v in names])
         else:
             read = endovis.read17 if d.name == "endovis17" else endovis.read18
             ids = [int(v) for v in names] if names is not None else None
@@ -197,7 +206,8 @@ class LoraSamPipeline(Supervised):
             frames = read(root, "test" if split == "test" else "train", ids)
         if not frames:
             raise DataError(f"no frames for the {split} split under {root}", fix="check dataset.split in the manifest")
-        check_same_size([f.image for f in frames], f"{split} frames")
+        for group in ({f.video for f in frames} if d.name == "abdominal-us" else {None}):  # real and simulated
+            check_same_size([f.image for f in frames if group in (None, f.video)], f"{split} frames")  # sizes differ
         return frames
 
     def splits(self) -> dict:
@@ -333,6 +343,11 @@ class LoraSamPipeline(Supervised):
                  + (" Not the official SAM ViT-B: numbers are not comparable with the paper's."
                     if base != "checkpoint" else "")]
         return [f"## Per class ({metrics['split']})\n\n" + self.class_table(metrics), "\n".join(notes)]
+
+    def ablate(self) -> dict:
+        from .ablate import ablate
+
+        return ablate(self)
 
     # -- stages on a finished run
     def trained_model(self, net=None, weights: str = "model.safetensors", **_) -> LoraSam:
