@@ -96,6 +96,15 @@ class LRP(Section):
         return v
 
 
+class Compare(Section):
+    """``medrun compare``: one train run per architecture × norm (the paper's three nets, batch vs instance)."""
+
+    archs: list[Literal["unet", "resunet", "unetpp"]] = Field(
+        default_factory=lambda: ["unet", "resunet", "unetpp"], min_length=1, description="model.arch of the rows")
+    norms: list[Literal["batch", "instance"]] = Field(
+        default_factory=lambda: ["batch", "instance"], min_length=1, description="model.norm of the rows")
+
+
 class UnetLrpManifest(Manifest):
     pipeline: Literal["unet-lrp"] = "unet-lrp"
     dataset: Data
@@ -107,6 +116,7 @@ class UnetLrpManifest(Manifest):
     # one section for the explain and lrp-stats stages (and the train run's LRP check): its name is a stage on a
     # finished run, so changing it never hides the train run from those stages (runner.train_key drops it)
     explain: LRP = Field(default_factory=LRP)
+    compare: Compare = Field(default_factory=Compare)
 
 
 def data_paths(m: UnetLrpManifest) -> dict[str, Path]:

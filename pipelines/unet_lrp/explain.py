@@ -67,7 +67,8 @@ def lrp_stats(pipe, net, cases, arrays, e) -> tuple[dict, list[dict]]:
     stats = summary(rows)
     stats["residual_units"] = has_res
     pipe.ctx.log(f"LRP: focus {stats['focus']:.3f} vs area share {stats['area_share']:.3f}; max|R| "
-                 f"{stats['max_abs_r']:.3g} with the fix, {stats.get('max_abs_r_nofix', math.nan):.3g} without")
+                 f"{stats.get('max_abs_r', math.nan):.3g} with the fix, "
+                 f"{stats.get('max_abs_r_nofix', math.nan):.3g} without")
     return stats, rows
 
 

@@ -247,6 +247,11 @@ class UnetLrp(Supervised):
 
         return stats_stage(self)
 
+    def compare(self) -> dict:
+        from .compare import compare
+
+        return compare(self)
+
     # -- export ---------------------------------------------------------------------------------------------
     def bundle_parts(self) -> dict:
         """The segmenter as a MONAI bundle: :class:`Prepare` (eval's preprocessing), sliding-window inference with

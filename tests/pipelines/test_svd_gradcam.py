@@ -54,6 +54,16 @@ def test_smoke_thresholds(cli, trained):
 
 
 @pytest.mark.slow
+def test_train_reports_svd_gradcam_against_gradcam(trained):
+    """Issue 22: the train run scores rank-1 SVD-Grad-CAM against Grad-CAM on the explained class (max map
+    difference and ADCC gain, the number the paper's Table 2 puts at +15.88), so a smoke run can see the gap."""
+    m = trained[1]["metrics"]
+    assert m["adcc_gain_svd"] == pytest.approx(m["adcc_svd"] - m["adcc_gradcam"])
+    assert 0 < m["adcc_gradcam"] <= 100 and 0 < m["adcc_svd"] <= 100
+    assert 0 <= m["svd_vs_gradcam_maxdiff"] <= 1 and m["svd_fullrank_vs_gradcam_maxdiff"] < 1e-6
+
+
+@pytest.mark.slow
 def test_explain_on_parent_run(cli, trained):
     runs, out = trained
     r = cli("explain", "svd-gradcam", *TINY, "--runs-dir", runs, "--run", out["run_id"][:8], *EXPLAIN_FAST, "--json")
@@ -66,6 +76,7 @@ def test_explain_on_parent_run(cli, trained):
             assert np.isfinite(m[f"{k}_{method}"]), (k, method)
         assert 0 <= m[f"adcc_{method}"] <= 100 and 0 <= m[f"complexity_{method}"] <= 100
     assert m["svd_fullrank_vs_gradcam_maxdiff"] < 1e-6 and m["pointing_svd"] >= 0.5
+    assert m["adcc_gain_svd"] == pytest.approx(m["adcc_svd"] - m["adcc_gradcam"], abs=2e-4)
     run = runs / "svd-gradcam" / f"explain-{ex['run_id'][:12]}"
     info = json.loads((run / "run.json").read_text())
     assert info["parent"] == out["run_id"] and info["stage"] == "explain"

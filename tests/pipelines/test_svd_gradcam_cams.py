@@ -174,3 +174,23 @@ def test_focal_loss_is_the_binary_focal_formula():
     at = 0.25 * y + 0.75 * (1 - y)
     ref = (-at * (1 - pt) ** 2 * torch.log(pt)).mean()
     assert torch.allclose(FocalLoss(gamma=2.0, alpha=0.25, use_softmax=False)(z, y), ref, atol=1e-6)
+
+
+def test_rank_one_weight_of_a_mask_depends_on_its_shape_not_its_rank():
+    """Why SVD-Grad-CAM ≈ Grad-CAM on a GAP head (issue 22): there the pre-ReLU gradient of channel k is
+    c_k · 1[M^k > 0], a non-negative map. Its top singular vectors are non-negative (Perron) and carry nearly all
+    of its sum, so the rank-1 mean is close to the full mean for a region or a scattered map of rank > 1; it is
+    far from it only when the mask has separate parts in separate rows and columns (then it keeps the larger)."""
+    yy, xx = np.mgrid[0:16, 0:16]
+
+    def ratio(mask):
+        g = torch.tensor(mask, dtype=torch.float64)[None, None] * 0.3
+        return float(cams.svd_weights(g, 1) / g.mean((2, 3)))
+
+    assert ratio((yy < 9) & (xx > 4)) == pytest.approx(1.0)  # a rectangle: rank 1
+    disc = (yy - 8) ** 2 + (xx - 8) ** 2 <= 9
+    holes = np.random.default_rng(0).random((16, 16)) < 0.7
+    assert np.linalg.matrix_rank(disc) > 1 and np.linalg.matrix_rank(holes) > 1
+    assert ratio(disc) == pytest.approx(1.0, abs=0.05) and ratio(holes) == pytest.approx(1.0, abs=0.05)
+    two = ((yy - 3) ** 2 + (xx - 3) ** 2 <= 4) | ((yy - 12) ** 2 + (xx - 12) ** 2 <= 4)
+    assert ratio(two) == pytest.approx(0.5, abs=0.05)

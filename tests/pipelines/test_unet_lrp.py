@@ -160,6 +160,80 @@ def test_predict_on_files_and_the_monai_bundle_agree(trained, cli, tmp_path):
         assert np.array_equal(np.array(theirs[f"{k}.png"], dtype=bool), mask), k
 
 
+# -- issue 22: the paper's comparison (3 architectures × batch vs instance norm) as one stage ----------------------
+@pytest.mark.slow
+def test_compare_reuses_train_runs_and_writes_one_table(trained, cli):
+    """Each variant is the very train run `medrun train -o model.arch=… -o model.norm=…` makes (here the module's
+    residual U-Net, reused: no training), and the sweep's paper.md sets it beside the paper's finding."""
+    runs, out = trained
+    r = cli("compare", *BASE, "-o", "compare.archs=[resunet]", "-o", "compare.norms=[batch]", "--runs-dir", runs,
+            "--json")
+    assert r.code == 0, r.err
+    m, t = r.json()["metrics"], out["metrics"]
+    assert m["variants"] == ["resunet-batch"]
+    assert m["resunet-batch.dice"] == t["dice"] and m["resunet-batch.lrp_fix_ratio"] == t["lrp_fix_ratio"]
+    assert m["resunet-batch.fix_ratio"] == t["lrp_fix_ratio"] and m["resunet-batch.params_total"] == 408005
+    run = _run_dir(runs, "compare", r.json())
+    page = (run / "paper.md").read_text()
+    assert "3 architectures × batch vs instance norm" in page and out["run_id"][:12] in page
+    assert "| resunet | batch |" in page and "max abs R ~2e15" in page and "fixes max" not in page
+    assert (run / "per_variant.csv").read_text().count("\n") == 2
+
+
+def test_compare_claims_batch_against_instance_per_architecture():
+    from pathlib import Path
+
+    from medrun.pipelines.sweep import Child, ChildRun
+    from medrun.pipelines.unet_lrp.compare import claims
+
+    def child(arch, norm, focus, **more):
+        return ChildRun(Child(f"{arch}-{norm}", labels={"arch": arch, "norm": norm}), "0" * 64, Path("."),
+                        {"lrp_focus_over_area": focus, **more}, True)
+
+    runs = [child("unet", "batch", 3.0), child("unet", "instance", 2.0),
+            child("resunet", "batch", 2.5, lrp_fix_ratio=1e9), child("resunet", "instance", 2.75, lrp_fix_ratio=1e3)]
+    c = claims(runs, ["unet", "resunet"], ["batch", "instance"])
+    assert c["unet.focus_gain_batch_over_instance"] == pytest.approx(1.0)
+    assert c["resunet.focus_gain_batch_over_instance"] == pytest.approx(-0.25)
+    assert c["batch_concentrates_more"] == 1 and c["n_archs"] == 2
+    assert c["resunet-batch.fix_ratio"] == 1e9 and c["resunet-instance.fix_ratio"] == 1e3
+    assert "batch_concentrates_more" not in claims(runs[:1], ["unet"], ["batch"])  # one norm: nothing to compare
+
+
+def test_compare_needs_the_lrp_check_of_its_train_runs():
+    from types import SimpleNamespace
+
+    from medrun.errors import UsageError
+    from medrun.pipelines.unet_lrp.compare import compare
+
+    pipe = SimpleNamespace(m=SimpleNamespace(train=SimpleNamespace(lrp_images=0), compare=None), ctx=None)
+    with pytest.raises(UsageError, match="train.lrp_images is 0") as err:
+        compare(pipe)
+    assert "-o train.lrp_images=4" in str(err.value)
+
+
+def test_lrp_check_when_nothing_is_predicted():
+    """A net that predicts no object anywhere (an early epoch) is reported as 0 explained images, not a crash."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medrun.models import lrp_unet as L
+    from medrun.pipelines.unet_lrp.config import LRP
+    from medrun.pipelines.unet_lrp.explain import lrp_stats
+
+    net = L.Segmenter("resunet", "batch", 1, 1, (4, 4, 4, 4, 4)).eval()
+    last = [mod for mod in net.modules() if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(-100.0)
+    logs = []
+    pipe = SimpleNamespace(m=SimpleNamespace(dataset=SimpleNamespace(crop=32)), ctx=SimpleNamespace(log=logs.append))
+    case = SimpleNamespace(id="c1", image="c1.png")
+    stats, rows = lrp_stats(pipe, net, [case], [(np.zeros((1, 32, 32), np.float32), None)], LRP())
+    assert stats["n_explained"] == 0 and rows == [{"case": "c1", "object_px": 0}]
+    assert "no object predicted" in logs[0]
+
+
 @pytest.mark.slow
 def test_bad_input_on_the_finished_run(trained, cli):
     runs, out = trained
