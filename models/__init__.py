@@ -27,6 +27,8 @@
   MobileNet-V2, VGG-16, Xception) with raw-pixel input scaling, built offline (ad-lite card, Table 1).
 - ``single_task_cnn``: one stream of the cross-stitch model with one task head (epilepsy-mtl card, Table 2).
 - ``ea_unet``: EA-U-Net, the two-branch (CT + vessel prior) edge-aware 3D U-Net (pulmonary-av card).
+- ``brainnetcnn``, ``fbnetgen``, ``bnt``: BrainNetCNN, FBNETGEN and the Brain Network Transformer, the
+  connectivity baselines of the asd-transformer card (Table 1).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
   (endo-depth card).
 
@@ -43,6 +45,8 @@ _MODELS: dict[str, str] = {
     "alexnet-hash": "alexnet_hash:AlexNetHash",
     "asd-transformer": "asd_transformer:AsdTransformer",
     "attack-target": "attack_targets:build",
+    "bnt": "bnt:BNT",
+    "brainnetcnn": "brainnetcnn:BrainNetCNN",
     "camnet-densenet169": "camnet:densenet169",
     "camnet-tiny": "camnet:tiny_cnn",
     "cdct-vae": "cdct:ConceptVAE",
@@ -59,6 +63,7 @@ _MODELS: dict[str, str] = {
     "duat": "duat:DuAT",
     "dvtwin": "dvtwin:DVTwin",
     "ea-unet": "ea_unet:EAUNet",
+    "fbnetgen": "fbnetgen:FBNETGEN",
     "hybridnet": "hybridnet:HybridNet",
     "hybridnet-swin": "hybridnet:SwinHeads",
     "hybridnet-tiny": "hybridnet:hybridnet_tiny",

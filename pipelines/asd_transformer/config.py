@@ -40,7 +40,17 @@ class Preprocess(Section):
     le_mode: Literal["binary", "weighted"] = Field("binary", description="weighted needs bctpy (efficiency_wei)")
 
 
+ARCHS = ("asd-transformer", "brainnetcnn", "fbnetgen", "bnt")
+Arch = Literal["asd-transformer", "brainnetcnn", "fbnetgen", "bnt"]
+
+
 class Model(Section):
+    arch: Arch = Field("asd-transformer", description=(
+        "asd-transformer (the paper's model) or a Table 1 baseline: brainnetcnn, fbnetgen (needs the time series), "
+        "bnt (Brain Network Transformer); baselines take model.dim_feedforward and model.dropout where they apply"))
+    bnt_clusters: int = Field(100, ge=1, description="bnt: OCRead's orthonormal cluster centres (BNT: 100; ≤ ROIs)")
+    time_length: int = Field(100, ge=4, description=(
+        "fbnetgen: the first time points used (fewer when a subject's series is shorter; a multiple of 4)"))
     nhead: int = Field(8, ge=1)
     dim_feedforward: int = Field(1024, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -89,6 +99,21 @@ class Ablation(Section):
         return v
 
 
+class Baselines(Section):
+    archs: list[Arch] = Field(default_factory=lambda: ["brainnetcnn", "fbnetgen", "bnt", "asd-transformer"],
+                              min_length=1, description="`medrun baselines` (Table 1): one train run per model.arch")
+    features: Literal["raw", "manifest"] = Field("raw", description=(
+        "the baselines' input: raw, Pearson FC without ComBat or Nle as in their papers; manifest, the "
+        "preprocess section's (the proposed model always uses the manifest's)"))
+
+    @field_validator("archs")
+    @classmethod
+    def _unique_archs(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("list each arch once")
+        return v
+
+
 class AsdTransformerManifest(Manifest):
     pipeline: Literal["asd-transformer"] = "asd-transformer"
     dataset: Data
@@ -99,6 +124,7 @@ class AsdTransformerManifest(Manifest):
     eval: Eval = Field(default_factory=Eval)
     predict: Predict = Field(default_factory=Predict)
     ablate: Ablation = Field(default_factory=Ablation)
+    baselines: Baselines = Field(default_factory=Baselines)
 
 
 def data_paths(m: AsdTransformerManifest) -> dict[str, Path]:

@@ -28,7 +28,8 @@ softmax P(ASD), accuracy (argmax), sensitivity, specificity. ``metrics.json`` ho
 
 Stages: ``train`` (the protocol; weights ``run<i>.safetensors``, ``model.safetensors`` = run 1), ``eval`` (the
 train run's weights on the same splits, or ``--checkpoint`` weights on every run's split), ``predict`` (run 1's
-model on ``predict.split``), ``ablate`` (``ablate.py``: one train run per variant), ``prepare`` (the card's verb:
+model on ``predict.split``), ``ablate`` (``ablate.py``: one train run per variant), ``baselines`` (``baselines.py``:
+one train run per Table 1 model), ``prepare`` (the card's verb:
 ``features.npz``, the ComBat check, a per-site figure). Features come from an .npz cache under
 ``$MEDRUN_CACHE/asd-transformer/`` keyed by data, settings and the code of ``features.py``. Evaluation and
 prediction run on the manifest's hardware (the predictor).
@@ -41,7 +42,20 @@ Choices where the card is silent or offers options:
   starts again); each run's best-epoch checkpoint lives in a temporary folder until its weights are saved.
 - The ComBat check (``combat_site_var_fall``: 1 − between-site variance of the feature means after / before) and
   the mean local efficiency go into ``metrics.json``.
-- No FBNETGEN / BrainNetCNN / BNT baselines are trained; ``com-tf`` in ``ablate`` is the Com-TF reduction.
+- ``com-tf`` in ``ablate`` is the Com-TF reduction.
+
+Table 1 baselines (``model.arch``; ``baselines.py`` runs them as one sweep): BrainNetCNN (``models.brainnetcnn``),
+FBNETGEN (``models.fbnetgen``) and BNT (``models.bnt``), trained by this same protocol (splits, seeds, recipe,
+best-validation-AUROC epoch), so their rows are comparable with the proposed model's as the paper's are. Choices:
+- Input: the FC rows in community order (the order does not matter to them beyond being the same for every
+  subject); ``medrun baselines`` gives them Pearson FC without ComBat or Nle (``baselines.features: raw``, as in
+  their papers), while ``medrun train -o model.arch=…`` uses the manifest's ``preprocess`` as it stands.
+- BNT: 4 heads (BNT's), FFN and dropout from ``model.dim_feedforward`` / ``model.dropout`` (1024 / 0.1 in the
+  paper's manifest, BNT's values), ``model.bnt_clusters`` centres (BNT: 100; at most the ROI count).
+- FBNETGEN: the time series (``timeseires`` of abide.npy, or the PCP .1D files read again), the first
+  ``model.time_length`` points (fewer when a subject's series is shorter, rounded down to the GRU window of 4),
+  each ROI z-scored per subject, appended to the FC rows as one input tensor; its loss adds the paper's group and
+  sparsity terms on the generated graph (``training_loss``).
 """
 
 from __future__ import annotations
@@ -67,6 +81,7 @@ from medrun.datasets import abide
 from medrun.errors import DataError, EnvError, UsageError
 from medrun.metrics import classification as cm
 from medrun.models.asd_transformer import CC200_BLOCKS, AsdTransformer
+from medrun.models.fbnetgen import FBNETGEN
 
 from .. import training
 from ..base import Pipeline
@@ -77,6 +92,7 @@ from . import features as feat
 from . import figures
 
 METRICS = ("accuracy", "auroc", "sensitivity", "specificity")
+PAPER_ROW = {"asd-transformer": "Proposed (paper)", "brainnetcnn": "BrainNetCNN", "fbnetgen": "FBNETGEN", "bnt": "BNT"}
 
 
 class LitAsd(L.LightningModule):
@@ -93,7 +109,8 @@ class LitAsd(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
+        # FBNETGEN adds its graph regularisers to the cross-entropy
+        loss = self.net.training_loss(x, y) if hasattr(self.net, "training_loss") else F.cross_entropy(self.net(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -138,13 +155,63 @@ class AsdTransformerPipeline(Pipeline):
             return tuple(int(c) for c in np.bincount(comm))
         return CC200_BLOCKS
 
-    def build_model(self) -> AsdTransformer:
+    def build_model(self):
         mm = self.m.model
         blocks = self.blocks()
+        if mm.arch != "asd-transformer":
+            return self._baseline(sum(blocks))
         if sum(blocks) % mm.nhead:
             raise UsageError(f"model.nhead {mm.nhead} does not divide d_model = {sum(blocks)} ROIs",
                              fix="choose a head count that divides the number of ROIs (8 for CC200's 200)")
         return AsdTransformer(blocks, mm.nhead, mm.dim_feedforward, mm.dropout, mm.clusters, mm.interaction)
+
+    def _baseline(self, n: int):
+        """A Table 1 baseline at ``n`` ROIs, its sizes from the manifest; an impossible size is a usage error."""
+        mm = self.m.model
+        if mm.arch == "brainnetcnn":
+            from medrun.models.brainnetcnn import BrainNetCNN
+
+            return BrainNetCNN(n)
+        if mm.arch == "fbnetgen":
+            return FBNETGEN(n)
+        from medrun.models.bnt import BNT
+
+        if n % 4 or mm.bnt_clusters > n:
+            raise UsageError(f"bnt needs 4 heads dividing {n} ROIs and model.bnt_clusters ≤ {n} "
+                             f"(got {mm.bnt_clusters})", fix=f"-o model.bnt_clusters={min(mm.bnt_clusters, n)}")
+        return BNT(n, mm.bnt_clusters, 4, mm.dim_feedforward, mm.dropout)
+
+    # -- FBNETGEN's time series ---------------------------------------------------------------------------------
+    def timeseries(self) -> np.ndarray:
+        """(subjects, ROIs, T) float32, the first T points of every subject (T: ``model.time_length`` or the
+        shortest series, a multiple of 4), each ROI z-scored per subject (a constant ROI gives zeros); atlas order."""
+        if "_ts" not in self.__dict__:
+            data, d = self.data(), self.m.dataset
+            root = self.ctx.data_roots[d.name]
+            if d.name == "abide":
+                raw = abide.load_npy_dict(root / abide.NPY).get("timeseires")
+                if raw is None:
+                    raise DataError(f"{root / abide.NPY} has no timeseires, which model.arch fbnetgen needs",
+                                    fix="use BNT's abide.npy (with time series) or another model.arch")
+                series = [np.asarray(s, dtype=np.float32) for s in raw]  # (R, T) each
+            else:
+                series = [abide.read_1d(root / abide.ROIS / f"{s}_rois_cc200.1D").T.astype(np.float32)
+                          for s in data.subject]
+            t = min(self.m.model.time_length, *(s.shape[1] for s in series)) // 4 * 4
+            if t < 4:
+                raise DataError(f"{data.source}: a subject has fewer than 4 time points", fix="drop that subject")
+            x = np.stack([s[:, :t] for s in series])
+            x = x - x.mean(2, keepdims=True)
+            sd = x.std(2, keepdims=True)
+            self._ts = np.divide(x, sd, out=np.zeros_like(x), where=sd > 0)
+            self.ctx.log(f"fbnetgen: {t} time points per ROI")
+        return self._ts
+
+    def model_input(self, prepared: dict) -> np.ndarray:
+        """The network's input: the node features, for FBNETGEN followed by each ROI's time series (same order)."""
+        if self.m.model.arch != "fbnetgen":
+            return prepared["x"]
+        return np.concatenate([prepared["x"], self.timeseries()[:, prepared["order"]]], axis=2)
 
     @cached_property
     def predictor(self):
@@ -275,15 +342,19 @@ class AsdTransformerPipeline(Pipeline):
             raise UsageError("asd-transformer trains on one device: the best-validation-AUROC epoch is chosen "
                              "in-process over the whole validation split", fix="use --devices 1 (a run is minutes)")
         mm, pp, data = self.m.model, self.m.preprocess, self.data()
+        self.build_model()  # a size the data cannot take fails now, not after the features
+        if mm.arch == "fbnetgen":
+            self.timeseries()  # likewise a file without time series
         runs = self.splits()
         per_run, rows, first = [], [], None
         for r, split in enumerate(runs):
             prepared = self.features_for(split)
-            x = prepared["x"]
+            x = self.model_input(prepared)
             self.ctx.log(f"run {r + 1}/{len(runs)}: train {len(split['train'])} · val {len(split['val'])} · "
                          f"test {len(split['test'])}")
             net, info = self._fit(x, split, self.m.seed + r, f"run{r + 1}")
-            meta = {"medrun": json.dumps({"pipeline": "asd-transformer", "run": r + 1, "interaction": mm.interaction,
+            meta = {"medrun": json.dumps({"pipeline": "asd-transformer", "arch": mm.arch, "run": r + 1,
+                                          "interaction": mm.interaction,
                                           "combat": pp.combat, "nle": pp.nle}, sort_keys=True)}
             for name in (f"run{r + 1}", *(["model"] if r == 0 else [])):  # model.safetensors: run 1's
                 training.save_weights(net, self.ctx.path / "checkpoints" / f"{name}.safetensors", meta)
@@ -304,7 +375,8 @@ class AsdTransformerPipeline(Pipeline):
         fig = learning_curves_figure(self.ctx.path / "logs" / "run1" / "metrics.csv")
         if fig is not None:
             self.ctx.save_figure(fig, "learning_curves")
-        figures.attention(self, *first[:3])
+        if mm.arch == "asd-transformer":  # the others have no community prompts
+            figures.attention(self, *first[:3])
         figures.roc(self.ctx, rows)
         self._paper(metrics, per_run, "train")
         return metrics
@@ -315,7 +387,7 @@ class AsdTransformerPipeline(Pipeline):
             raise UsageError(f"unknown split '{split_name}'", fix="use --split train | val | test")
         per_run, rows = [], []
         for r, split in enumerate(self.splits()):
-            x = self.features_for(split)["x"]
+            x = self.model_input(self.features_for(split))
             net = self.trained_model(weights=f"run{r + 1}.safetensors")
             idx = split[split_name]
             p = self.probs(net, x, idx)
@@ -331,7 +403,7 @@ class AsdTransformerPipeline(Pipeline):
     def predict(self) -> dict:
         data, split, which = self.data(), self.splits()[0], self.m.predict.split  # run 1's split and model
         idx = np.arange(len(data)) if which == "all" else split[which]
-        p = self.probs(self.trained_model(), self.features_for(split)["x"], idx)
+        p = self.probs(self.trained_model(), self.model_input(self.features_for(split)), idx)
         self.ctx.write_csv("per_case.csv", [{"subject": data.subject[i], "site": data.site[i],
                                              "prob_asd": round(float(q), 6), "pred": "ASD" if q >= 0.5 else "control"}
                                             for i, q in zip(idx, p, strict=True)])
@@ -367,10 +439,16 @@ class AsdTransformerPipeline(Pipeline):
 
         return ablate(self)
 
+    def baselines(self) -> dict:
+        from .baselines import baselines
+
+        return baselines(self)
+
     # -- reports ----------------------------------------------------------------------------------------------
     def _paper(self, metrics: dict, per_run: list[dict], what: str) -> None:
-        spec = self.ctx.spec
-        ours = ["this run (" + ("fixture" if self.ctx.fixture else self.m.dataset.name) + f", {len(per_run)} runs)",
+        spec, arch = self.ctx.spec, self.m.model.arch
+        name = "this run" if arch == "asd-transformer" else f"this run, {arch}"
+        ours = [f"{name} (" + ("fixture" if self.ctx.fixture else self.m.dataset.name) + f", {len(per_run)} runs)",
                 *[pm(metrics, k) for k in METRICS]]
         t = paper_data(spec)["tables"]["table1"]
         t1 = f"## {t['title']}\n\n" + markdown_table(t["header"], [*t["rows"], ours])
@@ -378,9 +456,18 @@ class AsdTransformerPipeline(Pipeline):
                               [[r["run"], *[r[k] for k in METRICS], r.get("best_epoch")] for r in per_run])
         shown = [f"- {k}: {metrics[k]:.4f}" for k in ("combat_site_var_fall", "local_efficiency_mean") if k in metrics]
         self.ctx.write_text("paper.md", paper_md(
-            spec, self.m, {k: metrics.get(k) for k in METRICS}, self.ctx, title=f"ASD attention transformer, {what}",
+            spec, self.m, {k: metrics.get(k) for k in METRICS}, self.ctx,
+            title=f"ASD attention transformer, {what}" if arch == "asd-transformer" else
+            f"{PAPER_ROW[arch]} baseline (asd-transformer Table 1), {what}",
+            expect=None if arch == "asd-transformer" else paper_expect(spec, arch),
             sections=[t1, "## Runs\n\n" + runs, *(["## Feature checks\n\n" + "\n".join(shown)] if shown else []),
                       paper_note(spec, "comparison")]))
+
+
+def paper_expect(spec, arch: str) -> dict:
+    """The paper's Table 1 means of ``arch`` as fractions ({metric: value})."""
+    row = next(r for r in paper_data(spec)["tables"]["table1"]["rows"] if r[0] == PAPER_ROW[arch])
+    return {k: round(float(str(v).split("±")[0]) / 100, 4) for k, v in zip(METRICS, row[1:], strict=True)}
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> TensorDataset:
