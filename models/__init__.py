@@ -27,6 +27,7 @@
   MobileNet-V2, VGG-16, Xception) with raw-pixel input scaling, built offline (ad-lite card, Table 1).
 - ``single_task_cnn``: one stream of the cross-stitch model with one task head (epilepsy-mtl card, Table 2).
 - ``ea_unet``: EA-U-Net, the two-branch (CT + vessel prior) edge-aware 3D U-Net (pulmonary-av card).
+- ``ct_baselines``: UNETR and SwinUNETR (MONAI) as prompt-free 3D CT segmenters (totalct-sam card, Table 1).
 - ``brainnetcnn``, ``fbnetgen``, ``bnt``: BrainNetCNN, FBNETGEN and the Brain Network Transformer, the
   connectivity baselines of the asd-transformer card (Table 1).
 - ``dvtwin``: DVTwin, siamese post-norm ViT encoder + gated stereo fusion + U-Net-style disparity decoder
@@ -76,6 +77,8 @@ _MODELS: dict[str, str] = {
     "mrd-flow": "flowsets:FlowNet",
     "sam-vit-b": "sam:build_sam_vit_b",
     "sam3d-vit-b-ori": "sam3d:build_sam3d_vit_b_ori",
+    "totalct-swinunetr": "ct_baselines:swinunetr",
+    "totalct-unetr": "ct_baselines:unetr",
     "seanet": "seanet:seanet",
     "seanet-ctformer": "seanet:ctformer",
     "seanet-redcnn": "seanet:redcnn",

@@ -39,7 +39,17 @@ class Data(DatasetSection):
         return v
 
 
+ARCHS = ("totalct-sam", "unetr", "swinunetr")
+SWIN_MIN = 64  # smallest SwinUNETR crop that trains (five halvings leave 2³)
+Arch = Literal["totalct-sam", "unetr", "swinunetr"]
+
+
 class Model(Section):
+    arch: Arch = Field("totalct-sam", description="totalct-sam (the paper's model) or a Table 1 baseline trained on "
+                       "the same split: unetr or swinunetr (MONAI; UNETR's hidden size embed_dim, num_heads, MLP 4 × "
+                       "embed_dim)")
+    feature_size: Count | None = Field(None, description="UNETR / SwinUNETR feature size (default: 16 / 48, "
+                                       "MONAI's published configurations)")
     img_size: Count = Field(128, description="cube side of a training crop / inference window")
     patch_size: Count = 16
     embed_dim: Count = 768
@@ -65,6 +75,17 @@ class Model(Section):
         if self.embed_dim % self.num_heads or self.prompt_dim % 24 or (self.prompt_dim // 2) % self.memory_heads:
             raise ValueError("embed_dim must divide by num_heads, prompt_dim by 24 (Fourier features ×3, /8 upscaling),"
                              " prompt_dim/2 by memory_heads")
+        need = {"unetr": 16, "swinunetr": 32}.get(self.arch)  # UNETR's fixed 16³ patches; Swin's five halvings
+        if need and self.img_size % need:
+            raise ValueError(f"model.arch {self.arch} needs img_size a multiple of {need} (got {self.img_size})")
+        if self.arch == "swinunetr" and (self.feature_size or 48) % 12:
+            raise ValueError("swinunetr needs feature_size a multiple of 12")
+        if self.arch == "swinunetr" and self.img_size < SWIN_MIN:  # its instance norm fails on a 1³ bottleneck
+            raise ValueError(f"swinunetr needs img_size ≥ {SWIN_MIN} (got {self.img_size}): at 32 its bottleneck is "
+                             "one voxel, which instance norm cannot normalise")
+        if self.arch != "totalct-sam" and self.sammed3d_checkpoint:
+            raise ValueError(f"sammed3d_checkpoint initialises totalct-sam only, not model.arch {self.arch} (the "
+                             "baselines train from random init)")
         return self
 
 
@@ -77,6 +98,19 @@ class Train(TrainSection):
     prompt_prob: float = Field(0.5, ge=0, le=1, description="share of steps that also train a point-prompted mask")
     max_clicks: int = Field(5, ge=1)
     cache: bool = Field(False, description="keep every preprocessed training volume in memory (fixtures; RAM!)")
+
+
+class Baselines(Section):
+    archs: list[Arch] = Field(default_factory=lambda: list(ARCHS), min_length=1, description=(
+        "`medrun baselines` (Table 1): one train run per model.arch on the same split"))
+    zeroshot: bool = Field(True, description="`medrun baselines` also adds SAM-Med3D without fine-tuning (the "
+                           "zeroshot stage, model.sammed3d_checkpoint or random init)")
+
+
+class ZeroShot(Section):
+    clicks: int = Field(1, ge=1, le=10, description="`medrun zeroshot`: clicks per structure (the first at its "
+                        "innermost voxel, the others at the innermost voxel of the largest error, as SAM-Med3D's "
+                        "evaluation)")
 
 
 class Eval(EvalSection):
@@ -105,6 +139,8 @@ class TotalCTSamManifest(Manifest):
     eval: Eval = Field(default_factory=Eval)
     inference: Inference = Field(default_factory=Inference)
     predict: Predict = Field(default_factory=Predict)
+    baselines: Baselines = Field(default_factory=Baselines)
+    zeroshot: ZeroShot = Field(default_factory=ZeroShot)
 
     @model_validator(mode="after")
     def _window(self):

@@ -40,9 +40,16 @@ build 104 classes (v1) unless `dataset.classes` is set. Known limitation: the wi
 (C+1)-channel float32 logits of the whole volume (≈15 GB for 300 × 300 × 400 voxels and 104 classes).
 
 Fixture smoke (`totalsegmentator.fixture.yaml`): random init, lr 1e-3 for every module, batch 4 × 399 steps (the
-card's limit is 400; batch 2 gave Dice 0.47–0.61, batch 4 gives 0.68 at seed 0 and 0.63 at seed 1), CT window
-[−200, 300] HU (soft-tissue organs only). Flips hide the left/right cue (liver vs spleen at 60 vs 45 HU); the
-one-minute learning check in the tests turns them off (`dataset.flip_prob=0`).
+card's limit is 400), CT window [−200, 300] HU (soft-tissue organs only), no flips (`dataset.flip_prob: 0`): on
+the fixture liver and spleen differ by 15 HU under noise of SD 20 and mainly by side, a cue that flips on every axis
+erase. With flips the smoke gave Dice 0.68 / 0.63 (seeds 0 / 1) against the card's ≥ 0.6; without, 0.791 / 0.772 /
+0.769 (seeds 0 / 1 / 2). The paper's RandomFlip stays the default of the real-data manifest.
+
+Baselines and extra stages: `model.arch` unetr | swinunetr trains MONAI's UNETR or SwinUNETR (`models.ct_baselines`)
+on the same data, crops, split and scoring, from random init, with DiceCE only and every weight at `train.lr_new`
+(default `train.lr`); no SAM-Med3D weights and no clicks for them. `ablate` (Table 3, `ablate.py`): with and
+without the memorizing block as two train runs, one paired table. `baselines` (Table 1, `baselines.py`): one train
+run per `baselines.archs`, plus `zeroshot` (`zeroshot.py`): SAM-Med3D without fine-tuning, clicked per structure.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import torch.nn.functional as F
 
 from medrun.datasets import totalsegmentator as ts
 from medrun.errors import DataError, UsageError
+from medrun.models import ct_baselines
 from medrun.models.memorizing import TotalCTSAM
 from medrun.models.sam3d import Sam3dConfig, load_sammed3d_checkpoint
 
@@ -79,8 +87,8 @@ def _lit(net: TotalCTSAM, t):
             self.semantic_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
             self.binary_dice = DiceLoss(sigmoid=True)
 
-        def configure_optimizers(self):
-            new = net.new_module_prefixes()
+        def configure_optimizers(self):  # a baseline (UNETR, SwinUNETR) is new throughout: train.lr_new
+            new = net.new_module_prefixes() if hasattr(net, "new_module_prefixes") else ("",)
             groups = {"sam": [], "new": []}
             for name, p in self.net.named_parameters():
                 if p.requires_grad:
@@ -90,6 +98,10 @@ def _lit(net: TotalCTSAM, t):
 
         def training_step(self, batch, _):
             x, y = batch["image"], batch["label"]
+            if not hasattr(self.net, "decode"):  # a baseline: class logits only, no prompt path
+                loss = self.semantic_loss(self.net(x), y)
+                self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+                return loss
             emb = self.net.image_encoder(x)
             _, logits = self.net.decode(emb)
             loss = self.semantic_loss(logits, y)
@@ -163,17 +175,27 @@ class TotalCTSam(Supervised):
     def report_split(self) -> str:  # the train stage scores eval.split (val, the paper's)
         return self.m.eval.split
 
-    def build_model(self, num_classes: int | None = None) -> TotalCTSAM:
+    def build_model(self, num_classes: int | None = None):
+        """TotalCT-SAM, or the ``model.arch`` baseline (UNETR / SwinUNETR) for the same classes."""
         if num_classes is None:  # the dataset's classes in a stage; the v1 default of 104 in a dry run
             d = self.m.dataset
             num_classes = len(self.classes) if self.ctx is not None else len(d.classes) if d.classes else 104
         mm = self.m.model
-        cfg = Sam3dConfig(img_size=mm.img_size, patch_size=mm.patch_size, embed_dim=mm.embed_dim, depth=mm.depth,
+        if mm.arch == "unetr":
+            return ct_baselines.unetr(num_classes, mm.img_size, mm.feature_size or 16, mm.embed_dim,
+                                      4 * mm.embed_dim, mm.num_heads)
+        if mm.arch == "swinunetr":
+            return ct_baselines.swinunetr(num_classes, mm.feature_size or 48)
+        return TotalCTSAM(self.sam3d_config(num_classes), memory=mm.memory, memory_size=mm.memory_size,
+                          topk=mm.memory_topk, memory_heads=mm.memory_heads, gate_init=mm.gate_init)
+
+    def sam3d_config(self, num_classes: int) -> Sam3dConfig:
+        """The manifest's SAM-Med3D sizes; ``num_classes`` 0 is plain SAM-Med3D (the zeroshot stage)."""
+        mm = self.m.model
+        return Sam3dConfig(img_size=mm.img_size, patch_size=mm.patch_size, embed_dim=mm.embed_dim, depth=mm.depth,
                           num_heads=mm.num_heads, window_size=mm.window_size,
                           global_attn_indexes=tuple(mm.global_attn_indexes), prompt_dim=mm.prompt_dim,
                           decoder_depth=mm.decoder_depth, decoder_mlp_dim=mm.decoder_mlp_dim, num_classes=num_classes)
-        return TotalCTSAM(cfg, memory=mm.memory, memory_size=mm.memory_size, topk=mm.memory_topk,
-                          memory_heads=mm.memory_heads, gate_init=mm.gate_init)
 
     # -- data -------------------------------------------------------------------------------------------------
     @cached_property
@@ -243,7 +265,8 @@ class TotalCTSam(Supervised):
         return self.net, secs
 
     def weights_metadata(self) -> dict:
-        return {"pipeline": "totalct-sam", "classes": ",".join(self.classes), "memory": self.m.model.memory}
+        return {"pipeline": "totalct-sam", "arch": self.m.model.arch, "classes": ",".join(self.classes),
+                "memory": self.m.model.memory}
 
     def train(self) -> dict:
         metrics = super().train()
@@ -251,7 +274,7 @@ class TotalCTSam(Supervised):
             metrics.update(sammed3d_missing=len(self.sammed3d["missing"]),
                            sammed3d_unexpected=len(self.sammed3d["unexpected"]))
         metrics["steps"] = self.steps_per_epoch * self.m.train.epochs
-        block = self.net.memory_block
+        block = getattr(self.net, "memory_block", None)
         if block is not None:
             metrics["memory_entries"] = len(block.memory)
             metrics["memory_gate"] = [round(float(g), 5) for g in torch.sigmoid(block.gate.detach())]
@@ -306,20 +329,53 @@ class TotalCTSam(Supervised):
             segm.overlay(self.ctx, f"overlay_{case_id}_{name}", image[:, :, z], gt[:, :, z] == c, pred[:, :, z] == c,
                          f"{case_id} {name} (axial z={z}): green truth, red prediction")
 
+    def paper_kwargs(self, split: str, metrics: dict) -> dict:
+        """A baseline's page compares with its own Table 1 row (UNETR) or with none (SwinUNETR is not in it)."""
+        arch = self.m.model.arch
+        if arch == "unetr":
+            return {"title": "UNETR baseline (totalct-sam Table 1)", "expect": {"dice": 0.7722, "iou": 0.6289,
+                                                                                "accuracy": 0.7023}}
+        if arch == "swinunetr":
+            return {"title": "SwinUNETR baseline (not in the paper)", "expect": {}}
+        if not self.m.model.memory:
+            return {"title": "TotalCT-SAM without memory (Table 3)", "table": "Table 3",
+                    "expect": {"dice": 0.8066, "iou": 0.6759, "accuracy": 0.7989}}
+        return {}
+
+    # -- extra stages: Table 3 as a paired sweep, Table 1's baselines, SAM-Med3D zero-shot ------------------------
+    def ablate(self) -> dict:
+        from .ablate import ablate
+
+        return ablate(self)
+
+    def baselines(self) -> dict:
+        from .baselines import baselines
+
+        return baselines(self)
+
+    def zeroshot(self) -> dict:
+        from .zeroshot import zeroshot
+
+        return zeroshot(self)
+
     def paper_sections(self, metrics: dict) -> list[str]:
-        spec, mem = self.ctx.spec, self.m.model.memory
+        spec, mem, arch = self.ctx.spec, self.m.model.memory, self.m.model.arch
         paper = {r[0]: r[1:] for r in paper_data(spec)["tables"]["table2"]["rows"]}
         cell = lambda c, i: f"{paper[c][i]:.2f} / {paper[c][i + 1]:.2f}" if c in paper else "—"  # noqa: E731
         rows = [[c, v["n_cases"], f"{100 * v['dice']:.2f}", f"{100 * v['iou']:.2f}", cell(c, 0), cell(c, 2)]
                 for c, v in sorted(metrics["per_class"].items())]
         per_class = "## Per class (Table 2)\n\n" + markdown_table(
             ["class", "cases", "Dice %", "IoU %", "paper TotalCT-SAM Dice / IoU", "paper SAM-Med3D Dice / IoU"], rows)
-        ours = [f"**this run** ({'with' if mem else 'without'} memory)", f"{100 * metrics['dice']:.2f}",
+        label = f"{'with' if mem else 'without'} memory" if arch == "totalct-sam" else arch
+        ours = [f"**this run** ({label})", f"{100 * metrics['dice']:.2f}",
                 f"{100 * metrics['iou']:.2f}", f"{100 * metrics['accuracy']:.2f}", "—",
                 f"{metrics['secs_per_case']:.2f}"]
         table1 = paper_table(spec, "table1") + "\n" + "| " + " | ".join(ours) + " |"
         notes = paper_note(spec, "comparison") + (
-            "" if mem else "\n- This run has no memorizing block: compare with the Table 3 'without memory' row.")
+            "" if arch != "totalct-sam" else "" if mem else
+            "\n- This run has no memorizing block: compare with the Table 3 'without memory' row.")
+        if arch != "totalct-sam":
+            notes += "\n" + paper_note(spec, "baselines")
         return [per_class, table1, notes]
 
     # -- prediction -------------------------------------------------------------------------------------------
@@ -335,6 +391,9 @@ class TotalCTSam(Supervised):
 
     def predict_rows(self, net, items) -> list[dict]:
         point = self.m.predict.point
+        if point is not None and self.m.model.arch != "totalct-sam":
+            raise UsageError(f"predict.point needs the promptable model; model.arch {self.m.model.arch} has no prompt "
+                             "path", fix="drop -o predict.point, or predict with a totalct-sam train run")
         run = self.predictor.setup(Forward(net, "semantic" if point is None else "prompted"))
         labels = self.classes if point is None else ["foreground"]
         rows = []

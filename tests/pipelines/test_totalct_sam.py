@@ -167,3 +167,191 @@ def test_sammed3d_checkpoint_reports_new_keys(cli, runs, tmp_path):
     assert info["unexpected"] == [] and info["missing"]
     assert all(k.startswith(("mask_decoder.class_tokens", "mask_decoder.class_hypernetwork",
                              "mask_decoder.image_token_block")) for k in info["missing"])
+
+
+# -- issue 22: Table 3 as a paired sweep, UNETR / SwinUNETR baselines, SAM-Med3D zero-shot -------------------------
+def _manifest(**over):
+    from medrun.pipelines import get
+    from medrun.pipelines.runner import Request, load_manifest
+
+    m, _ = load_manifest(Request(pipeline=SLUG, stage="train", dataset=DS, fixture=True,
+                                 overrides=[f"{k}={v}" for k, v in over.items()]), get(SLUG))
+    return m
+
+
+def _n(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_baseline_parameter_counts_at_the_paper_configuration(monkeypatch):
+    """128³ crops, 104 classes + background, MONAI's published sizes; built on the meta device (no memory).
+    Paper: UNETR 94.86 M (its UNETR is not described); SwinUNETR is not in the paper."""
+    import monai.networks.nets.swin_unetr as swin
+
+    from medrun.models import create
+
+    linspace = torch.linspace  # SwinUNETR turns a linspace into floats, which the meta device cannot
+    monkeypatch.setattr(swin.torch, "linspace", lambda *a, **k: linspace(*a, **{**k, "device": "cpu"}))
+    with torch.device("meta"):
+        assert _n(create("totalct-unetr", num_classes=104, img_size=128)) == 93_031_353
+        assert _n(create("totalct-swinunetr", num_classes=104)) == 62_191_755
+
+
+def test_baseline_trains_through_the_pipeline_module():
+    """model.arch builds the baseline at the fixture's sizes; one training step on the semantic loss alone puts
+    every weight in the train.lr_new group and reaches them all; eval's sliding window calls .semantic."""
+    from medrun.pipelines.totalct_sam.pipeline import TotalCTSam, _lit
+
+    m = _manifest(**{"model.arch": "unetr", "model.feature_size": 8, "train.lr": 1e-7, "train.lr_new": 1e-2})
+    net = TotalCTSam(m).build_model(num_classes=4)
+    lit = _lit(net, m.train)
+    lit.log = lambda *a, **k: None
+    opt = lit.configure_optimizers()
+    assert [len(g["params"]) for g in opt.param_groups] == [0, len(list(net.parameters()))]
+    assert opt.param_groups[1]["lr"] == 1e-2
+    torch.manual_seed(0)
+    x, y = torch.randn(1, 1, 32, 32, 32), torch.randint(0, 5, (1, 1, 32, 32, 32))
+    loss = lit.training_step({"image": x, "label": y}, 0)
+    loss.backward()
+    unused = "norm_cross_attn"  # MONAI's transformer blocks carry a cross-attention norm they never call
+    assert torch.isfinite(loss) and all(p.grad is not None for n, p in net.named_parameters() if unused not in n)
+    with torch.no_grad():
+        assert net.semantic(x).shape == (1, 5, 32, 32, 32)
+
+
+def test_manifest_refuses_what_a_baseline_cannot_do():
+    from pydantic import ValidationError
+
+    from medrun.errors import UsageError
+    from medrun.pipelines.totalct_sam.config import Model
+    from medrun.pipelines.totalct_sam.pipeline import TotalCTSam
+
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        Model(arch="swinunetr", img_size=48, patch_size=16)
+    with pytest.raises(ValidationError, match="one voxel"):  # the fixture's 32³ crops
+        Model(arch="swinunetr", img_size=32, patch_size=8)
+    with pytest.raises(ValidationError, match="initialises totalct-sam only"):
+        Model(arch="unetr", sammed3d_checkpoint="sam_med3d.pth")
+    m = _manifest(**{"model.arch": "unetr", "predict.point": "[1,2,3]"})
+    with pytest.raises(UsageError, match="no prompt path"):
+        TotalCTSam(m).predict_rows(None, [])
+
+
+class _Ctx:
+    """What the sweep stages use of a StageContext: a canned sweep and captured writes."""
+
+    def __init__(self, runs, stage):
+        from medrun.pipelines import get
+
+        self.spec, self.stage, self.fixture, self.data_roots = get(SLUG), stage, True, {"data": "fixture"}
+        self.runs, self.children, self.files = runs, None, {}
+        self.run = type("R", (), {"info": lambda self: {"id": "f" * 64}})()
+
+    def sweep(self, children, title):
+        self.children = children
+        return self.runs[: len(children)]
+
+    def write_csv(self, rel, rows):
+        self.files[rel] = rows
+
+    def write_text(self, rel, text):
+        self.files[rel] = text
+
+
+def _child_run(tmp_path, name, metrics, cases=()):
+    from medrun.pipelines.sweep import Child, ChildRun
+
+    d = tmp_path / name
+    d.mkdir()
+    (d / "per_case.csv").write_text("case,dice,iou,accuracy\n" + "".join(f"{c},{a},{b},{r}\n" for c, a, b, r in cases))
+    return ChildRun(Child(name), name.ljust(64, "0"), d, metrics, False)
+
+
+def test_ablate_stage_pairs_the_variants_beside_table3(tmp_path):
+    from medrun.pipelines.totalct_sam.ablate import ablate
+    from medrun.pipelines.totalct_sam.pipeline import TotalCTSam
+
+    base = {"params_total": 1_000_000, "secs_per_case": 0.5}
+    with_mem = _child_run(tmp_path, "with", {"dice": 0.8, "iou": 0.7, "accuracy": 0.85, **base,
+                                             "params_total": 1_296_648},
+                          [("s5", 0.9, 0.8, 0.9), ("s6", 0.7, 0.6, 0.8)])
+    without = _child_run(tmp_path, "without", {"dice": 0.75, "iou": 0.65, "accuracy": 0.8, **base},
+                         [("s6", 0.72, 0.6, 0.7), ("s5", 0.8, 0.7, 0.9)])
+    pipe = TotalCTSam(_manifest())
+    pipe.ctx = ctx = _Ctx([with_mem, without], "ablate")
+    m = ablate(pipe)
+    assert [c.overrides for c in ctx.children] == [{"model.arch": "totalct-sam", "model.memory": True},
+                                                   {"model.arch": "totalct-sam", "model.memory": False}]
+    assert m["gain_dice"] == pytest.approx(0.05) and m["memory_params"] == 296_648
+    # paired by case id, not by row order: s5 +0.1, s6 −0.02
+    assert m["paired_dice_gain"] == pytest.approx(0.04) and m["memory_helps_cases"] == 1
+    assert m["paired_dice_gain_sd"] == pytest.approx(np.std([0.1, -0.02], ddof=1))
+    page = ctx.files["paper.md"]
+    assert "Table 3" in page and "| without memory | paper | 80.66 | 67.59 | 79.89 | 13.88 M |" in page
+    assert "| memory gain | paper | 2.77 | 3.98 | 2.44 | 0.30 M |" in page and "296,648" in page
+    assert [r["case"] for r in ctx.files["per_case_pairs.csv"]] == ["s5", "s6"]
+
+
+def test_baselines_stage_children_and_table1_page(tmp_path):
+    from medrun.pipelines.totalct_sam.baselines import baselines
+    from medrun.pipelines.totalct_sam.pipeline import TotalCTSam
+
+    def run(name, dice, **extra):
+        return _child_run(tmp_path, name, {"dice": dice, "iou": dice - 0.1, "accuracy": dice + 0.05,
+                                           "params_total": 2e6, "secs_per_case": 0.3, **extra})
+
+    runs = [run("t", 0.8), run("u", 0.6), run("s", 0.7), run("z", 0.1, pretrained=False)]
+    pipe = TotalCTSam(_manifest(**{"baselines.archs": "[totalct-sam,unetr,swinunetr]"}))
+    pipe.ctx = ctx = _Ctx(runs, "baselines")
+    m = baselines(pipe)
+    assert m["models"] == ["totalct-sam", "unetr", "swinunetr", "sammed3d-zeroshot"]
+    assert ctx.children[2].overrides["model.img_size"] == 64 and "model.img_size" not in ctx.children[1].overrides
+    z = ctx.children[-1]
+    assert z.stage == "zeroshot" and all(c.stage == "train" for c in ctx.children[:-1])
+    # each child has baselines.* at its default, so it is the plain `medrun train -o model.arch=…` run
+    assert all(c.overrides["baselines.archs"] == ["totalct-sam", "unetr", "swinunetr"] for c in ctx.children)
+    assert m["unetr.dice"] == 0.6 and m["zeroshot.dice"] == 0.1
+    page = ctx.files["paper.md"]
+    assert "| unetr | 60.00 | 77.22 |" in page and "| SAM-Med3D zero-shot | 10.00 | 80.94 |" in page
+    assert "random init: not SAM-Med3D's numbers" in page and "not in the paper" in page
+    assert "nnU-Net" in page and "not reproduced" in page and "TransUNet" in page
+
+
+def test_zeroshot_clicks_and_window():
+    """The first click is the structure's innermost voxel; the window (padded when the volume is smaller) is
+    centred on it and clamped; a second click goes to the larger error region with its sign; the mask returns
+    on the volume's grid."""
+    from medrun.pipelines.totalct_sam.zeroshot import innermost, segment_structure
+
+    gt = np.zeros((24, 40, 20), bool)
+    gt[4:11, 21:28, 6:13] = True  # a 7³ box: its innermost voxel is its centre
+    assert innermost(gt) == (7, 24, 9)
+    calls = []
+
+    def pred(run, win, coords, labels):  # "network": a 5³ cube around the first click
+        calls.append((win.shape, coords.clone(), labels.clone()))
+        out = -torch.ones(1, 1, *win.shape[2:])
+        c = coords[0, 0].long()
+        out[0, 0, c[0] - 2:c[0] + 3, c[1] - 2:c[1] + 3, c[2] - 2:c[2] + 3] = 1
+        return out
+
+    image = torch.zeros(1, *gt.shape)
+    mask = segment_structure(pred, None, image, gt, 32, clicks=2)
+    assert mask.shape == gt.shape and mask.sum() == 125 and mask[7, 24, 9]
+    (shape1, c1, l1), (_, c2, l2) = calls
+    assert shape1 == (1, 1, 32, 32, 32) and l1.tolist() == [[1]]
+    start = [0, 24 - 16, 0]  # x, z padded to 32 (window at 0); y centred on the click
+    assert c1[0, 0].tolist() == [7 - start[0], 24 - start[1], 9 - start[2]]
+    assert l2.tolist() == [[1, 1]] and gt[tuple(int(v) + o for v, o in zip(c2[0, 1], start, strict=True))]
+
+
+def test_zeroshot_network_answers_a_click_at_window_size():
+    from medrun.models.sam3d import Sam3D
+    from medrun.pipelines.totalct_sam.pipeline import TotalCTSam
+    from medrun.pipelines.totalct_sam.zeroshot import clicked_mask
+
+    net = Sam3D(TotalCTSam(_manifest()).sam3d_config(0)).eval()
+    with torch.no_grad():
+        out = clicked_mask(net, torch.randn(1, 1, 32, 32, 32), torch.tensor([[[10.0, 12.0, 14.0]]]),
+                           torch.tensor([[1]]))
+    assert out.shape == (1, 1, 32, 32, 32) and net.cfg.num_classes == 0
