@@ -13,9 +13,21 @@ routed through an attention block (C-SMA in the paper). Source: ``ma-dtnet.md``,
 - ``encoder="unet"`` (the ablations' "small plain U-Net", base width 16, 5 levels): MONAI's ``BasicUNet``
   blocks (features 16, 32, 64, 128, 256, 16; double 3×3 conv + BN + LeakyReLU, max-pool down, non-trainable
   ×2 upsampling: 1,815,265 parameters, the paper's 1.81 M; transposed-conv upsampling would give 1.95 M), with
-  the skip attention on its four skips x0..x3 ("within each skip connection"). ``mhsa`` instead puts multi-head
-  self-attention (4 heads, a residual connection, a learned positional embedding omitted) on the three deepest maps
-  x2, x3 and the bottleneck x4: on x1 (H/2) the attention matrix would not fit in memory at 256².
+  the skip attention on its four skips x0..x3 ("within each skip connection"). ``mhsa`` instead puts a ViT
+  encoder block (learned positional embedding sized for 256² input, 4 heads, MLP 4C, pre-norm, residuals) on the
+  three deepest maps x2, x3 and the bottleneck x4 (on x1, H/2, the attention matrix would not fit in memory at
+  256²): 12C² + 13C + (256/2^k)²·C per map, 1,496,768 in all, so 3,312,033 parameters, Table 3's 3.31 M. A bare
+  attention layer with LayerNorm (4C² + 6C) would give 2.16 M.
+
+Table 3 sizes of CA, SMA and C-SMA (paper 1.95 / 1.98 / 1.99 M) are not met and cannot all be met by one reading
+of the blocks. Ours, on the four skips (ΣC = 240, ΣC² = 21,760): CA (r = 16, bias-free) adds ΣC²/8 = 2,720
+(1,817,985); SMA adds 72C + 24 per skip (6 structuring elements 9C, 6 BN 2C, two 1×1 convs 3C → 1, the 3×3 gate
+conv and three BN(1)) = 17,376 (1,832,641); C-SMA both, 20,096 (1,835,361); a 5×5 SE adds 96·ΣC = 23,040. The
+same C-SMA on the ResNet34 skips adds 117,880 and, with the classifier (102,593), gives the paper's own MA-DTNet
+minus UNet-R34 gap (0.22 M against 22.95 − 22.72 = 0.23 M), so the block definition is the paper's. Within Table
+3, C-SMA − SMA = 0.01 M says CA is small, while UNet-CA says it costs 0.14 M; Table 5's 3×3 → 5×5 step of 0.09 M
+(0.08–0.10 after rounding) = 96·ΣC implies ΣC ≈ 830–1,040 attended channels, where SMA would cost 72·ΣC ≈ 0.06–
+0.08 M, not Table 3's 0.17 M; and Tables 3 and 5 print C-SMA as 1.99 and 1.95 M.
 
 Skip attention: ``none`` | ``ca`` (CBAM channel attention, r = 16) | ``sma`` (morphological spatial gate) |
 ``csma`` (CA then SMA, ``models/morphology.py``) | ``cbam`` | ``mhsa`` (unet only).
@@ -42,21 +54,31 @@ __all__ = ["ClassifierHead", "DualTaskNet", "ResNet34Encoder", "UNetDecoder", "l
            "skip_attention"]
 
 SKIP_ATTENTIONS = ("none", "ca", "sma", "csma", "cbam", "mhsa")
+MHSA_INPUT = 256  # the input side the MHSA positional embeddings are sized for (the paper's 256²)
 
 
 class _MHSA(nn.Module):
-    """Self-attention over the H·W positions of a map, with a residual connection and LayerNorm."""
+    """A ViT encoder block on the H·W positions of a map: a learned positional embedding, then pre-norm multi-head
+    self-attention and an MLP of width 4C, each with a residual connection (torch's ``TransformerEncoderLayer``:
+    12C² + 13C parameters). The embedding is sized for the paper's 256² input (``grid`` = the map's side there)
+    and resized bilinearly for other inputs, as a ViT at another resolution."""
 
-    def __init__(self, channels: int, heads: int = 4):
+    def __init__(self, channels: int, heads: int = 4, grid: int | None = None):
         super().__init__()
-        self.norm = nn.LayerNorm(channels)
-        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.pos = nn.Parameter(torch.zeros(1, channels, grid, grid)) if grid else None
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        self.block = nn.TransformerEncoderLayer(channels, heads, 4 * channels, dropout=0.0, activation="gelu",
+                                                batch_first=True, norm_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        seq = self.norm(x.flatten(2).transpose(1, 2))
-        out, _ = self.attn(seq, seq, seq, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        if self.pos is not None:
+            pos = self.pos if self.pos.shape[-2:] == (h, w) else F.interpolate(
+                self.pos, size=(h, w), mode="bilinear", align_corners=False)
+            x = x + pos
+        out = self.block(x.flatten(2).transpose(1, 2))
+        return out.transpose(1, 2).reshape(b, c, h, w)
 
 
 def skip_attention(kind: str, channels: int, rates=(1, 2, 3), se_size: int = 3, reduction: int = 16) -> nn.Module:
@@ -71,7 +93,7 @@ def skip_attention(kind: str, channels: int, rates=(1, 2, 3), se_size: int = 3, 
     if kind == "cbam":
         return CBAM(channels, reduction)
     if kind == "mhsa":
-        return _MHSA(channels)
+        return _MHSA(channels)  # without a positional embedding: the map size is not known here
     raise ValueError(f"unknown skip attention {kind!r} (known: {', '.join(SKIP_ATTENTIONS)})")
 
 
@@ -220,7 +242,7 @@ class DualTaskNet(nn.Module):
                 self.seg = base.final_conv
                 if skip_attention == "mhsa":  # x0, x1 plain; x2, x3 and the bottleneck x4 attended
                     self.attentions = nn.ModuleList(
-                        [nn.Identity(), nn.Identity(), _MHSA(f[2]), _MHSA(f[3]), _MHSA(f[4])]
+                        [nn.Identity(), nn.Identity(), *(_MHSA(f[k], grid=MHSA_INPUT >> k) for k in (2, 3, 4))]
                     )
                 else:  # the four skips; the bottleneck goes straight up
                     self.attentions = nn.ModuleList([*(att(c) for c in f[:4]), nn.Identity()])

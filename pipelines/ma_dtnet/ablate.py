@@ -31,7 +31,7 @@ def ablate(p) -> dict:
     names = a.run or list(a.variants)
     if not names:
         raise UsageError("ablate.variants is empty", fix="list the variants in the manifest's ablate section")
-    folds = a.folds or list(range(1, d.folds + 1))
+    folds = [1] if d.name == "glas" else a.folds or list(range(1, d.folds + 1))  # GlaS: its one official split
     runs = ctx.sweep([Child(f"{name}-fold{f}", {"model.variant": name, "dataset.fold": f},
                             labels={"variant": name, "fold": f}) for name in names for f in folds], title="ablation")
     per_fold = [{**r.child.labels, **{k: r.metrics[k] for k in KEYS if k in r.metrics},

@@ -26,13 +26,14 @@ CLS_METRICS = ["accuracy", "f1", "auroc"]
 
 
 class Data(DatasetSection):
-    name: Literal["busi", "udiat"]
+    name: Literal["busi", "udiat", "glas"]
     img_size: int = Field(256, description="square resize of image (bilinear) and mask (nearest); a multiple of 32")
     classes: list[Literal["benign", "malignant"]] = Field(
         default_factory=lambda: ["benign", "malignant"],
         description="class folders / types kept (BUSI 'normal' is never used)")
     exclude: list[str] = Field(default_factory=list, description="case ids left out, e.g. 'benign (12)' or '000012'")
-    folds: int = Field(5, ge=2, description="stratified k-fold (the paper's 5-fold CV; `medrun cv` runs every fold)")
+    folds: int = Field(5, ge=2, description="stratified k-fold (the paper's 5-fold CV; `medrun cv` runs every fold); "
+                                           "GlaS uses its official split instead")
     fold: int = Field(1, ge=1, description="the held-out fold of a train / eval / predict run (1-based)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="of each fold's training part, for checkpoint selection")
     split_seed: Seed = Field(42, description="seed of the folds and of the validation split")
@@ -180,9 +181,9 @@ def variant(m: MaDtnetManifest, name: str) -> MaDtnetManifest:
 
 def data_paths(m: MaDtnetManifest) -> dict[str, Path]:
     """The folder to fingerprint, after a cheap layout check (so a wrong folder fails before it is hashed)."""
-    from medrun.datasets import busi, udiat
+    from medrun.datasets import busi, glas, udiat
 
     root = Path(m.dataset.root)
     if root.exists():
-        (busi if m.dataset.name == "busi" else udiat).check_layout(root)
+        {"busi": busi, "udiat": udiat, "glas": glas}[m.dataset.name].check_layout(root)
     return {m.dataset.name: root}

@@ -1,7 +1,9 @@
 """ma-dtnet, the method (card: docs/papers/ma-dtnet.md).
 
-Data: BUSI (``benign/``, ``malignant/``; ``normal/`` unused; several masks of an image OR-ed) or UDIAT
-(``original/``, ``GT/``, labels from ``DatasetB.xlsx`` or ``.csv``) → grey images resized to ``img_size``²
+Data: BUSI (``benign/``, ``malignant/``; ``normal/`` unused; several masks of an image OR-ed), UDIAT
+(``original/``, ``GT/``, labels from ``DatasetB.xlsx`` or ``.csv``) or GlaS (Table 6: ``datasets.glas``, colour
+images, the official split train / Test A + Test B instead of folds, object Dice and object Hausdorff from
+``metrics.objects`` per test part; ``cv`` refuses it) → grey images (GlaS: RGB) resized to ``img_size``²
 (bilinear; masks nearest), repeated to 3 channels, ImageNet mean / sd (what a torchvision encoder expects) →
 stratified k-fold (``dataset.folds`` = 5, shuffled, ``dataset.split_seed``). Every mask is checked on loading,
 before training: another size than its image, or values other than 0 / 255 (or 0 / 1), is a DataError.
@@ -53,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medrun.datasets import busi, udiat
+from medrun.datasets import busi, glas, udiat
 from medrun.datasets.ultrasound import CLASSES, Case
 from medrun.errors import DataError, UsageError
 from medrun.metrics import classification as cm
@@ -73,9 +75,12 @@ _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 KEYS = (*SEG_METRICS, *CLS_METRICS)
 
 
-def to_input(gray: np.ndarray) -> np.ndarray:
-    """(N, H, W) or (H, W) grey in [0, 1] → (N, 3, H, W) / (3, H, W) ImageNet-normalised float32."""
-    g = gray[:, None] if gray.ndim == 3 else gray[None]
+def to_input(image: np.ndarray) -> np.ndarray:
+    """(N, H, W) / (H, W) grey, or (N, H, W, 3) / (H, W, 3) colour (GlaS), in [0, 1] → (N, 3, H, W) / (3, H, W)
+    ImageNet-normalised float32. Grey is repeated to three channels."""
+    if image.shape[-1] == 3 and image.ndim in (3, 4):
+        return ((np.moveaxis(image, -1, -3) - _MEAN) / _STD).astype(np.float32)
+    g = image[:, None] if image.ndim == 3 else image[None]
     return ((np.repeat(g, 3, axis=-3) - _MEAN) / _STD).astype(np.float32)
 
 
@@ -190,7 +195,7 @@ class MaDtnet(Supervised):
 
     def cases(self) -> list[Case]:
         d = self.m.dataset
-        found = busi.read(self.root) if d.name == "busi" else udiat.read(self.root)
+        found = {"busi": busi.read, "udiat": udiat.read, "glas": glas.read}[d.name](self.root)
         excluded = set(d.exclude)
         cases = [c for c in found if CLASSES[c.label] in d.classes and c.id not in excluded]
         unknown = sorted(excluded - {c.id for c in found})
@@ -212,12 +217,18 @@ class MaDtnet(Supervised):
 
         d, cases = self.m.dataset, self.cases()
         labels = np.array([c.label for c in cases])
+        if d.name == "glas":  # the official split: train_* to train on, testA_* and testB_* held out
+            return self._record(d, [c for c in cases if glas.part_of(c.id) == "train"],
+                                [c for c in cases if glas.part_of(c.id) != "train"])
         if len(set(labels.tolist())) > 1 and np.bincount(labels).min() >= d.folds:
             splitter = StratifiedKFold(n_splits=d.folds, shuffle=True, random_state=d.split_seed)
         else:  # a single class kept, or too few of one: plain shuffled k-fold
             splitter = KFold(n_splits=d.folds, shuffle=True, random_state=d.split_seed)
         tr, te = list(splitter.split(np.zeros(len(labels)), labels))[d.fold - 1]
-        train, test = [cases[i] for i in tr], [cases[i] for i in te]
+        return self._record(d, [cases[i] for i in tr], [cases[i] for i in te])
+
+    def _record(self, d, train: list[Case], test: list[Case]) -> dict[str, list[Case]]:
+        """``val_fraction`` of the training part as val (stratified where possible); the splits recorded."""
         val: list[Case] = []
         if d.val_fraction > 0:
             try:
@@ -231,7 +242,8 @@ class MaDtnet(Supervised):
                                 "dataset.val_fraction")
         splits = {"train": train, "val": val, "test": test}
         self.ctx.record_splits(splits)
-        self.ctx.log(f"fold {d.fold}/{d.folds}: " + " · ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        where = "official split" if d.name == "glas" else f"fold {d.fold}/{d.folds}"
+        self.ctx.log(f"{where}: " + " · ".join(f"{k} {len(v)}" for k, v in splits.items()))
         return splits
 
     def split_of(self, splits: dict, name: str | None = None):
@@ -245,7 +257,7 @@ class MaDtnet(Supervised):
         size = self.m.dataset.img_size
         if not cases:
             return np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
-        pairs = [busi.load(c, size) for c in cases]
+        pairs = [(glas if self.m.dataset.name == "glas" else busi).load(c, size) for c in cases]
         return (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
                 np.array([c.label for c in cases], dtype=np.int64))
 
@@ -315,6 +327,8 @@ class MaDtnet(Supervised):
         metrics: dict = {"n_cases": len(cases), "fold": self.m.dataset.fold}
         if seg_p is not None:
             metrics.update(seg.summarise(rows, SEG_METRICS))
+            if self.m.dataset.name == "glas":
+                metrics.update(self.object_metrics(cases, seg_p >= thr, rows))
         if cls_p is not None:
             pred = (cls_p >= thr).astype(int)
             metrics["accuracy"] = cm.accuracy(labels, pred)
@@ -323,6 +337,30 @@ class MaDtnet(Supervised):
             metrics["confusion_matrix"] = cm.confusion_matrix(labels, pred, 2).tolist()
         self._shown = (images, masks, seg_p, cls_p, rows)
         return metrics, rows
+
+    def object_metrics(self, cases: list[Case], preds: np.ndarray, rows: list[dict]) -> dict:
+        """GlaS (Table 6): object Dice and object Hausdorff (``metrics.objects``, the challenge's definitions) per
+        image at ``img_size``², the prediction's 8-connected components against the annotated glands; their means
+        over Test A, Test B and both. An image with no predicted gland has object Hausdorff inf: left out of the
+        mean and counted in ``object_hausdorff_nonfinite_cases``, as HD95."""
+        from medrun.metrics.objects import object_dice, object_hausdorff
+
+        size = self.m.dataset.img_size
+        for c, pred, row in zip(cases, preds, rows, strict=True):
+            truth = glas.load(c, size, instances=True)[1]
+            row.update({"part": glas.part_of(c.id), "object_dice": object_dice(pred, truth),
+                        "object_hausdorff": object_hausdorff(pred, truth)})
+        out: dict = {}
+        for part in ("testA", "testB", None):
+            sub = [r for r in rows if part in (None, r["part"])]
+            if not sub:
+                continue
+            tag = f"_{part}" if part else ""
+            finite = [r["object_hausdorff"] for r in sub if math.isfinite(r["object_hausdorff"])]
+            out[f"object_dice{tag}"] = float(np.mean([r["object_dice"] for r in sub]))
+            out[f"object_hausdorff{tag}"] = float(np.mean(finite)) if finite else math.nan
+            out[f"object_hausdorff{tag}_nonfinite_cases"] = len(sub) - len(finite)
+        return out
 
     def figures(self, net, cases, metrics, rows, split):
         images, masks, seg_p, cls_p, _ = self._shown
@@ -341,6 +379,9 @@ class MaDtnet(Supervised):
 
     def paper_sections(self, metrics):
         d = self.m.dataset
+        if d.name == "glas":
+            return ["## Per class\n\n" + _per_class(self._shown[-1]), _glas_table(metrics),
+                    paper_note(self.ctx.spec, "glas")]
         return ["## Per class\n\n" + _per_class(self._shown[-1]),
                 f"Held-out fold {d.fold} of {d.folds} ({metrics['n_cases']} images); the paper reports the mean ± sd "
                 "over five folds (run `medrun cv ma-dtnet` for that protocol).",
@@ -349,7 +390,8 @@ class MaDtnet(Supervised):
     # -- predict: masks at each image's own size and p(malignant) ---------------------------------------------
     def predict_items(self):
         if self.m.predict.input:
-            paths = [p for p in self.ctx.predict_inputs(self.m.predict.input) if "_mask" not in p.stem]
+            paths = [p for p in self.ctx.predict_inputs(self.m.predict.input)
+                     if "_mask" not in p.stem and not p.stem.endswith("_anno")]  # BUSI masks, GlaS annotations
             if not paths:
                 raise DataError(f"no images in {self.m.predict.input} besides masks (*_mask*)",
                                 fix="point predict.input at the images, not their masks")
@@ -361,7 +403,7 @@ class MaDtnet(Supervised):
 
         images, sizes = [], []
         for c in cases:
-            images.append(busi.load(c, self.m.dataset.img_size)[0])
+            images.append((glas if self.m.dataset.name == "glas" else busi).load(c, self.m.dataset.img_size)[0])
             with open_image(c.image, decode=False) as raw:
                 sizes.append(raw.size)
         seg_p, cls_p = self.infer(net, np.stack(images))
@@ -384,8 +426,10 @@ class MaDtnet(Supervised):
     # -- export -----------------------------------------------------------------------------------------------
     def bundle_parts(self) -> dict:
         """A MONAI bundle: the network, eval's preprocessing (8 bits by bit depth, grey, bilinear resize to
-        img_size, /255, three channels, ImageNet mean / sd) and per file p(malignant) and the mask at img_size."""
+        img_size, /255, three channels, ImageNet mean / sd; GlaS: RGB instead of grey) and per file p(malignant) and
+        the mask at img_size."""
         mm, size, thr = self.m.model, self.m.dataset.img_size, self.m.eval.threshold
+        rgb = self.m.dataset.name == "glas"
         keys = {"encoder", "skip_attention", "cls_head", "seg_head", "decoder_widths", "unet_features", "rates",
                 "se_size", "dropout"}
         mask = seg.mask_entry(f"torch.sigmoid(o[0])[0, 0].cpu() >= {thr}")
@@ -397,22 +441,28 @@ class MaDtnet(Supervised):
                          **mm.model_dump(mode="json", include=keys)},
             preprocessing=[
                 {"_target_": "LoadImage", "reader": "PILReader", "reverse_indexing": False, "image_only": True,
-                 "converter": f"$lambda im: {seg.TO_8BIT}(im).convert('L').resize(({size}, {size}), "
-                              "PIL.Image.BILINEAR)"},
-                {"_target_": "EnsureChannelFirst", "channel_dim": "no_channel"},
+                 "converter": f"$lambda im: {seg.TO_8BIT}(im).convert('{'RGB' if rgb else 'L'}').resize(({size}, "
+                              f"{size}), PIL.Image.BILINEAR)"},
+                {"_target_": "EnsureChannelFirst", "channel_dim": -1 if rgb else "no_channel"},
                 {"_target_": "EnsureType", "dtype": "$torch.float32", "track_meta": False},
-                {"_target_": "Lambda", "func": "$lambda x: x / 255.0"}, {"_target_": "RepeatChannel", "repeats": 3},
+                {"_target_": "Lambda", "func": "$lambda x: x / 255.0"},
+                *([] if rgb else [{"_target_": "RepeatChannel", "repeats": 3}]),
                 {"_target_": "NormalizeIntensity", "subtrahend": _MEAN.ravel().tolist(),
                  "divisor": _STD.ravel().tolist(), "channel_wise": True}],
             predict=predict, in_channels=3, size=size, labels={0: "background", 1: "lesion"}, classes=CLASSES,
-            modality="breast ultrasound",
-            readme=f"Input: one ultrasound image per file (any size; grey, resized to {size}×{size}). Output, per "
+            modality="colon histology" if rgb else "breast ultrasound",
+            readme=f"Input: one {'H&E histology' if rgb else 'ultrasound'} image per file (any size; "
+                   f"{'RGB' if rgb else 'grey'}, resized to {size}×{size}). Output, per "
                    f"file: p(malignant) and the lesion mask at {size}×{size} (rows of 0/1, σ(logit) ≥ {thr}).")
 
     # -- stages beyond train/eval/predict ---------------------------------------------------------------------
     def cv(self) -> dict:
         from .cv import cv
 
+        if self.m.dataset.name == "glas":
+            raise UsageError("GlaS has an official split (train / Test A / Test B), so there are no folds to "
+                             "cross-validate", fix="run `medrun train ma-dtnet --dataset glas`, which scores both "
+                                                  "test parts")
         return cv(self)
 
     def ablate(self) -> dict:
@@ -447,3 +497,19 @@ def _per_class(rows: list[dict]) -> str:
         cells.append(float(np.mean([r["pred"] == cls for r in sub])) if "pred" in sub[0] else None)
         out.append(cells)
     return markdown_table(["class", "images", "dice", "iou", "hd95", "classified correctly"], out)
+
+
+def _glas_table(metrics: dict) -> str:
+    """Table 6's GlaS columns: object Dice (%) and object Hausdorff (pixels) on Test A / Test B, ours beside the
+    paper's (MA-DTNet and MTUNet), and accuracy / F1 over both parts."""
+    def cell(key, scale=1.0):
+        v = metrics.get(key)
+        return "—" if v is None or not math.isfinite(v) else f"{scale * v:.2f}"
+
+    rows = [["this run", f"{cell('object_dice_testA', 100)} / {cell('object_dice_testB', 100)}",
+             f"{cell('object_hausdorff_testA')} / {cell('object_hausdorff_testB')}", cell("f1", 100),
+             cell("accuracy", 100)],
+            ["MA-DTNet (paper)", "92.99 / 91.51", "19.89 / 21.08", "100.00", "100.00"],
+            ["MTUNet (paper)", "95.60 / 90.90", "23.17 / 71.53", "97.77", "97.50"]]
+    return ("## GlaS, Table 6 (Test A / Test B)\n\n" + markdown_table(
+        ["model", "object Dice % (A / B)", "object Hausdorff px (A / B)", "F1 %", "accuracy %"], rows))
