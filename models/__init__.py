@@ -43,6 +43,8 @@ other medrun folders.
 _MODELS: dict[str, str] = {
     "adlite": "adlite:AdLiteNet",
     "adxpro": "adxpro:ADxPro",
+    "grud": "grud:GRUD",
+    "minimalrnn": "minimalrnn:MinimalRNN",
     "alexnet-hash": "alexnet_hash:AlexNetHash",
     "asd-transformer": "asd_transformer:AsdTransformer",
     "attack-target": "attack_targets:build",

@@ -40,7 +40,28 @@ class Data(DatasetSection):
         return v
 
 
+ARCHS = ("adxpro", "grud", "minimalrnn")
+Modality = Literal["MRI", "PET"]
+# the rows of `medrun baselines`: name → the model overrides of its train runs (one per fold)
+VARIANTS = {"adxpro": {}, "biomarker-only": {"model.use_images": False}, "mri-only": {"model.modalities": ["MRI"]},
+            "pet-only": {"model.modalities": ["PET"]}, "grud": {"model.arch": "grud"},
+            "minimalrnn": {"model.arch": "minimalrnn"}}
+Variant = Literal["adxpro", "biomarker-only", "mri-only", "pet-only", "grud", "minimalrnn"]
+
+
 class Model(Section):
+    arch: Literal["adxpro", "grud", "minimalrnn"] = Field(
+        "adxpro", description="adxpro (the paper's model) or a Table 1 baseline on the tabular inputs only: grud "
+                              "(GRU-D, Che et al. 2018) or minimalrnn (MinimalRNN, Nguyen et al. 2020)")
+    modalities: list[Modality] = Field(
+        default_factory=lambda: ["MRI", "PET"], min_length=1,
+        description="the image modalities ADxPro reads (Fig. 5: [MRI] or [PET]); the others count as missing")
+
+    @field_validator("modalities")
+    @classmethod
+    def _canonical(cls, v: list[str]) -> list[str]:
+        """One spelling per set ([PET, MRI] is [MRI, PET]), so the same computation gets the same run id."""
+        return [m for m in ("MRI", "PET") if m in v]
     latent: int = Field(64, ge=2)
     hidden: int = Field(128, ge=2)
     use_images: bool = Field(True, description="False: the biomarker-only RNN (the same model without the AMVAE)")
@@ -72,6 +93,18 @@ class CV(Section):
                                               "fold, each a train run of its own; paired t-test")
 
 
+class Baselines(Section):
+    models: list[Variant] = Field(
+        default_factory=lambda: list(VARIANTS), min_length=1,
+        description="`medrun baselines`: one train run per fold of each: adxpro, biomarker-only (model.use_images "
+                    "false), mri-only / pet-only (model.modalities, Fig. 5), grud, minimalrnn (model.arch)")
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
 class Impute(Section):
     split: Literal["all", "test", "train"] = "all"
 
@@ -84,6 +117,7 @@ class AdProgressionManifest(Manifest):
     eval: EvalSection = Field(default_factory=EvalSection)
     cv: CV = Field(default_factory=CV)
     impute: Impute = Field(default_factory=Impute)
+    baselines: Baselines = Field(default_factory=Baselines)
 
 
 def data_paths(m: AdProgressionManifest) -> dict[str, Path]:

@@ -14,6 +14,14 @@ X_NAMES = [*adm.BIOMARKERS, "age", "education", "male", "female", "apoe4_0", "ap
 ZSCORED = list(range(N_BIO + 2))  # biomarker ratios, age, education; one-hots stay 0/1
 
 
+def model_images(files: dict, model) -> dict:
+    """The volumes the model reads: those of ``model.modalities`` (Fig. 5's MRI-only / PET-only rows count the other
+    modality as missing), and none without the image branch (``use_images`` false, GRU-D, MinimalRNN), so that those
+    runs never open a volume."""
+    keep = model.modalities if model.arch == "adxpro" and model.use_images else []
+    return {k: f for k, f in files.items() if k[2] in keep}
+
+
 class Records:
     """The cohort as arrays over subjects × visit slots (raw units; normalised per fold by ``Normaliser``)."""
 

@@ -24,7 +24,7 @@ def impute(p) -> dict:
         affine = _affine(rec, i)
         for t, vis in enumerate(rec.visits):
             for m, mod in enumerate(adm.MODALITIES):
-                if rec.img_mask[i, t, m] or not net.use_images:
+                if rec.img_mask[i, t, m] or not net.use_images or mod not in p.m.model.modalities:
                     continue
                 z = torch.from_numpy(res["v"][k, t, :latent][None])
                 vol = p.predictor(Forward(net, "decode"), z, m)[0].numpy().astype(np.float32)

@@ -42,9 +42,14 @@ nominal age) are observed at every slot of a subject who has them; a biomarker c
 visit's ICV are present; the trajectory figure shows the test subjects with the most observed visits; each fold of
 ``cv`` is seeded like a train run (``seed``), so fold k of ``cv`` is exactly ``medrun train -o train.fold=k``.
 
-Not shown: the image branch's gain. On the fixture (whose PET carries the progression rate, which no table column
-does) ADxPro and the biomarker-only model score the same (2-fold CV, 16 epochs, batch 4: mAUC 0.882 vs 0.884,
-paired t-test p = 0.66, which with 2 folds means little); ``cv.baseline: true`` runs the comparison on real data.
+Baselines (``baselines.py``, Table 1/2, Fig. 5): ``model.arch`` grud | minimalrnn builds GRU-D or MinimalRNN on the
+tabular inputs with ADxPro's heads and loss without the ELBO (``models/grud.py``, ``models/minimalrnn.py``);
+``model.modalities`` [MRI] | [PET] keeps one modality (the other counts as missing, also in ``impute``); the
+image files are not read at all without the image branch. ``medrun baselines`` trains each row on every fold.
+
+The image branch's gain: the fixture's images show a hidden amyloid status that moves the diagnosis and no table
+column shows (``datasets.adnimerge.fixture``); its smoke run (``baselines`` over adxpro, biomarker-only, grud,
+minimalrnn) requires adxpro's mAUC to exceed the biomarker-only model's (``image_gain.mauc``).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from ..report import markdown_table, paper_data, paper_md, paper_note
 from ..sweep import Child, headline, summarise
 from ..tasks.supervised import Supervised
 from . import SPEC
-from .data import N_BIO, N_DG, Normaliser, Records, Subjects  # noqa: F401 (Normaliser, Subjects: the tests' names)
+from .data import N_BIO, N_DG, Normaliser, Records, Subjects, model_images  # noqa: F401 (Normaliser, Subjects: the tests' names)
 
 CV_KEYS = ("accuracy", "precision_macro", "recall_macro", "mauc", "mae_ml", "mre_pct")
 
@@ -160,8 +165,12 @@ def score(rec: Records, ds: Subjects, norm: Normaliser, res: dict) -> tuple[dict
 class AdProgression(Supervised):
     val_split = None  # no validation split: the last epoch is scored (the card's protocol)
 
-    def build_model(self) -> ADxPro:
+    def build_model(self):
         mm, d = self.m.model, self.m.dataset
+        if mm.arch != "adxpro":  # a Table 1 baseline on the tabular inputs (models/grud.py, models/minimalrnn.py)
+            from medrun.models import create
+
+            return create(mm.arch, n_bio=N_BIO, n_dg=N_DG, n_classes=len(adm.CLASSES), hidden=mm.hidden)
         return ADxPro(tuple(d.volume), N_BIO, N_DG, len(adm.CLASSES), mm.latent, mm.hidden,
                       len(adm.MODALITIES), mm.use_images)
 
@@ -180,7 +189,10 @@ class AdProgression(Supervised):
                             f"diagnosed visit among {', '.join(d.visits)}, no reversion)", file=table,
                             fix="check the DX and VISCODE columns")
         files = adm.scan_images(images, cohort, d.visits)
-        if not files and self.m.model.use_images:
+        mm = self.m.model
+        if self.ctx.stage != "prepare":  # prepare counts every volume; the model reads its own
+            files = model_images(files, mm)
+        if not files and mm.use_images and mm.arch == "adxpro":
             self.ctx.log(f"no volumes found in {images}: every image is missing (biomarker-only input)")
         c = cohort.counts
         self.ctx.log(f"cohort: {c['subjects']} subjects, {c['visits']} visits ({c['stable']} stable, "
@@ -295,6 +307,11 @@ class AdProgression(Supervised):
         from .impute import prepare
 
         return prepare(self)
+
+    def baselines(self) -> dict:
+        from .baselines import baselines
+
+        return baselines(self)
 
     def cv(self) -> dict:
         """k-fold CV: one train run per fold (``train.fold``), and with ``cv.baseline`` one biomarker-only train run
