@@ -27,6 +27,7 @@
   MobileNet-V2, VGG-16, Xception) with raw-pixel input scaling, built offline (ad-lite card, Table 1).
 - ``single_task_cnn``: one stream of the cross-stitch model with one task head (epilepsy-mtl card, Table 2).
 - ``ea_unet``: EA-U-Net, the two-branch (CT + vessel prior) edge-aware 3D U-Net (pulmonary-av card).
+- ``inception_v3``, ``medvit``: Inception-V3 (torchvision's layout) and MedViT-S, targets of the cycleadvgan card.
 - ``ct_baselines``: UNETR and SwinUNETR (MONAI) as prompt-free 3D CT segmenters (totalct-sam card, Table 1).
 - ``brainnetcnn``, ``fbnetgen``, ``bnt``: BrainNetCNN, FBNETGEN and the Brain Network Transformer, the
   connectivity baselines of the asd-transformer card (Table 1).
@@ -71,10 +72,12 @@ _MODELS: dict[str, str] = {
     "hybridnet-swin": "hybridnet:SwinHeads",
     "hybridnet-tiny": "hybridnet:hybridnet_tiny",
     "idqce": "idqce:IDQCE",
+    "inception-v3": "inception_v3:InceptionV3",
     "idqce-vqvae": "idqce:VQVAE",
     "lrp-segmenter": "lrp_unet:Segmenter",
     "madtnet": "madtnet:DualTaskNet",
     "mcgan-attention-unet": "mcgan:AttentionUNet",
+    "medvit-s": "medvit:medvit_s",
     "mobilenet-v2": "mobilenet_v2:MobileNetV2",
     "mrd-flow": "flowsets:FlowNet",
     "sam-vit-b": "sam:build_sam_vit_b",

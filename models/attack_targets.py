@@ -4,10 +4,12 @@ the card's two-FC head, for images in [0, 1].
 - ``resnet50`` / ``resnet18``: MONAI ``ResNet`` in torchvision's configuration (7×7 stride-2 stem, max pool,
   downsample convolutions without bias): 23,508,032 / 11,176,512 feature parameters, torchvision's counts.
 - ``densenet121``: MONAI ``DenseNet121`` features (6,953,856 parameters, torchvision's count).
-- ``vit_s``: MONAI ``ViT`` at ViT-S/16 size (384 wide, 12 layers, 6 heads): the stand-in for MedViT-S, whose code is
-  not on PyPI. Reported as a stand-in wherever it appears.
+- ``inception_v3``: ``models.inception_v3`` without the auxiliary head (the card: 224 px, ``aux_logits=False``),
+  torchvision's layout and names: 21,785,568 feature parameters (torchvision's count less ``fc`` and ``AuxLogits``).
+- ``medvit_s``: MedViT-S from its paper's description (``models.medvit``), 31,136,440 feature parameters.
+- ``vit_s``: MONAI ``ViT`` at ViT-S/16 size (384 wide, 12 layers, 6 heads): the earlier stand-in for MedViT-S, kept
+  as an extra, separately named model.
 - ``small_cnn``: four conv blocks, a CPU stand-in for fixture runs.
-- ``inception_v3``: needs torchvision's definition, which is not installed here (an environment error).
 
 Head (the card: "two FC layers", width unstated): Linear(feat → hidden) → ReLU → Dropout(p) → Linear(hidden → 2).
 """
@@ -19,8 +21,8 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ARCHS = ("resnet50", "densenet121", "inception_v3", "vit_s", "resnet18", "small_cnn")
-STAND_INS = {"vit_s": "MONAI ViT-S/16 (stand-in for MedViT-S)", "resnet18": "ResNet-18 (CPU stand-in)",
+ARCHS = ("resnet50", "densenet121", "inception_v3", "medvit_s", "vit_s", "resnet18", "small_cnn")
+STAND_INS = {"vit_s": "MONAI ViT-S/16 (not MedViT)", "resnet18": "ResNet-18 (CPU stand-in)",
              "small_cnn": "4-conv CNN (CPU stand-in)"}
 
 
@@ -86,10 +88,13 @@ def build(arch: str, img_size: int = 224, hidden: int = 512, dropout: float = 0.
     elif arch == "small_cnn":
         features, feat = small_cnn()
     elif arch == "inception_v3":
-        from medrun.errors import EnvError
+        from .inception_v3 import InceptionV3
 
-        raise EnvError("the Inception-V3 target needs torchvision's inception_v3 definition, and torchvision is not "
-                       "installed", fix="use model.arch resnet50, densenet121 or vit_s (or install torchvision)")
+        features, feat = InceptionV3(num_classes=None, aux_logits=False), 2048
+    elif arch == "medvit_s":
+        from .medvit import medvit_s
+
+        features, feat = medvit_s(num_classes=None), 1024
     else:
         raise ValueError(f"unknown target arch {arch!r}; choose from {', '.join(ARCHS)}")
     return TargetClassifier(features, feat, hidden, dropout)

@@ -12,7 +12,19 @@ mode; gradients reach only the generators. Lightning with ``automatic_optimizati
 
 The attacks: CycleAdvGAN (x_adv = G_M(x) for true label M, G_B(x) for B: one forward pass, no ε-ball), FGSM and
 PGD from captum with a cross-entropy ``loss_func`` on logits and [0, 1] bounds (captum's default loss, −log of
-the output, is for probabilities), and uniform noise rescaled to each image's CycleAdvGAN L2 norm. Forward passes
+the output, is for probabilities), SMIA and HFC, and uniform noise rescaled to each image's CycleAdvGAN L2 norm.
+
+SMIA and HFC, from their papers' descriptions (the card: "their papers' settings"; the choices are ours): both run
+PGD's iterations and budget (L∞ ε 0.03, α 0.01, 10 signed-gradient steps, random start, [0, 1]) so that their
+SSIM compares with PGD's, on an objective of their own.
+- SMIA (Qi et al. 2021): deviation loss CE(F(x + r), y) minus β ``smia_beta`` (0.5) times the stabilisation loss
+  ‖F(x + r) − F(x + W∗r)‖² on the softmax predictions, W a Gaussian of σ ``smia_sigma`` (1 px, MONAI
+  ``GaussianFilter``).
+- HFC (Yao et al. 2021): CE(F(x + r), y) plus ``hfc_weight`` (1) times, summed over the backbone's stages
+  (``HFC_LAYERS``: pooled stage outputs), the per-dimension log-likelihood of the adversarial features under a
+  ``hfc_components``-component (4) diagonal Gaussian mixture (scikit-learn) fitted to the clean training images of
+  the class the image is pushed to (1 − y). HFC's paper constrains the features of the attack's target class; an
+  untargeted binary attack's target is the other class. Forward passes
 (the generators, F on clean and adversarial images) run through the predictor on the manifest's hardware.
 Outputs: ``adv/<method>.npy`` and ``adv/clean.npy`` (uint8 N×H×W×3), ``per_case.csv``, overlays in
 ``figures/``, the GAN's learning curves, the generators' weights, and ``paper.md`` beside Tables 1–2.
@@ -43,7 +55,8 @@ for _pattern in (".*module\\(s\\) in eval mode at the start of training.*",
     warnings.filterwarnings("ignore", message=_pattern)
 
 ARCH_NAMES = {"resnet50": "ResNet-50", "densenet121": "DenseNet-121", "inception_v3": "Inception-V3",
-              "vit_s": "ViT-S (MedViT-S stand-in)", "resnet18": "ResNet-18 (stand-in)",
+              "medvit_s": "MedViT-S", "vit_s": "ViT-S/16 (MONAI, extra; not MedViT)",
+              "resnet18": "ResNet-18 (stand-in)",
               "small_cnn": "small CNN (stand-in)"}
 METHOD_NAMES = {"cycleadvgan": "CycleAdvGAN (ours)", "fgsm": "FGSM", "pgd": "PGD", "noise": "uniform noise (same L2)",
                 "smia": "SMIA", "hfc": "HFC"}
@@ -199,6 +212,115 @@ def gradient_attack(net, x: torch.Tensor, y: torch.Tensor, method: str, a, seed:
     return torch.cat(out).clamp(0, 1)
 
 
+def signed_ascent(net, x: torch.Tensor, y: torch.Tensor, objective, a, seed: int) -> torch.Tensor:
+    """Maximise ``objective(net, x_adv, x, y)`` (per-image values, summed) by PGD's steps: ε-ball (L∞, ``pgd_eps``),
+    step ``pgd_alpha`` along the gradient's sign, ``pgd_steps`` steps, ``pgd_random_start``, [0, 1] bounds."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(x), a.batch_eval):
+        xb, yb = x[i:i + a.batch_eval], y[i:i + a.batch_eval]
+        adv = xb.clone()
+        if a.pgd_random_start:
+            adv = adv + (torch.rand(xb.shape, generator=g) * 2 - 1).to(xb) * a.pgd_eps
+        adv = adv.clamp(0, 1)
+        for _ in range(a.pgd_steps):
+            adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(net, adv, xb, yb).sum(), adv)
+            adv = adv.detach() + a.pgd_alpha * grad.sign()
+            adv = (xb + (adv - xb).clamp(-a.pgd_eps, a.pgd_eps)).clamp(0, 1)
+        out.append(adv.detach())
+    return torch.cat(out)
+
+
+def smia_objective(a, device="cpu"):
+    """SMIA (Qi et al., ICLR 2021): the deviation loss CE(F(x + r), y) minus β times the stabilisation loss, the
+    squared distance between F's predictions (softmax) on x + r and on x + W∗r, W a Gaussian kernel (σ
+    ``smia_sigma``), so that the perturbation keeps working once smoothed. On logits the stabilisation term
+    outgrew the deviation loss on a confident F and the attack stopped attacking (ASR 0 on the fixture)."""
+    from monai.networks.layers import GaussianFilter
+
+    smooth = GaussianFilter(2, a.smia_sigma).to(device)
+
+    def objective(net, adv, x, y):
+        z = net(adv)
+        z_smooth = net((x + smooth(adv - x)).clamp(0, 1))
+        stabilisation = (z.softmax(1) - z_smooth.softmax(1)).pow(2).sum(1)
+        return F.cross_entropy(z, y, reduction="none") - a.smia_beta * stabilisation
+
+    return objective
+
+
+# the layers whose pooled outputs HFC keeps in the clean features' high-density region, per target architecture
+HFC_LAYERS = {"resnet50": [f"features.layer{i}" for i in range(1, 5)],
+              "resnet18": [f"features.layer{i}" for i in range(1, 5)],
+              "densenet121": [f"features.features.denseblock{i}" for i in range(1, 5)],
+              "inception_v3": ["features.Mixed_5d", "features.Mixed_6e", "features.Mixed_7c"],
+              "medvit_s": [f"features.features.{i}" for i in (2, 6, 16, 19)],
+              "vit_s": [f"features.vit.blocks.{i}" for i in (3, 7, 11)],
+              "small_cnn": [f"features.{i}" for i in (3, 7, 11, 15)]}
+
+
+class LayerTaps:
+    """Forward hooks collecting the named layers' outputs, pooled to vectors (mean over space or tokens)."""
+
+    def __init__(self, net: torch.nn.Module, names: list[str]):
+        mods = dict(net.named_modules())
+        self.out: list[torch.Tensor] = []
+        self.hooks = [mods[n].register_forward_hook(lambda _m, _i, o: self.out.append(self.pool(o))) for n in names]
+
+    @staticmethod
+    def pool(o) -> torch.Tensor:
+        o = o[0] if isinstance(o, tuple) else o
+        return o.mean((2, 3)) if o.dim() == 4 else o.mean(1) if o.dim() == 3 else o
+
+    def __call__(self, net, x) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.out = []
+        return net(x), self.out
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def fit_feature_density(net, taps: LayerTaps, x: torch.Tensor, y: torch.Tensor, a, seed: int) -> dict:
+    """Per class and layer, a diagonal Gaussian mixture (scikit-learn) of the clean images' pooled features; x stays
+    where it is, each batch goes to the network's device."""
+    from sklearn.mixture import GaussianMixture
+
+    dev = next(net.parameters()).device
+    with torch.no_grad():
+        feats = [torch.cat(f).cpu() for f in zip(*(taps(net, x[i:i + a.batch_eval].to(dev))[1]
+                                                   for i in range(0, len(x), a.batch_eval)), strict=True)]
+    dens = {}
+    for c in (0, 1):
+        for layer, f in enumerate(feats):
+            fc = f[y.cpu() == c].double().numpy()
+            gm = GaussianMixture(min(a.hfc_components, len(fc)), covariance_type="diag", reg_covar=1e-4,
+                                 random_state=seed).fit(fc)
+            dens[c, layer] = tuple(torch.tensor(v, dtype=torch.float32)
+                                   for v in (np.log(gm.weights_), gm.means_, gm.covariances_))
+    return dens
+
+
+def hfc_objective(a, taps: LayerTaps, dens: dict):
+    """HFC (Yao et al., MICCAI 2021): the attack loss CE(F(x + r), y) plus ``hfc_weight`` times the mean per-dimension
+    log-likelihood, summed over layers, of the adversarial features under the clean features' mixture of the class
+    the image is pushed to (1 − y): the features stay where real images of that class lie."""
+
+    def loglik(f, log_w, mu, var):  # (N, D) → (N,), per dimension
+        log_w, mu, var = log_w.to(f), mu.to(f), var.to(f)
+        ll = -0.5 * (((f[:, None] - mu) ** 2 / var) + torch.log(2 * torch.pi * var)).sum(-1)
+        return torch.logsumexp(ll + log_w, 1) / f.shape[1]
+
+    def objective(net, adv, x, y):
+        z, feats = taps(net, adv)
+        density = sum(torch.where(y == 1, loglik(f, *dens[0, k]), loglik(f, *dens[1, k]))
+                      for k, f in enumerate(feats))
+        return F.cross_entropy(z, y, reduction="none") + a.hfc_weight * density
+
+    return objective
+
+
 def same_l2_noise(x: torch.Tensor, ref: torch.Tensor, seed: int) -> torch.Tensor:
     """Uniform noise scaled per image to ||ref − x||₂, added and clipped to [0, 1]."""
     g = torch.Generator().manual_seed(seed)
@@ -255,15 +377,26 @@ def fit_gan(p, target, samples) -> CycleGAN:
     return gan.eval()
 
 
-def attack_images(p, net, gan, x: torch.Tensor, y: torch.Tensor, methods) -> dict[str, torch.Tensor]:
-    a, pred, out = p.m.attack, p.predictor, {}
+def attack_images(p, net, gan, x: torch.Tensor, y: torch.Tensor, methods, train=None) -> dict[str, torch.Tensor]:
+    """Each method's adversarial images of (x, y); HFC fits its feature densities on the ``train`` samples."""
+    a, pred, out, dev = p.m.attack, p.predictor, {}, p.predictor.device
     if "cycleadvgan" in methods or "noise" in methods:
         to_b, to_m = translate(gan.g_m, x, a.batch_eval, pred), translate(gan.g_b, x, a.batch_eval, pred)
         out["cycleadvgan"] = torch.where((y == 1).view(-1, 1, 1, 1), to_b, to_m)
     for method in ("fgsm", "pgd"):
         if method in methods:
-            dev = pred.device
             out[method] = gradient_attack(net.to(dev), x.to(dev), y.to(dev), method, a, p.m.seed).cpu()
+    if "smia" in methods:
+        out["smia"] = signed_ascent(net.to(dev), x.to(dev), y.to(dev), smia_objective(a, dev), a, p.m.seed).cpu()
+    if "hfc" in methods:
+        taps = LayerTaps(net, HFC_LAYERS.get(p.m.model.arch, ["features"]))
+        try:
+            m_s, b_s = gan_domains(p, train)  # balanced and bounded by the minority class, as the GAN's data
+            xt, yt = p.images(m_s + b_s), torch.tensor([1] * len(m_s) + [0] * len(b_s))
+            objective = hfc_objective(a, taps, fit_feature_density(net.to(dev), taps, xt, yt, a, p.m.seed))
+            out["hfc"] = signed_ascent(net, x.to(dev), y.to(dev), objective, a, p.m.seed).cpu()
+        finally:
+            taps.close()
     if "noise" in methods:
         out["noise"] = same_l2_noise(x, out["cycleadvgan"], p.m.seed)
     return {k: v for k, v in out.items() if k in methods}
@@ -285,7 +418,7 @@ def attack(p) -> dict:
     x = p.images(test)
     y = torch.tensor([s.label for s in test])
     t0 = time.perf_counter()
-    advs = attack_images(p, net, gan, x, y, a.methods)
+    advs = attack_images(p, net, gan, x, y, a.methods, train)
     clean = logits_of(net, x, a.batch_eval, p.predictor).argmax(1)
     correct = clean == y
     classes = p.classes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medrun.manifests.schema import (
     BatchSize,
@@ -19,8 +19,8 @@ from medrun.manifests.schema import (
     TrainSection,
 )
 
-Arch = Literal["resnet50", "densenet121", "inception_v3", "vit_s", "resnet18", "small_cnn"]
-Method = Literal["cycleadvgan", "fgsm", "pgd", "noise"]
+Arch = Literal["resnet50", "densenet121", "inception_v3", "medvit_s", "vit_s", "resnet18", "small_cnn"]
+Method = Literal["cycleadvgan", "fgsm", "pgd", "smia", "hfc", "noise"]
 
 
 class Data(DatasetSection):
@@ -33,8 +33,9 @@ class Data(DatasetSection):
 
 
 class Model(Section):
-    arch: Arch = Field("resnet50", description="target classifier F; resnet18/small_cnn are CPU stand-ins, vit_s the "
-                                               "MONAI ViT-S stand-in for MedViT-S; inception_v3 needs torchvision")
+    arch: Arch = Field("resnet50", description="target classifier F; inception_v3 needs img_size ≥ 75, medvit_s a "
+                                               "multiple of 32; resnet18/small_cnn are CPU stand-ins, vit_s a MONAI "
+                                               "ViT-S/16 (an extra, not MedViT)")
     hidden: int = Field(512, ge=1, description="the card's two-FC head: Linear(feat→hidden) → ReLU → Dropout → "
                                                "Linear(→2)")
     dropout: float = Field(0.5, ge=0, lt=1)
@@ -78,22 +79,27 @@ class Attack(Section):
     epochs: Epochs = Field(100, description="epochs at constant lr")
     decay_epochs: int = Field(100, ge=0, description="then epochs of linear decay to 0")
     pool_size: int = Field(50, ge=0)
-    methods: list[Method] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd", "noise"],
+    methods: list[Method] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd", "smia", "hfc", "noise"],
                                   description="noise: uniform noise with CycleAdvGAN's per-image L2 norm")
     fgsm_eps: float = Field(0.03, gt=0)
     pgd_eps: float = Field(0.03, gt=0)
     pgd_alpha: float = Field(0.01, gt=0)
     pgd_steps: int = Field(10, ge=1)
     pgd_random_start: bool = True
+    smia_beta: float = Field(0.5, ge=0, description="SMIA: weight of the stabilisation loss (ε, α, steps: pgd_*)")
+    smia_sigma: float = Field(1.0, gt=0, description="SMIA: σ in pixels of the Gaussian smoothing the perturbation")
+    hfc_weight: float = Field(1.0, ge=0, description="HFC: weight of the feature-density term (ε, α, steps: pgd_*)")
+    hfc_components: int = Field(4, ge=1, description="HFC: Gaussian components per layer (diagonal covariance)")
     batch_eval: int = Field(32, ge=1, description="images per attack/evaluation batch")
     overlays: int = Field(6, ge=0, description="images drawn in figures/")
 
 
 class Transfer(Section):
-    models: list[Arch] = Field(default_factory=lambda: ["resnet50", "densenet121", "vit_s"],
+    models: list[Arch] = Field(default_factory=lambda: ["resnet50", "densenet121", "inception_v3", "medvit_s"],
                                description="sources and targets; the parent run's arch is reused, the others are "
                                            "trained here with the train section")
-    methods: list[Literal["cycleadvgan", "fgsm", "pgd"]] = Field(default_factory=lambda: ["cycleadvgan", "fgsm", "pgd"])
+    methods: list[Literal["cycleadvgan", "fgsm", "pgd", "smia", "hfc"]] = Field(
+        default_factory=lambda: ["cycleadvgan", "fgsm", "pgd", "smia", "hfc"])
 
 
 class SweepLambda(Section):
@@ -111,6 +117,23 @@ class CycleAdvGanManifest(Manifest):
     attack: Attack = Field(default_factory=Attack)
     transfer: Transfer = Field(default_factory=Transfer)
     sweep_lambda: SweepLambda = Field(default_factory=SweepLambda)
+
+    @model_validator(mode="after")
+    def _size_fits_the_model(self):
+        """Checked here for model.arch (every stage builds it); transfer.models are checked by the transfer stage."""
+        problem = size_problem(self.model.arch, self.dataset.img_size)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def size_problem(arch: str, size: int) -> str | None:
+    """Inception-V3 shrinks the image 32-fold with unpadded convolutions; MedViT halves it five times."""
+    if arch == "inception_v3" and size < 75:
+        return f"dataset.img_size {size} is too small for inception_v3 (at least 75; the card: 224)"
+    if arch == "medvit_s" and size % 32:
+        return f"dataset.img_size {size} must be a multiple of 32 for medvit_s"
+    return None
 
 
 def data_paths(m: CycleAdvGanManifest) -> dict[str, Path]:

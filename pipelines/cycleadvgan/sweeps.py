@@ -23,6 +23,7 @@ from .. import training
 from ..report import markdown_table, paper_data, paper_md, paper_note
 from ..sweep import Child
 from .attack import ARCH_NAMES, METHOD_NAMES, logits_of
+from .config import size_problem
 
 
 def _checked(run_dir: Path, rel: str) -> Path:
@@ -42,6 +43,10 @@ def transfer(p) -> dict:
     if parent_arch not in tr.models:
         raise UsageError(f"transfer.models {tr.models} does not include the parent run's arch {parent_arch}",
                          fix=f"add {parent_arch} to transfer.models")
+    for arch in tr.models:
+        if problem := size_problem(arch, p.m.dataset.img_size):
+            raise UsageError(f"transfer.models: {problem}", fix=f"leave {arch} out of transfer.models or change "
+                                                                "dataset.img_size")
     others = [a for a in tr.models if a != parent_arch]
     fresh = {"model.weights": None}  # model.weights is a backbone of the parent's architecture
     targets = ctx.sweep([Child(f"train-{a}", {"model.arch": a, **fresh}, labels={"arch": a}) for a in others],
@@ -67,8 +72,9 @@ def transfer(p) -> dict:
     clean = {k: logits_of(n, x, batch, p.predictor).argmax(1) for k, n in nets.items()}
     metrics: dict = {"n_test": len(test), "models": list(tr.models), "lam": p.m.attack.lam}
     metrics.update({f"clean_accuracy_{k}": float((v == y).float().mean()) for k, v in clean.items()})
-    paper = {(r[1], r[2]): r[3] for r in paper_data(ctx.spec)["tables"]["transfer"]["rows"]
-             if r[0] == p.m.dataset.name}
+    tables, ds = paper_data(ctx.spec)["tables"], p.m.dataset.name
+    paper = {("cycleadvgan", r[1], r[2]): r[3] for r in tables["transfer"]["rows"] if r[0] == ds}
+    paper.update({tuple(r[1:4]): r[4] for r in tables["transfer_baselines"]["rows"] if r[0] == ds})
     rows = []
     for child in sources:
         src = child.child.labels["source"]
@@ -80,11 +86,11 @@ def transfer(p) -> dict:
                 metrics[f"asr_{method}_{src}_to_{tgt}"] = asr = res["asr"]
                 rows.append({"method": method, "source": src, "target": tgt, "white_box": int(src == tgt), "asr": asr,
                              "n_attacked": res["n_clean_correct"], "attack_run": child.run_id[:12],
-                             "paper_asr": paper.get((src, tgt), "") if method == "cycleadvgan" else ""})
+                             "paper_asr": paper.get((method, src, tgt), "")})
     ctx.write_csv("per_case.csv", rows)
     _matrix_figure(ctx, rows, tr)
-    expect = {f"asr_cycleadvgan_{s}_to_{t}": v for (s, t), v in paper.items()
-              if "cycleadvgan" in tr.methods and s in tr.models and t in tr.models}
+    expect = {f"asr_{m}_{s}_to_{t}": v for (m, s, t), v in paper.items()
+              if m in tr.methods and s in tr.models and t in tr.models}
     ctx.write_text("paper.md", paper_md(ctx.spec, p.m, metrics, ctx, present_only=True, expect=expect,
                                         title="CycleAdvGAN transfer (source × target ASR)", table="Tables 3–4",
                                         setting=f"{p.m.dataset.name}, black-box transfer, λ = 0.7",

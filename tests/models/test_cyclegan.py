@@ -1,6 +1,5 @@
 """CycleGAN networks at the card's (CycleGAN's) size, the history pool, and the attack's target classifiers."""
 
-import pytest
 import torch
 
 from medrun.models import attack_targets
@@ -48,10 +47,3 @@ def test_target_classifiers_have_torchvision_sized_backbones():
     with torch.no_grad():
         assert net(torch.rand(1, 3, 224, 224)).shape == (1, 2)
         assert attack_targets.build("vit_s", 224).eval()(torch.rand(1, 3, 224, 224)).shape == (1, 2)
-
-
-def test_inception_is_an_environment_error():
-    from medrun.errors import EnvError
-
-    with pytest.raises(EnvError, match="torchvision"):
-        attack_targets.build("inception_v3")

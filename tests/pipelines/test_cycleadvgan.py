@@ -60,12 +60,15 @@ def _smoke_train(smoked) -> Path:
 
 @pytest.mark.slow
 def test_smoke_trains_the_parent_then_attacks_it(smoked):
-    """The card: ASR ≥ 0.5 and above same-L2 noise, SSIM ≥ 0.5, FGSM/PGD ASR > 0.5 (cli smoke runs train first)."""
+    """The card: ASR ≥ 0.5 and above same-L2 noise (by ≥ 0.3: noise flips the fixture's benign images, whose class
+    signal is the absence of high-frequency texture, so the gain is at most the malignant share, about 0.46), SSIM
+    ≥ 0.5, FGSM/PGD/SMIA/HFC ASR ≥ 0.5 (cli smoke runs train first)."""
     runs, code, out = smoked
-    assert code == 0 and out["failed"] == 0, out
     got = {r["metric"]: r["value"] for r in out["rows"]}
-    assert set(got) == {"asr_cycleadvgan", "ssim_cycleadvgan", "asr_gain_over_noise", "asr_fgsm", "asr_pgd"}
-    assert got["asr_cycleadvgan"] >= 0.5 and got["ssim_cycleadvgan"] >= 0.5 and got["asr_gain_over_noise"] > 0
+    assert code == 0 and out["failed"] == 0, got
+    assert set(got) == {"asr_cycleadvgan", "ssim_cycleadvgan", "asr_gain_over_noise", "asr_fgsm", "asr_pgd",
+                        "asr_smia", "asr_hfc"}
+    assert got["asr_cycleadvgan"] >= 0.5 and got["ssim_cycleadvgan"] >= 0.5 and got["asr_gain_over_noise"] >= 0.3
     (train,), (attack,) = _runs(runs, "train"), _runs(runs, "attack")  # the smoke's two runs, before any other test
     t_info, a_info = json.loads((train / "run.json").read_text()), json.loads((attack / "run.json").read_text())
     metrics = json.loads((train / "metrics.json").read_text())
@@ -78,10 +81,11 @@ def test_smoke_trains_the_parent_then_attacks_it(smoked):
 
     assert a_info["parent_weights_sha256"] == sha256_file(train / "checkpoints" / "model.safetensors")
     am = json.loads((attack / "metrics.json").read_text())
-    for method in ("cycleadvgan", "fgsm", "pgd", "noise"):
+    for method in ("cycleadvgan", "fgsm", "pgd", "smia", "hfc", "noise"):
         adv = np.load(attack / "adv" / f"{method}.npy")
         assert adv.shape == (am["n_test"], 32, 32, 3) and adv.dtype == np.uint8
-    assert am["linf_fgsm"] == pytest.approx(0.03, abs=1e-4) and am["linf_pgd"] <= 0.03 + 1e-4
+    assert am["linf_fgsm"] == pytest.approx(0.03, abs=1e-4)
+    assert max(am["linf_pgd"], am["linf_smia"], am["linf_hfc"]) <= 0.03 + 1e-4
     rows = (attack / "per_case.csv").read_text().splitlines()
     assert len(rows) == am["n_test"] + 1
     assert {"success_cycleadvgan", "ssim_pgd", "clean_correct"} <= set(rows[0].split(","))
@@ -90,6 +94,7 @@ def test_smoke_trains_the_parent_then_attacks_it(smoked):
         assert (attack / f).exists(), f
     paper = (attack / "paper.md").read_text()
     assert "Tables 1–2" in paper and "0.9961" in paper and "CycleAdvGAN (ours)" in paper
+    assert "| SMIA |" in paper and "| HFC |" in paper and "0.8968" in paper  # ours beside the paper's ResNet-50 row
 
 
 @pytest.mark.slow
@@ -144,7 +149,8 @@ def test_transfer_matrix(cli, smoked):
     runs, _, _ = smoked
     train = _smoke_train(smoked)
     r = cli("transfer", "cycleadvgan", "--dataset", "isic2020", "--fixture", *OPTS, *GAN, "--runs-dir", runs,
-            "--run", train, "-o", "attack.epochs=2", "-o", "attack.decay_epochs=0", "-o", "train.epochs=3",
+            "--run", train, "-o", "attack.epochs=1", "-o", "attack.decay_epochs=0", "-o", "train.epochs=1",
+            "-o", "attack.overlays=0",
             "-o", "transfer.models=[small_cnn,resnet18]", "-o", "transfer.methods=[cycleadvgan,fgsm]", "--json")
     assert r.code == 0, r.err
     m = r.json()["metrics"]
@@ -325,3 +331,108 @@ def test_initial_weights_are_loaded_and_counted_or_refused(cli, runs, tmp_path):
     torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
     r = cli(*args, "--runs-dir", tmp_path / "runs2", "-o", f"model.weights={bad}")
     assert r.code == 2 and "fit only 0 of" in r.err and "Traceback" not in r.err
+
+
+# -- issue 22: the Inception-V3 and MedViT-S targets, the SMIA and HFC baselines ----------------------------------
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_inception_v3_and_medvit_have_their_reference_sizes():
+    """Built on the meta device (no memory, no init cost). Inception-V3: torchvision's counts, 27,161,264 with the
+    auxiliary head at 1000 classes, 23,834,568 without, 21,785,568 for F's backbone. MedViT-S: the count of the
+    layout written from its paper (see models/medvit.py)."""
+    from medrun.models import attack_targets
+    from medrun.models.inception_v3 import InceptionV3
+    from medrun.models.medvit import medvit_s
+
+    with torch.device("meta"):
+        assert _count(InceptionV3(1000, aux_logits=True)) == 27_161_264
+        assert _count(InceptionV3(1000)) == 23_834_568
+        inc = attack_targets.build("inception_v3", 224)
+        assert _count(inc.features) == 21_785_568 and _count(inc.head) == 2048 * 512 + 512 + 512 * 2 + 2
+        assert _count(medvit_s(1000)) == 32_161_440
+        assert _count(attack_targets.build("medvit_s", 224).features) == 31_136_440
+    with torch.no_grad():  # the smallest inputs each accepts
+        assert InceptionV3(None).eval()(torch.rand(1, 3, 75, 75)).shape == (1, 2048)
+        assert attack_targets.build("medvit_s", 32).eval()(torch.rand(2, 3, 32, 32)).shape == (2, 2)
+
+
+def test_image_size_that_a_target_cannot_take_is_a_manifest_error(cli, runs):
+    r = cli("train", "cycleadvgan", "--dataset", "isic2020", "--fixture", "-o", "dataset.img_size=32",
+            "-o", "model.arch=inception_v3", "--runs-dir", runs)
+    assert r.code == 2 and "too small for inception_v3" in r.err and "Traceback" not in r.err
+    assert not runs.exists()
+
+
+@pytest.fixture(scope="module")
+def small_f():
+    """A 4-conv F that has learnt a separable toy task (bright vs dark images), and its train/test images."""
+    from medrun.models import attack_targets
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 3, 16, 16, generator=g) * 0.5
+    y = (torch.arange(48) % 2).long()
+    x[y == 1] += 0.4
+    torch.manual_seed(0)
+    net = attack_targets.build("small_cnn", 16)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval().requires_grad_(False)
+    assert (net(x).argmax(1) == y).float().mean() == 1
+    return net, x, y
+
+
+def test_smia_is_pgd_plus_a_stabilisation_term():
+    """β = 0 leaves SMIA's deviation loss alone: PGD (captum) without random start (a linear F keeps every
+    gradient's sign); β > 0 changes the images, stays in the ε-ball and keeps the attack's loss above the clean one."""
+    from medrun.pipelines.cycleadvgan.attack import gradient_attack, signed_ascent, smia_objective
+    from medrun.pipelines.cycleadvgan.config import Attack
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).eval().requires_grad_(False)
+    x, y = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 0, 1, 1])
+    a = Attack(pgd_random_start=False, smia_beta=0.0)
+    plain = signed_ascent(net, x, y, smia_objective(a), a, 0)
+    assert torch.allclose(plain, gradient_attack(net, x, y, "pgd", a, 0), atol=1e-6)
+    b = a.model_copy(update={"smia_beta": 5.0})
+    smia = signed_ascent(net, x, y, smia_objective(b), b, 0)
+    assert not torch.equal(smia, plain) and (smia - x).abs().max() <= 0.03 + 1e-6
+    ce = torch.nn.functional.cross_entropy
+    assert ce(net(smia), y) > ce(net(x), y)
+
+
+def test_hfc_keeps_the_adversarial_features_where_the_other_class_lies(small_f):
+    """The feature-density term raises the adversarial features' log-likelihood under the clean mixture of the
+    class they are pushed to, compared with the same iterations without it (plain PGD)."""
+    from medrun.pipelines.cycleadvgan.attack import (
+        HFC_LAYERS,
+        LayerTaps,
+        fit_feature_density,
+        hfc_objective,
+        signed_ascent,
+    )
+    from medrun.pipelines.cycleadvgan.config import Attack
+
+    net, x, y = small_f
+    a = Attack(pgd_random_start=False, hfc_components=2, hfc_weight=10.0)
+    taps = LayerTaps(net, HFC_LAYERS["small_cnn"])
+    try:
+        dens = fit_feature_density(net, taps, x, y, a, 0)
+        no_hfc = a.model_copy(update={"hfc_weight": 0.0})
+        density = hfc_objective(a, taps, dens)
+        cons, plain = (signed_ascent(net, x, y, hfc_objective(c, taps, dens), c, 0) for c in (a, no_hfc))
+
+        def loglik(adv):  # the density term alone: (objective − CE) / weight
+            with torch.no_grad():
+                return float((density(net, adv, x, y) - torch.nn.functional.cross_entropy(
+                    net(adv), y, reduction="none")).mean() / a.hfc_weight)
+
+        assert loglik(cons) > loglik(plain)
+        assert (cons - x).abs().max() <= 0.03 + 1e-6 and not torch.equal(cons, plain)
+    finally:
+        taps.close()
+    assert not any(m._forward_hooks for m in net.modules())
