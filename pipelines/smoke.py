@@ -59,23 +59,30 @@ def run(slugs=None, runs_dir: Path = Path("runs"), force: bool = False, log=prin
 
     items = list(_requests(slugs, runs_dir, force))
     lau = parse(launcher)
+    computed: set[Path] = set()  # by a worker just now: reused below, not --forced a second time
     if lau.parallel:
         first = [(f"{spec.slug} {ds}", plan(parent or req, log=log)) for spec, ds, _, parent, req in items]
-        launch_children(lau, first, log=log, title="smoke run")
+        computed |= launch_children(lau, first, log=log, title="smoke run")
         second = [(f"{spec.slug} {ds} {req.stage}",
                    plan(dataclasses.replace(req, run_ref=str(plan(parent, log=log).path)), log=log))
                   for spec, ds, _, parent, req in items if parent]
         if second:
-            launch_children(lau, second, log=log, title="smoke run")
+            computed |= launch_children(lau, second, log=log, title="smoke run")
+
+    def run_once(r):
+        p = plan(r, log=log)
+        return execute(dataclasses.replace(p, request=dataclasses.replace(r, force=False)) if p.path in computed
+                       else p, log=log)
+
     rows, failed = [], 0
     for spec, ds, m, parent_req, req in items:
         slug = spec.slug
         t0 = time.perf_counter()
         if parent_req is not None:
             log(f"smoke: {slug} {parent_req.stage} --dataset {ds} --fixture (the parent of {m.smoke.stage})")
-            req = dataclasses.replace(req, run_ref=execute(plan(parent_req, log=log), log=log)["run_dir"])
+            req = dataclasses.replace(req, run_ref=run_once(parent_req)["run_dir"])
         log(f"smoke: {slug} {m.smoke.stage} --dataset {ds} --fixture")
-        result = execute(plan(req, log=log), log=log)
+        result = run_once(req)
         secs = time.perf_counter() - t0
         checks = [(k, v, ">=") for k, v in m.smoke.min.items()] + [(k, v, "<=") for k, v in m.smoke.max.items()]
         for metric, limit, op in checks:

@@ -6,7 +6,7 @@ def test_list_json(cli):
     assert r.code == 0
     data = r.json()
     ad = next(p for p in data["pipelines"] if p["slug"] == "ad-lite")
-    assert ad["datasets"] == ["ad", "adni", "oasis", "merged"] and "cv" in ad["stages"]
+    assert ad["datasets"] == ["ad", "adni", "oasis", "merged", "imagefolder"] and "cv" in ad["stages"]
     assert {"ad", "adni", "oasis", "merged"} <= {d["name"] for d in data["datasets"]}
 
 
