@@ -270,7 +270,8 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
     def train(runs, **env):
-        cmd = _train_cmd(runs, "-o", "train.epochs=2", "-o", "trainer.checkpoint_every_n_steps=2", "--json")
+        cmd = _train_cmd(runs, "-o", "train.epochs=2", "-o", "trainer.checkpoint_every_n_steps=2", "-o",
+                         "dataset.img_size=32", "--json")  # 32 px: the steps per epoch depend on the count, not size
         return subprocess.run(cmd, env={**os.environ, "MEDRUN_PLAIN": "1", **env}, capture_output=True, text=True,
                               timeout=300)
 
@@ -298,7 +299,8 @@ def test_kill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
 def test_last_ckpt_of_another_run_is_refused(tmp_path):
     """A killed run's last.ckpt replaced by one that another run wrote (its stamped run id differs) is refused."""
     runs = tmp_path / "runs"
-    base = _train_cmd(runs, "-o", "train.epochs=1", "-o", "trainer.checkpoint_every_n_steps=1")
+    base = _train_cmd(runs, "-o", "train.epochs=1", "-o", "trainer.checkpoint_every_n_steps=1",
+                      "-o", "dataset.img_size=32")
     env = {**os.environ, "MEDRUN_PLAIN": "1"}
     killed = subprocess.run(
         base, env={**env, "MEDRUN_TEST_KILL_AT_STEP": "2"}, capture_output=True, text=True, timeout=300
