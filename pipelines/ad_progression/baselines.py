@@ -111,8 +111,8 @@ def _sections(spec, names, met: dict, folds: int) -> list[str]:
     for name, why in NOT_REPRODUCED.items():
         one, two = _paper(spec, name)
         body.append([name, one[0], "—", one[2], "—", one[5], "—", two[1], "—", why])
-    table = markdown_table(["model", "inputs", "ACC", "paper", "mAUC", "paper", "MAE (ml)", "paper", "p (mAUC vs adxpro)",
-                            "note"], body)
+    table = markdown_table(["model", "inputs", "ACC", "paper", "mAUC", "paper", "MAE (ml)", "paper",
+                            "p (mAUC vs adxpro)", "note"], body)
     out = [f"## Table 1 and Table 2 beside this run ({folds}-fold CV, mean ± sd over folds)\n\n" + table]
     if "image_gain.mauc" in met:
         out.append(f"## The image branch's gain (adxpro − biomarker-only, same folds)\n\nmAUC "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medrun.datasets import alzheimer, busi, chestxray, get, ncnp_ecog, pairs
+from medrun.datasets import alzheimer, busi, chestxray, ncnp_ecog, pairs
 from medrun.datasets.images import DataWarning, read_rgb, to_8bit
 from medrun.errors import DataError
 

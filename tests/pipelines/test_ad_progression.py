@@ -261,7 +261,6 @@ def test_grud_and_minimalrnn_sizes_decay_and_learning(data, one_thread):
     """Parameter counts by hand at the card's hidden 128 (13 tabular inputs + 3 DX = 16 inputs); GRU-D keeps an
     observed input as it is and decays a missing one to the training mean; both learn the fixture's next-visit DX
     from the tabular inputs in 60 full-batch Adam steps (held-out mAUC above chance), images never read."""
-    import numpy as np
 
     from medrun.metrics import classification as cm
     from medrun.models import create
