@@ -21,6 +21,7 @@ not by InstanceNumber (which scanners and anonymisers do not always keep in orde
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,9 @@ def read(path: Path) -> Loaded:
                     fix=f"use one of {', '.join(READABLE)}, or a folder holding one DICOM series")
 
 
+@functools.cache
 def _loader(reader: str):
+    """One LoadImage per reader, made once: building it per image was a cost inside every data loop."""
     from monai.data import NibabelReader, PILReader, PydicomReader
     from monai.transforms import LoadImage
 

@@ -340,6 +340,20 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = Non
     return path
 
 
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The string metadata that ``save_weights`` stored in a safetensors file (class names, the run id, the base);
+    ``{}`` for a file that is not safetensors or cannot be read."""
+    from safetensors import safe_open
+
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 (a damaged or foreign file simply has no metadata we can use)
+        return {}
+
+
 TO_SAFETENSORS = ("if you trust where it comes from, save just its weights where the model object exists: "
                   "from safetensors.torch import save_file; save_file(model.state_dict(), 'model.safetensors') "
                   "and pass that file")

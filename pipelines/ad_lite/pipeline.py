@@ -156,12 +156,7 @@ class AdLite(Supervised):
             return list(CLASSES[self.m.dataset.name])
         c = self.ctx
         path = c.checkpoint or (c.parent or c.run).path / "checkpoints" / "model.safetensors"
-        names = []
-        if Path(path).suffix == ".safetensors" and Path(path).is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                names = ((f.metadata() or {}).get("classes") or "").split(",")
+        names = (training.weights_metadata(path).get("classes") or "").split(",")
         n = self.m.model.num_classes
         return names if len(names) == n else [f"class{i}" for i in range(n)]
 

@@ -60,23 +60,13 @@ def make_base(pipe, train_frames) -> tuple[Sam, Path, str]:
 
 def _base_kind(path: Path) -> str:
     """What the base file of another lorasam run was (pretrain | random; checkpoint when unrecorded)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("base") or "checkpoint"
+    return training.weights_metadata(path).get("base") or "checkpoint"
 
 
 def _own_base(path: Path, run_id: str) -> bool:
-    """A base.safetensors that this run's finished stage A wrote (a kill during stage B leaves one)."""
-    if not path.is_file():
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("run_id") == run_id
-    except Exception:  # noqa: BLE001 (a damaged file is redone, not trusted)
-        return False
+    """A base.safetensors that this run's finished stage A wrote (a kill during stage B leaves one; a damaged file
+    has no metadata and is redone, not trusted)."""
+    return training.weights_metadata(path).get("run_id") == run_id
 
 
 def pretrain(pipe, sam: Sam, frames) -> None:
