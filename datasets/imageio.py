@@ -233,37 +233,49 @@ def to_unit(img: Loaded, intensity: Intensity | None = None) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def write_like(values: np.ndarray, like: Loaded, out: Path) -> Path:
-    """Write a prediction (a label map or scores) in the input's geometry: a volume as NIfTI with the input's
-    affine (a DICOM input too), a 2-D image as PNG at the input's size (uint8 values, e.g. labels or 0/255 masks).
-    ``values`` must already have the input's spatial shape. Returns the path written (``out`` with the suffix set).
-    """
-    import numpy as np
+def encode_like(values: np.ndarray, like: Loaded) -> tuple[str, bytes]:
+    """A prediction (a label map or scores) encoded in the input's geometry: ``(".nii.gz", bytes)`` for a volume,
+    NIfTI with the input's affine in both qform and sform (a DICOM series too: DICOM in, NIfTI out), or
+    ``(".png", bytes)`` for a 2-D image at the input's size (uint8 values, e.g. labels or 0/255 masks). ``values``
+    must already have the input's spatial shape; the bytes are the same for the same prediction (no timestamp)."""
+    import io
 
-    from medrun.artifacts import atomic_write
+    import numpy as np
 
     spatial = like.array.shape[:3] if like.volume else like.array.shape[:2]
     if tuple(values.shape[: len(spatial)]) != tuple(spatial):
         raise ValueError(f"prediction shape {values.shape} is not the input's {spatial} ({like.path})")
-    base = str(out)[: -len(suffix(out))] if suffix(out) else str(out)
     if like.volume:
         import gzip
 
         import nibabel as nib
 
-        target = Path(base + ".nii.gz")
-        data = values.astype(np.uint8 if values.dtype.kind in "bui" and values.max(initial=0) < 256 else np.float32)
+        data = values.astype(np.uint8 if values.dtype.kind in "bui" and values.max(initial=0) < 256 else
+                             np.int16 if values.dtype.kind in "bui" else np.float32)
         img = nib.Nifti1Image(data, like.affine)
         img.set_qform(like.affine, code=1)
         img.set_sform(like.affine, code=1)
-        atomic_write(target, gzip.compress(img.to_bytes(), mtime=0))  # same bytes for the same prediction
-        return target
-    import io
-
+        return ".nii.gz", gzip.compress(img.to_bytes(), mtime=0)
     from PIL import Image
 
-    target = Path(base + ".png")
     buf = io.BytesIO()
     Image.fromarray(np.asarray(values, dtype=np.uint8)).save(buf, format="PNG")
-    atomic_write(target, buf.getvalue())
-    return target
+    return ".png", buf.getvalue()
+
+
+def stem(path: Path) -> str:
+    """A file's name without its image suffix (``ct.nii.gz`` → ``ct``); a DICOM series folder's own name."""
+    path = Path(path)
+    sfx = suffix(path) if path.is_file() or suffix(path) in READABLE else ""
+    return path.name[: -len(sfx)] if sfx else path.name
+
+
+def write_like(values: np.ndarray, like: Loaded, out: Path) -> Path:
+    """:func:`encode_like` written atomically to ``out`` with the right suffix (outside a run; a stage writes
+    through ``ctx.write_like``). Returns the path written."""
+    from medrun.artifacts import atomic_write
+
+    sfx, data = encode_like(values, like)
+    base = str(out)[: -len(suffix(out))] if suffix(out) else str(out)
+    atomic_write(Path(base + sfx), data)
+    return Path(base + sfx)

@@ -142,6 +142,15 @@ class StageContext:
         data = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)).to_bytes()
         return self.write_bytes(rel, gzip.compress(data, mtime=0) if rel.endswith(".gz") else data)
 
+    def write_like(self, rel: str, values, like) -> Path:
+        """A prediction in the geometry of the input it came from (``datasets.imageio.Loaded``): NIfTI with the
+        input's affine for a volume or DICOM series, PNG at the input's size for a 2-D image. ``rel`` has no
+        suffix; the right one is added. Returns the path written."""
+        from medrun.datasets.imageio import encode_like
+
+        sfx, data = encode_like(values, like)
+        return self.write_bytes(rel + sfx, data)
+
     @contextlib.contextmanager
     def figure(self, name: str, *, nrows: int = 1, ncols: int = 1, dpi: int = 100, **subplots):
         """``with ctx.figure("roc", figsize=(5, 4)) as (fig, ax): ...`` → ``figures/roc.png``, written atomically
@@ -185,17 +194,23 @@ class StageContext:
         self.run.write_json("data.lock.json", lock)
 
     def predict_inputs(self, source: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES, *,
-                       what: str = "images") -> list[Path]:
+                       what: str = "images", series: bool = False) -> list[Path]:
         """The files a ``predict`` stage was pointed at: one file, a folder (its files with ``suffixes``, sorted,
-        hidden files skipped), or a glob. Missing or empty → DataError naming the place and the fix."""
+        hidden files skipped), or a glob. ``series``: a folder holding one DICOM series is one input too (the
+        folder itself, or each such sub-folder). Missing or empty → DataError naming the place and the fix."""
         from medrun.errors import DataError
 
         suffixes = tuple(s.lower() for s in suffixes)
         src = Path(str(source)).expanduser()
 
         def wanted(p: Path) -> bool:
-            name = p.name.lower()
-            return p.is_file() and not p.name.startswith(".") and any(name.endswith(s) for s in suffixes)
+            if p.name.startswith("."):
+                return False
+            if p.is_dir():
+                from medrun.datasets.imageio import is_dicom_series
+
+                return series and is_dicom_series(p)
+            return p.is_file() and any(p.name.lower().endswith(s) for s in suffixes)
 
         if any(ch in str(source) for ch in "*?["):
             import glob
@@ -204,6 +219,8 @@ class StageContext:
             files = [p for p in found if wanted(p)]
             self._log_skipped([p for p in found if p.is_file() and not p.name.startswith(".") and not wanted(p)],
                               suffixes)
+        elif series and wanted(src):
+            files = [src]
         elif src.is_file():
             files = [src] if wanted(src) else []
             if not files:

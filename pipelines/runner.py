@@ -701,9 +701,20 @@ def _write_start(p: Plan, run: RunDir) -> None:
             "determinism": p.manifest.determinism,
             "pid": os.getpid(),
             "world_size": world_size(p.manifest_dict.get("trainer", {})),
+            **intensity_info(p.manifest_dict.get("dataset", {})),
         },
     )
     run.append_event("start", stage=req.stage)
+
+
+def intensity_info(dataset: dict) -> dict:
+    """``{"intensity": …}`` for run.json where the dataset reads images through ``datasets.imageio``: how stored
+    values became the network's input, in words (a window, percentiles, a scale, or the stored type's range)."""
+    if "intensity" not in dataset:
+        return {}
+    from medrun.datasets.imageio import Intensity
+
+    return {"intensity": Intensity(**(dataset["intensity"] or {})).describe()}
 
 
 ENV_ERRNOS = {  # errno: (what happened, what to do)

@@ -31,9 +31,13 @@ in the ground truth: Dice, IoU and recall ("Accuracy", the card's reading of Eq.
 cases; voxel accuracy as `pixel_accuracy`; on the resampled grid. `secs_per_case` times the window pass only.
 The train stage scores `eval.split` (val, the paper's); `medrun eval --split test` the test split.
 
-Predict: label maps `predictions/<case>.nii.gz` (uint8, int16 from 255 classes; the resampled grid's affine) for
-the eval split or `predict.input`; `-o predict.point=[x,y,z]` (voxel of the resampled volume) gives the clicked
-binary mask of the img_size³ window centred on it, `predictions/<case>_point.nii.gz`.
+Predict: label maps `predictions/<case>.nii.gz` (uint8, int16 from 255 classes) for the eval split or
+`predict.input`: NIfTI, NRRD/MHA files or DICOM series folders (read by `datasets.imageio`: rescale slope and
+intercept applied, slices ordered by position), or a folder of TotalSegmentator cases. Each map is resampled back
+(nearest) from the 1.5 mm RAS grid to the input's own voxel grid and written with the input's affine, so it
+overlays the CT it came from in any viewer (a DICOM series gives NIfTI). `-o predict.point=[x,y,z]` (voxel of the
+resampled RAS volume) gives the clicked binary mask of the img_size³ window centred on it,
+`predictions/<case>_point.nii.gz`, mapped back the same way.
 
 Choices: the card's `--no-memory`, `--lr-new`, `--sammed3d-checkpoint` and `--point` are manifest keys; dry runs
 build 104 classes (v1) unless `dataset.classes` is set. Known limitation: the window pass accumulates the
@@ -222,18 +226,41 @@ class TotalCTSam(Supervised):
                                 fix="check its split column" if name == "train" else "pick another --split")
         return by_split
 
-    def volume(self, case_or_path, with_label=True) -> dict:
+    def volume(self, case) -> dict:
+        from monai.transforms import Compose
+
+        item = LoadCase(self.classes)({"case": case})
+        return Compose(preprocess_transforms(self.m.dataset))(item)
+
+    def unlabelled(self, loaded) -> dict:
+        """A CT read by ``datasets.imageio`` (values in HU) → ``{"image"}`` on the training grid (RAS, spacing,
+        window, z-score), its spatial steps tracked so a prediction can be mapped back to the input's grid."""
         from monai.data import MetaTensor
         from monai.transforms import Compose
 
-        if with_label:
-            item = LoadCase(self.classes)({"case": case_or_path})
-            return Compose(preprocess_transforms(self.m.dataset))(item)
-        img, ct = ts._load_nifti(Path(case_or_path))
-        if np.asarray(ct).ndim != 3:
-            raise DataError(f"{case_or_path} is not a 3D volume", fix="pass a ct.nii.gz")
-        item = {"image": MetaTensor(np.asarray(ct, dtype=np.float32)[None], affine=torch.as_tensor(img.affine))}
-        return Compose(preprocess_transforms(self.m.dataset, keys=("image",)))(item)
+        if loaded.array.ndim != 3:
+            raise DataError(f"{loaded.path} is not a 3D volume (shape {loaded.array.shape})",
+                            fix="pass a CT volume: .nii.gz, .nrrd, .mha or a folder holding one DICOM series")
+        item = {"image": MetaTensor(loaded.array[None], affine=torch.as_tensor(loaded.affine))}
+        return Compose(self._image_transforms)(item)
+
+    @cached_property
+    def _image_transforms(self) -> list:
+        """One set of instances: MONAI inverts a step only with the instance that applied it."""
+        return preprocess_transforms(self.m.dataset, keys=("image",))
+
+    def to_input_grid(self, labels: np.ndarray, image) -> np.ndarray:
+        """A label map on the training grid → the input's own voxel grid (MONAI's inverse of the orientation and
+        spacing steps, nearest neighbour)."""
+        from monai.data import MetaTensor
+        from monai.transforms import Compose, Invertd
+
+        spatial = Compose(self._image_transforms[:2])
+        pred = MetaTensor(torch.from_numpy(labels.astype(np.float32))[None], meta=dict(image.meta),
+                          applied_operations=list(image.applied_operations))
+        back = Invertd(keys="pred", transform=spatial, orig_keys="image", nearest_interp=True)(
+            {"image": image, "pred": pred})["pred"]
+        return back.as_tensor()[0].round().numpy().astype(labels.dtype)
 
     # -- training ---------------------------------------------------------------------------------------------
     def train_loader(self, splits: dict):
@@ -380,14 +407,18 @@ class TotalCTSam(Supervised):
 
     # -- prediction -------------------------------------------------------------------------------------------
     def predict_items(self) -> list[tuple[str, Path]]:
-        """(case id, CT file) of ``predict.input`` (file, folder of cases or of .nii.gz files, glob) or eval.split."""
+        """(case id, CT) of ``predict.input`` (a volume file, a DICOM series folder, a folder of them or of
+        TotalSegmentator cases, a glob) or of eval.split."""
+        from medrun.datasets import imageio
+
         src = self.m.predict.input
         if not src:
             return [(c.id, c.ct) for c in self.split_of(self.splits())]
         folder = Path(src).expanduser()
-        files = (sorted(folder.rglob("ct.nii.gz")) if folder.is_dir() else []) or \
-            self.ctx.predict_inputs(src, (".nii.gz", ".nii"), what="CT volumes")
-        return [(f.parent.name if f.name == "ct.nii.gz" else f.name.split(".")[0], f) for f in files]
+        cases = folder.is_dir() and not imageio.is_dicom_series(folder)
+        files = (sorted(folder.rglob("ct.nii.gz")) if cases else []) or \
+            self.ctx.predict_inputs(src, imageio.VOLUME_SUFFIXES, what="CT volumes", series=True)
+        return [(f.parent.name if f.name == "ct.nii.gz" else imageio.stem(f), f) for f in files]
 
     def predict_rows(self, net, items) -> list[dict]:
         point = self.m.predict.point
@@ -395,14 +426,18 @@ class TotalCTSam(Supervised):
             raise UsageError(f"predict.point needs the promptable model; model.arch {self.m.model.arch} has no prompt "
                              "path", fix="drop -o predict.point, or predict with a totalct-sam train run")
         run = self.predictor.setup(Forward(net, "semantic" if point is None else "prompted"))
+        from medrun.datasets import imageio
+
         labels = self.classes if point is None else ["foreground"]
         rows = []
-        for case_id, path in items:
-            image = self.volume(path, with_label=False)["image"]
+        for case_id, path in self.ctx.track(items, "predicting"):
+            loaded = imageio.read(path)
+            image = self.unlabelled(loaded)["image"]
             out, secs = (self.segment(run, image) if point is None else (self.prompted(run, image, point), 0.0))
-            rel = f"predictions/{case_id}{'_point' if point is not None else ''}.nii.gz"
-            self.ctx.write_nifti(rel, out.astype(np.uint8 if out.max() < 255 else np.int16), image.affine)
-            rows.append({"case": case_id, "input": str(path), "prediction": rel, "secs": round(secs, 4),
+            out = self.to_input_grid(out.astype(np.uint8 if out.max() < 255 else np.int16), image)
+            rel = self.ctx.write_like(f"predictions/{case_id}{'_point' if point is not None else ''}", out, loaded)
+            rows.append({"case": case_id, "input": str(path), "prediction": rel.relative_to(self.ctx.path).as_posix(),
+                         "shape": "x".join(map(str, out.shape)), "secs": round(secs, 4),
                          **{f"voxels_{c}": int((out == i).sum()) for i, c in enumerate(labels, start=1)}})
         self.ctx.log(f"predictions in {self.ctx.path / 'predictions'}")
         return rows

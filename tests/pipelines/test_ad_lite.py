@@ -449,6 +449,7 @@ def test_own_images_in_class_folders_learn_and_unlabelled_files_predict(cli, run
     assert "skipped 1 file(s) that are not images" in r.err
     manifest = (Path(out["run_dir"]) / "manifest.yaml").read_text()
     assert "window" in manifest and "4095" in manifest  # the intensity handling is part of the run's record
+    assert json.loads((Path(out["run_dir"]) / "run.json").read_text())["intensity"] == "window (0.0, 4095.0)"
     src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
     new = tmp_path / "new"
     new.mkdir()

@@ -60,7 +60,7 @@ def test_click_simulation():
 
 
 @pytest.mark.slow
-def test_learns_on_fixture_then_eval_predict(cli, runs):
+def test_learns_on_fixture_then_eval_predict(cli, runs, tmp_path):
     """A smaller smoke: 24 epochs × 5 steps without flips (they hide the left/right position cue), val Dice
     clearly above chance (≈0) in about a minute on 2 cores."""
     small = ("--dataset", DS, "--fixture", "--runs-dir", runs, "-o", "train.epochs=24", "-o", "dataset.flip_prob=0")
@@ -96,6 +96,38 @@ def test_learns_on_fixture_then_eval_predict(cli, runs):
     assert point.json()["metrics"]["mode"] == "point"
     clicked = runs / SLUG / f"predict-{point.json()['run_id'][:12]}" / "predictions" / "s0005_point.nii.gz"
     assert set(np.unique(np.asarray(nib.load(clicked).dataobj))) <= {0, 1}
+    own_volumes_predicted_in_their_own_geometry(cli, small, pdir, tmp_path)
+
+
+def own_volumes_predicted_in_their_own_geometry(cli, small, pdir, tmp_path):
+    """Issue 21: a user's CT as an oblique, anisotropic NIfTI and as a DICOM series (slope 0.5, intercept −1024):
+    each label map comes back on the input's own voxel grid with the input's affine, and a stray file is named."""
+    import csv
+
+    import nibabel as nib
+
+    from medrun.datasets import imageio, ricord
+
+    with open(pdir.parent / "per_case.csv") as f:
+        source = next(r["input"] for r in csv.DictReader(f) if r["case"] == "s0005")
+    hu = np.asarray(nib.load(source).dataobj, dtype=np.float32)[:, :, ::2]  # 48 × 48 × 24
+    own = tmp_path / "own"
+    own.mkdir()
+    oblique = np.array([[-1.5, 0, 0, 40.0], [0, 1.4, 0.3, -20.0], [0, -0.2, 3.0, 5.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), oblique), own / "patient1.nii.gz")
+    ricord.write_series(own / "patient2", np.ascontiguousarray(hu[:, :, :12].transpose(2, 1, 0)), case="p2",
+                        study="1.2.3", series="1.2.3.4", spacing=1.5, thickness=3.0, description="CT", sex="F",
+                        age=60, seed=0)
+    (own / "notes.txt").write_text("not an image")
+    r = cli("predict", SLUG, *small, "-o", f"predict.input={own}", "--json")
+    assert r.code == 0, r.err
+    assert "skipped" in r.err and "notes.txt" in r.err
+    out = pdir.parent.parent / f"predict-{r.json()['run_id'][:12]}" / "predictions"
+    for name, given in (("patient1", own / "patient1.nii.gz"), ("patient2", own / "patient2")):
+        src, pred = imageio.read(given), nib.load(out / f"{name}.nii.gz")
+        assert pred.shape == src.array.shape, name
+        np.testing.assert_allclose(pred.affine, src.affine, atol=1e-4)
+        assert pred.get_data_dtype() == np.uint8 and np.asarray(pred.dataobj).any(), name
 
 
 def test_ablation_and_full_size_dry_run(cli, runs):
