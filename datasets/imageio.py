@@ -14,9 +14,9 @@ DICOM file is float once its rescale slope and intercept are applied), the image
 scale that would clip values is never silent: a :class:`DataWarning` names the file and the fraction of pixels
 clipped.
 
-Conventions: 2-D images are H×W or H×W×C (row, column); volumes keep the file's voxel order (i, j, k) with the
-affine mapping it to RAS millimetres, as NiBabel does. A DICOM series is sorted by slice position along its normal,
-not by InstanceNumber (which scanners and anonymisers do not always keep in order).
+Conventions: 2-D images, a single-frame DICOM file included, are H×W or H×W×C (row, column); volumes keep the file's
+voxel order (i, j, k) with the affine mapping it to RAS millimetres, as NiBabel does. A DICOM series is sorted by
+slice position along its normal, not by InstanceNumber (which scanners and anonymisers do not always keep in order).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def read(path: Path) -> Loaded:
         if sfx in (".nii", ".nii.gz"):
             return _read_monai(path, "nibabel", volume=True)
         if sfx in DICOM_SUFFIXES:
-            return _read_monai(path, "pydicom", volume=True)
+            return _read_dicom_file(path)
         if sfx in (".nrrd", ".mha", ".mhd"):
             return _read_sitk(path)
     except DataError:
@@ -126,6 +126,21 @@ def _read_monai(path: Path, reader: str, volume: bool) -> Loaded:
     img = _loader(reader)(str(path))
     stored = str(img.dtype).replace("torch.", "")
     return Loaded(np.asarray(img, dtype=np.float32), np.asarray(img.affine, dtype=np.float64), stored, path, volume)
+
+
+def _read_dicom_file(path: Path) -> Loaded:
+    """One DICOM file. A single frame comes back as a 2-D image in (row, column) order like a PNG (MONAI's reader
+    gives (column, row), which turned every DICOM slice on its side beside PNGs of the same set), with the affine's
+    first two columns swapped to match; a multi-frame file stays a volume in MONAI's order."""
+    import numpy as np
+
+    img = _read_monai(path, "pydicom", volume=True)
+    a = img.array[..., 0] if img.array.ndim == 3 and img.array.shape[-1] == 1 else img.array
+    if a.ndim != 2:
+        return img
+    affine = img.affine.copy()
+    affine[:, [0, 1]] = affine[:, [1, 0]]
+    return Loaded(np.ascontiguousarray(a.T), affine, img.stored, path, volume=True)
 
 
 def _read_dicom_series(folder: Path) -> Loaded:
@@ -279,3 +294,29 @@ def write_like(values: np.ndarray, like: Loaded, out: Path) -> Path:
     base = str(out)[: -len(suffix(out))] if suffix(out) else str(out)
     atomic_write(Path(base + sfx), data)
     return Path(base + sfx)
+
+
+def write_dicom_slice(path: Path, pixels, *, modality: str = "MR", bits_stored: int = 12, slope: float = 1.0,
+                      intercept: float = 0.0) -> Path:
+    """A minimal single-frame DICOM file of unsigned 16-bit ``pixels`` (H×W), for fixtures and tests: what a
+    scanner's export of one slice looks like to the readers here."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, sop_class, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = ds.StudyInstanceUID = generate_uid()
+    ds.Modality, ds.InstanceNumber = modality, 1
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.PixelSpacing, ds.RescaleSlope, ds.RescaleIntercept = [0.8, 0.5], slope, intercept  # row, column spacing
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 0.0], [1, 0, 0, 0, 1, 0]
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)

@@ -1,13 +1,15 @@
-"""A generic folder of image/mask PNG pairs: the layout for sets without a public one (unet-lrp's private NDT
-XCT slices of carbon-fibre-reinforced polymer, pores as foreground).
+"""A generic folder of 2-D image/mask pairs: a researcher's own segmentation data, and the layout for sets without a
+public one (unet-lrp's private NDT XCT slices of carbon-fibre-reinforced polymer, pores as foreground).
 
 Layout::
 
     <root>/
-        images/<name>.png     grayscale (or RGB) images
-        masks/<name>.png      binary masks (0 and 255, or 0 and 1), same name and size
+        images/<name>.<ext>   any 2-D image medrun reads (datasets/imageio.py): PNG/JPEG/TIFF in 8 or 16 bits or
+                              float, or a DICOM file; grey or RGB
+        masks/<name>.<ext>    binary masks (0 and 255, or 0 and 1) of the same name (any image suffix) and size
 
-Every image needs its mask.
+Every image needs its mask. Images are read by ``datasets.imageio`` and scaled to [0, 1] by the manifest's
+``dataset.intensity`` (the stored type's range by default), so a 16-bit scan keeps its 65,536 levels.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from pathlib import Path
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from .images import to_8bit
+from .imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, stem, suffix, to_unit
+from .imageio import read as read_image
 
 DATASETS = [
-    DatasetInfo("pairs", "A folder of image/mask PNG pairs (e.g. the private NDT pore slices of the unet-lrp paper)",
-                "<root>/{images,masks}/<name>.png", "your own data: put images in images/ and masks of the same "
-                "name in masks/; point at the folder holding both", "medrun.datasets.pairs:fixture",
+    DatasetInfo("pairs", "Your own 2-D image/mask pairs (also the private NDT pore slices of the unet-lrp paper)",
+                "<root>/{images,masks}/<name>.<png|tif|jpg|dcm>", "your own data: put images in images/ and masks of "
+                "the same name in masks/; point at the folder holding both", "medrun.datasets.pairs:fixture",
                 ("segmentation",)),
 ]
 
 _HINT = "point at the folder that holds images/ and masks/ (same file names), or try --fixture"
+IMAGES = (*IMAGE_SUFFIXES, *DICOM_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -46,46 +50,61 @@ def check_layout(root: Path) -> None:
         raise DataError(f"{root} does not have the image/mask pair layout: missing {', '.join(missing)}", fix=_HINT)
 
 
+def _by_stem(folder: Path) -> dict[str, Path]:
+    return {stem(f): f for f in sorted(folder.iterdir()) if not f.name.startswith(".") and suffix(f) in IMAGES}
+
+
 def read(root: Path) -> list[Case]:
     root = Path(root)
     check_layout(root)
-    cases = []
-    for img in sorted((root / "images").glob("*.png")):
-        mask = root / "masks" / img.name
-        if not mask.is_file():
-            raise DataError(f"mask missing for {img}: {mask}", fix="add the mask (same file name) or remove the image")
-        cases.append(Case(img.stem, img, mask))
+    masks, cases = _by_stem(root / "masks"), []
+    for name, img in _by_stem(root / "images").items():
+        if name not in masks:
+            raise DataError(f"mask missing for {img}: no masks/{name}.*",
+                            fix="add the mask (same file name) or remove the image")
+        cases.append(Case(name, img, masks[name]))
     if not cases:
-        raise DataError(f"no PNG images in {root / 'images'}", fix=_HINT)
+        raise DataError(f"no images in {root / 'images'} (looked for {', '.join(IMAGES)})", fix=_HINT)
     return cases
 
 
-def load(case: Case, channels: int = 1):
+def load_image(path: Path, channels: int = 1, intensity=None):
+    """One 2-D image → float32 H×W (grey; RGB by ITU-R 601 luma, as PIL's "L") or H×W×3 in [0, 1]."""
+    import numpy as np
+
+    unit = to_unit(read_image(path), intensity)
+    unit = unit[..., 0] if unit.ndim == 3 and unit.shape[-1] == 1 else unit[..., :3] if unit.ndim == 3 else unit
+    if unit.ndim != 2 and not (unit.ndim == 3 and unit.shape[-1] == 3):
+        raise DataError(f"{path} has shape {unit.shape}, not a 2-D image", fix="give one 2-D slice per file")
+    if channels == 1:
+        return unit if unit.ndim == 2 else (unit @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    return np.repeat(unit[..., None], 3, axis=-1) if unit.ndim == 2 else unit
+
+
+def load(case: Case, channels: int = 1, intensity=None):
     """(image float32 H×W (or H×W×3) in [0, 1], mask uint8 H×W in {0, 1}); mask checked against the image."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    def _open(p: Path, mode: str, scale: bool = False):
-        try:
-            with Image.open(p) as im:
-                return (to_8bit(im, p) if scale else im).convert(mode)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot read image {p}: {e}", fix="replace the file with a readable PNG") from None
-
-    image, mask = _open(case.image, "L" if channels == 1 else "RGB", scale=True), _open(case.mask, "L")
-    if mask.size != image.size:
-        raise DataError(f"mask {case.mask} is {mask.size[0]}×{mask.size[1]} but its image is "
-                        f"{image.size[0]}×{image.size[1]}", fix="masks must have their image's size")
-    arr = np.asarray(mask)
+    image = load_image(case.image, channels, intensity)
+    arr = read_image(case.mask).array
+    arr = arr[..., 0] if arr.ndim == 3 else arr
+    if arr.shape != image.shape[:2]:
+        raise DataError(f"mask {case.mask} is {arr.shape[1]}×{arr.shape[0]} but its image is "
+                        f"{image.shape[1]}×{image.shape[0]}", fix="masks must have their image's size")
     if not set(np.unique(arr).tolist()) <= {0, 1, 255}:
         raise DataError(f"mask {case.mask} has values other than 0 and 255", fix="masks must be binary PNGs")
-    return np.asarray(image, dtype=np.float32) / 255.0, (arr > 0).astype(np.uint8)
+    return image, (arr > 0).astype(np.uint8)
 
 
 def fixture(out: Path, seed: int = 0, n: int = 16, size: int = 96) -> Path:
-    """``n`` synthetic 'XCT slices': fibre-like stripes and noise with 3–6 dark elliptical pores (the masks)."""
+    """``n`` synthetic 'XCT slices': fibre-like stripes and noise with 3–6 dark elliptical pores (the masks), in the
+    formats a lab exports: 16-bit PNG (slices 0, 3, …), float TIFF (1, 4, …: attenuation-like values in −1…3) and
+    DICOM with 12-bit values (2, 5, …); masks are 8-bit PNG."""
     import numpy as np
+    import tifffile
     from PIL import Image
+
+    from .imageio import write_dicom_slice
 
     rng = np.random.default_rng(seed + 2)
     root = Path(out) / "ndt"
@@ -100,7 +119,13 @@ def fixture(out: Path, seed: int = 0, n: int = 16, size: int = 96) -> Path:
             cy, cx = rng.uniform(0.1, 0.9, 2) * size
             ry, rx = rng.uniform(3, 7), rng.uniform(2.5, 5)
             mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        img = np.where(mask, 50 + rng.normal(0, 12, (size, size)), img)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"slice_{i:04d}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"slice_{i:04d}.png")
+        unit = np.clip(np.where(mask, 50 + rng.normal(0, 12, (size, size)), img), 0, 255) / 255.0
+        name = f"slice_{i:04d}"
+        if i % 3 == 0:
+            Image.fromarray(np.rint(unit * 65535).astype(np.uint16)).save(root / "images" / f"{name}.png")
+        elif i % 3 == 1:
+            tifffile.imwrite(root / "images" / f"{name}.tif", (unit * 4 - 1).astype(np.float32))
+        else:
+            write_dicom_slice(root / "images" / f"{name}.dcm", np.rint(unit * 4095))
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"{name}.png")
     return root

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from medrun.datasets.imageio import Intensity
 from medrun.manifests.schema import (
     BatchSize,
     Count,
@@ -29,6 +30,8 @@ class Data(DatasetSection):
     crops_per_image: int = Field(2, ge=1, description="random crops per image and epoch (author code: 2)")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="the last 20 % of the sorted cases validate")
     limit: int | None = Field(None, ge=2, description="use only the first N cases (quick runs)")
+    intensity: Intensity | None = Field(None, description="pairs: how stored values become 0–1 (window, percentile "
+                                        "or scale; datasets/imageio.py); default: the stored type's range")
 
     @field_validator("crop")
     @classmethod

@@ -61,18 +61,18 @@ def prepare(image: np.ndarray, size) -> np.ndarray:
 
 
 class Prepare:
-    """One image file → the (C, H, W) tensor eval feeds the network: the datasets' 8-bit view (grey for one channel,
-    RGB for three), / 255, then :func:`prepare`. The preprocessing of ``predict.input`` and of the MONAI bundle."""
+    """One image file → the (C, H, W) tensor eval feeds the network: read as ``pairs`` reads its images
+    (``datasets.imageio``: 8/16-bit or float PNG/TIFF/JPEG or DICOM, scaled by ``intensity``; grey for one channel,
+    RGB for three), then :func:`prepare`. The preprocessing of ``predict.input`` and of the MONAI bundle."""
 
-    def __init__(self, size, channels: int = 1):
-        self.size, self.mode = tuple(size), "L" if channels == 1 else "RGB"
+    def __init__(self, size, channels: int = 1, intensity=None):
+        self.size, self.channels, self.intensity = tuple(size), channels, intensity
+
+    def read(self, path) -> np.ndarray:
+        return pairs.load_image(Path(path), self.channels, self.intensity)
 
     def __call__(self, path) -> torch.Tensor:
-        from medrun.datasets.images import open_image, to_8bit
-
-        with open_image(Path(path)) as im:
-            arr = np.asarray(to_8bit(im, Path(path)).convert(self.mode), dtype=np.float32) / 255.0
-        return torch.from_numpy(prepare(arr, self.size))
+        return torch.from_numpy(prepare(self.read(path), self.size))
 
 
 class UnetLrp(Supervised):
@@ -112,14 +112,19 @@ class UnetLrp(Supervised):
                      f"({self.m.model.arch}, {self.m.model.norm} norm)")
         return splits
 
+    def raw(self, case) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of a case as its dataset stores them, at the file's own size."""
+        d = self.m.dataset
+        return {"montgomery": lambda: montgomery.load(case), "shenzhen": lambda: shenzhen.load(case),
+                "pairs": lambda: pairs.load(case, self.m.model.in_channels, d.intensity),
+                "cityscapes": lambda: cityscapes.load(case, d.label)}[d.name]()
+
     def load(self, case) -> tuple[np.ndarray, np.ndarray]:
         """(image (C, H, W) float32 scaled to [0, 1] per image, mask (H, W) uint8), resized to dataset.resize."""
         from skimage.transform import resize
 
         d = self.m.dataset
-        image, mask = {"montgomery": lambda: montgomery.load(case), "shenzhen": lambda: shenzhen.load(case),
-                       "pairs": lambda: pairs.load(case, self.m.model.in_channels),
-                       "cityscapes": lambda: cityscapes.load(case, d.label)}[d.name]()
+        image, mask = self.raw(case)
         mask = resize(mask, d.resize, order=0, preserve_range=True, anti_aliasing=False)
         return prepare(image, d.resize), (mask > 0.5).astype(np.uint8)
 
@@ -219,18 +224,30 @@ class UnetLrp(Supervised):
         return [*out, paper_note(spec, "comparison")]
 
     # -- predict --------------------------------------------------------------------------------------------
+    def predict_items(self):
+        """``predict.input`` (a file, folder or glob of PNG/TIFF/JPEG/DICOM images; no masks needed) or the eval
+        split's cases."""
+        src = self.m.predict.input
+        return self.ctx.predict_inputs(src, pairs.IMAGES) if src else super().predict_items()
+
     def predict_rows(self, net, items) -> list[dict]:
-        """Binarised masks as ``predictions/<name>.png``; items are cases of a split or image files."""
+        """Binarised masks as ``predictions/<name>.png`` at each input's own size (the probability map is resized
+        bilinearly, then thresholded); items are cases of a split or image files."""
+        from medrun.datasets.imageio import stem
+
         run, rows = self.predictor.setup(net), []
-        prep = Prepare(self.m.dataset.resize, self.m.model.in_channels)
-        for item in items:
+        d = self.m.dataset
+        prep = Prepare(d.resize, self.m.model.in_channels, d.intensity)
+        for item in self.ctx.track(items, "predicting"):
             if isinstance(item, Path):  # predict.input
-                image, name = prep(item).numpy(), item.stem
+                path, name, full = item, stem(item), prep.read(item)
             else:
-                image, name = self.arrays([item])[0][0], item.id
-            prob = self.prob(run, image)
-            seg.write_mask(self.ctx, f"predictions/{name}.png", prob, threshold=0.5)
-            rows.append({"case": name, "foreground_share": float((prob > 0.5).mean()), "objects": L.n_objects(prob)})
+                path, name, full = getattr(item, "image", item.id), item.id, self.raw(item)[0]
+            prob = self.prob(run, prepare(full, d.resize))
+            mask = seg.write_mask(self.ctx, f"predictions/{name}.png", prob, (full.shape[1], full.shape[0]),
+                                  threshold=0.5)
+            rows.append({"case": name, "input": str(path), "height": full.shape[0], "width": full.shape[1],
+                         "foreground_share": float(mask.mean()), "objects": L.n_objects(mask.astype(np.float32))})
         return rows
 
     def predict_summary(self, rows: list[dict]) -> dict:

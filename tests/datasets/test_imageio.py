@@ -121,6 +121,17 @@ def test_dicom_series_is_sorted_by_position_and_rescaled(tmp_path):
     assert single.array.reshape(-1)[0] == 2 * 100 - 1024
 
 
+def test_single_dicom_slice_reads_in_row_column_order_like_a_png(tmp_path):
+    px = np.zeros((30, 50), np.uint16)
+    px[:5] = 1000  # the top rows are bright, as a viewer shows them
+    img = imageio.read(imageio.write_dicom_slice(tmp_path / "a.dcm", px, slope=2.0, intercept=-10.0))
+    assert img.array.shape == (30, 50) and img.volume
+    assert np.array_equal(img.array, px * 2.0 - 10.0)
+    step_down, step_right = img.affine[:3, 0], img.affine[:3, 1]  # one row down, one column right
+    np.testing.assert_allclose(np.abs(step_down), [0, 0.8, 0], atol=1e-6)  # along y, by the row spacing
+    np.testing.assert_allclose(np.abs(step_right), [0.5, 0, 0], atol=1e-6)  # along x, by the column spacing
+
+
 def test_nrrd_through_simpleitk(tmp_path):
     import SimpleITK as sitk
 

@@ -14,11 +14,21 @@ def root(tmp_path):
 
 
 def test_layout_reader_and_pores(root):
+    import warnings
+
+    from medrun.datasets.images import DataWarning
+
     cases = pairs.read(root)
     assert len(cases) == 16 and cases[0].id == "slice_0000" and cases[0].mask == root / "masks" / "slice_0000.png"
-    image, mask = pairs.load(cases[0])
-    assert image.shape == mask.shape == (96, 96) and 0 < mask.mean() < 0.2
-    assert image[mask > 0].mean() < image[mask == 0].mean()  # pores are dark
+    assert [c.image.name for c in cases[:3]] == ["slice_0000.png", "slice_0001.tif", "slice_0002.dcm"]
+    assert Image.open(cases[0].image).mode.startswith("I;16")  # a 16-bit PNG, as scanners export
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # the default handling clips nothing
+        for case in cases[:3]:  # 16-bit PNG, float TIFF, DICOM with 12-bit values
+            image, mask = pairs.load(case)
+            assert image.shape == mask.shape == (96, 96) and 0 < mask.mean() < 0.2, case.image
+            assert image[mask > 0].mean() < image[mask == 0].mean() - 0.3, case.image  # pores are dark
+            assert len(np.unique(image)) > 1000, case.image  # more than 8 bits' worth of levels survive
     rgb, _ = pairs.load(cases[0], channels=3)
     assert rgb.shape == (96, 96, 3)
 
