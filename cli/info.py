@@ -29,12 +29,16 @@ def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-read
 
       medrun list --json
     """
-    from medrun.pipelines import dataset_registry, registry
+    from rich.markup import escape
 
+    from medrun.pipelines import dataset_registry, own_data, registry
+
+    known = dataset_registry()
     pipes = [{"slug": s.slug, "title": s.title, "paper": s.paper, "card": s.card, "datasets": list(s.datasets),
-              "stages": list(s.stages)} for s in sorted(registry().values(), key=lambda s: s.slug)]
+              "stages": list(s.stages), "own_data": own_data(s, known)}
+             for s in sorted(registry().values(), key=lambda s: s.slug)]
     data = [{"name": d.name, "title": d.title, "layout": d.layout, "source": d.source}
-            for d in sorted(dataset_registry().values(), key=lambda d: d.name)]
+            for d in sorted(known.values(), key=lambda d: d.name)]
     if json_out:
         emit_json({"pipelines": pipes, "datasets": data})
         return 0
@@ -46,9 +50,11 @@ def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-read
             f"stages: {', '.join(p['stages'])}"
         )
         con.print(f"      {p['paper']}")
+        own = p["own_data"]
+        con.print(f"      own data: --dataset {own['dataset']} --data-dir DIR, DIR = {escape(own['layout'])}")
     con.print("[bold]Datasets[/]")
     for d in data:
-        con.print(f"  [cyan]{d['name']}[/]  {d['title']}  layout: {d['layout']}")
+        con.print(f"  [cyan]{d['name']}[/]  {escape(d['title'])}  layout: {escape(d['layout'])}")
     return 0
 
 

@@ -96,6 +96,16 @@ def dataset_registry() -> dict:
     return datasets.registry()
 
 
+def own_data(spec: PipelineSpec, datasets: dict) -> dict:
+    """How a researcher runs ``spec`` on their own data: ``{"dataset", "layout"}`` of its own-data dataset where it
+    has one (``imagefolder``, ``pairs``: datasets whose source says "your own data"), else of its first dataset, whose
+    public layout a folder of the user's own signals, tables, point sets or images can follow."""
+    own = [d for d in spec.datasets if d in datasets and datasets[d].source.lower().startswith("your own data")]
+    name = (own or list(spec.datasets))[0]
+    info = datasets.get(name)
+    return {"dataset": name, "layout": info.layout if info else f"see docs/papers/{spec.slug}.md"}
+
+
 def dataset_info(name: str):
     from medrun import datasets
 

@@ -8,6 +8,13 @@ def test_list_json(cli):
     ad = next(p for p in data["pipelines"] if p["slug"] == "ad-lite")
     assert ad["datasets"] == ["ad", "adni", "oasis", "merged", "imagefolder"] and "cv" in ad["stages"]
     assert {"ad", "adni", "oasis", "merged"} <= {d["name"] for d in data["datasets"]}
+    own = {p["slug"]: p["own_data"] for p in data["pipelines"]}
+    assert all(o["dataset"] and o["layout"] for o in own.values())  # issue 21: every pipeline states one
+    assert own["ad-lite"]["dataset"] == "imagefolder" and own["unet-lrp"]["dataset"] == "pairs"
+    assert own["asd-transformer"]["dataset"] == "abide" and "timeseires" in own["asd-transformer"]["layout"]
+    text = cli("list")
+    assert "own data: --dataset pairs --data-dir DIR, DIR = <root>/{images,masks}/" in text.out
+    assert "[+ vitals.csv" in text.out  # a layout's brackets are printed, not read as markup
 
 
 def test_model_summary_json(cli):
