@@ -151,22 +151,13 @@ def read(root: Path) -> tuple[list[Case], dict]:
 
 
 def _read_array(path: Path):
+    """One plane as stored (``datasets.imageio``: 8/16-bit or float PNG/TIFF, a 2-D NIfTI), nnU-Net's own
+    normalisation comes later; an RGB(A) save of a grey image is averaged to one channel."""
     import numpy as np
 
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+    from .imageio import read
 
-            arr = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a data problem with this file
-        raise DataError(f"cannot read {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                        fix="replace or delete the file, then run again") from None
-    arr = np.squeeze(arr)
+    arr = np.squeeze(read(path).array)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # an RGB(A) save of a grey image
         arr = arr[..., :3].mean(-1)
     if arr.ndim != 2:

@@ -107,3 +107,18 @@ def test_import_pairs_maps_255_to_1(tmp_path):
         nnunet_raw._main(["import-pairs", str(tmp_path / "images"), str(tmp_path / "nowhere"), str(tmp_path / "x")])
         == 3
     )
+
+
+def test_16_bit_and_float_planes_keep_their_stored_values(copy):
+    """A lab's 16-bit PNG and float TIFF planes are read as stored (through datasets.imageio), never cut to 8 bits."""
+    import tifffile
+
+    cases, meta = nnunet_raw.read(copy)
+    wide = (np.arange(64 * 64).reshape(64, 64) * 15).astype(np.uint16)  # up to 61,425
+    Image.fromarray(wide).save(cases[0].image)
+    image, _ = nnunet_raw.load(cases[0], meta["labels"])
+    assert image.dtype == np.float32 and np.array_equal(image, wide.astype(np.float32))
+    tif = cases[1].image.with_suffix(".tif")
+    tifffile.imwrite(tif, np.linspace(-2, 7, 64 * 64, dtype=np.float32).reshape(64, 64))
+    image, _ = nnunet_raw.load(nnunet_raw.Case(cases[1].id, tif, cases[1].label, "Tr"), meta["labels"])
+    assert image.min() == pytest.approx(-2) and image.max() == pytest.approx(7)
