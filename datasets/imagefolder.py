@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, Field, field_validator
+
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from .imageio import READABLE, suffix
+from .imageio import READABLE, Intensity, suffix
 from .images import warn_empty
 
 DATASETS = [
@@ -37,26 +39,63 @@ class Sample:
     label: int
 
 
-def check_layout(root: Path) -> None:
+class Fields(BaseModel):
+    """The fields own images add to a pipeline's dataset section: ``class Data(imagefolder.Fields, DatasetSection)``.
+    Declared once here so that every classification pipeline reads own images with the same options."""
+
+    intensity: Intensity | None = Field(None, description="how stored values become 0–255 (window, percentile or "
+                                        "scale; datasets/imageio.py); default: 8-bit as is, 16-bit /257, float and "
+                                        "DICOM min–max per image")
+    classes: list[str] | None = Field(None, min_length=2, description="imagefolder: the class folders to use, in "
+                                      "label order (default: every class folder, sorted by name)")
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError("dataset.classes names a folder twice")
+        return v
+
+
+def check_layout(root: Path, classes: list[str] | None = None) -> None:
+    """Cheap: the folder exists and holds at least two class folders (and every folder ``classes`` names)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder not found at {root}", fix=_HINT)
-    classes = _class_dirs(root)
-    if len(classes) < 2:
-        raise DataError(f"{root} has {len(classes)} class folder(s); a classifier needs at least 2",
-                        fix=_HINT)
+    _class_dirs(root, classes)
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def check_root(m, other) -> None:
+    """A config's data-root check for a pipeline with own images: ``check_layout`` for ``imagefolder``, else
+    ``other(root)``, the public dataset's own check; nothing when the folder does not exist (the runner says so)."""
+    root = Path(m.dataset.root or "data")
+    if root.exists() and m.dataset.name == "imagefolder":
+        check_layout(root, m.dataset.classes)
+    elif root.exists():
+        other(root)
 
 
-def read(root: Path, log=None) -> tuple[list[Sample], list[str]]:
-    """(samples, class names): every readable file of each class folder, in sorted order."""
+def _class_dirs(root: Path, names: list[str] | None = None) -> list[Path]:
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if names is not None:
+        missing = [n for n in names if n not in {p.name for p in found}]  # a plain name of a class folder
+        if missing:
+            raise DataError(f"{root} has no class folder {', '.join(map(repr, missing))} (dataset.classes)",
+                            fix=f"its class folders: {', '.join(p.name for p in found) or 'none'}")
+        found = [root / n for n in names]
+    if len(found) < 2:
+        raise DataError(f"{root} has {len(found)} class folder(s); a classifier needs at least 2", fix=_HINT)
+    return found
+
+
+def read(root: Path, log=None, only: list[str] | None = None) -> tuple[list[Sample], list[str]]:
+    """(samples, class names): every readable file of each class folder (those ``only`` names, in its order; by
+    default all, sorted)."""
     root = Path(root)
-    check_layout(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found at {root}", fix=_HINT)
     samples, classes, skipped = [], [], []
-    for label, folder in enumerate(_class_dirs(root)):
+    for label, folder in enumerate(_class_dirs(root, only)):
         classes.append(folder.name)
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         keep = [p for p in files if suffix(p) in READABLE]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medrun.datasets.imageio import Intensity
+from medrun.datasets import imagefolder
 from medrun.manifests.schema import (
     BatchSize,
     Count,
@@ -23,16 +23,13 @@ from medrun.manifests.schema import (
 )
 
 
-class Data(DatasetSection):
+class Data(imagefolder.Fields, DatasetSection):
     name: Literal["ad", "adni", "oasis", "merged", "imagefolder"]
     undersample: dict[str, Count] | None = Field(
         None, description="OASIS: cap per class, random.seed(50) as in the code"
     )
     undersample_seed: Seed = 50
     img_size: int = Field(224, description="square resize before any split; a multiple of 32")
-    intensity: Intensity | None = Field(None, description="how stored values become 0–255 (window, percentile or "
-                                        "scale; datasets/imageio.py); default: 8-bit as is, 16-bit /257, float "
-                                        "and DICOM min–max per image")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: Seed = 43
@@ -117,9 +114,7 @@ def data_paths(m: AdLiteManifest) -> dict[str, Path]:
     )
     for name, path in paths.items():
         if path.exists() and name == "imagefolder":
-            from medrun.datasets import imagefolder
-
-            imagefolder.check_layout(path)
+            imagefolder.check_layout(path, m.dataset.classes)
         elif path.exists():
             alzheimer.check_layout(name, path)
     return paths

@@ -31,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medrun.datasets import alzheimer, imagefolder
+from medrun.datasets import alzheimer
 from medrun.errors import UsageError
 from medrun.models.adlite import AdLiteNet
 
 from .. import training
-from ..base import IMAGE_SUFFIXES
 from ..report import confusion_axes, markdown_table, paper_md, paper_note
 from ..sweep import Child, headline, mean_sd_table, summarise
 from ..tasks import classification as clf
@@ -48,7 +47,7 @@ CLASSES = {"ad": alzheimer.AD_CLASSES, "adni": alzheimer.ADNI_CLASSES, "oasis": 
 CV_KEYS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "auroc_micro")
 
 
-class AdLite(Supervised):
+class AdLite(clf.OwnImages, Supervised):
     def build_model(self):
         mm = self.m.model
         if mm.arch == "adlite":
@@ -68,8 +67,8 @@ class AdLite(Supervised):
             samples, classes = alzheimer.read_oasis(roots["oasis"], d.undersample, d.undersample_seed)
         elif d.name == "merged":
             samples, classes = alzheimer.read_merged(roots["ad"], roots["adni"])
-        elif d.name == "imagefolder":
-            samples, classes = imagefolder.read(roots["imagefolder"], self.ctx.log)
+        elif self.own:
+            samples, classes = self.read_own()
         else:
             samples, classes = READERS[d.name](roots[d.name])
         if self.m.model.num_classes != len(classes):
@@ -106,7 +105,7 @@ class AdLite(Supervised):
                                  t.lr_decay.factor if t.lr_decay else 1.0)
 
     def weights_metadata(self) -> dict:
-        return {"pipeline": "ad-lite", "arch": self.m.model.arch, "classes": ",".join(self.classes)}
+        return {"pipeline": "ad-lite", "arch": self.m.model.arch, **self.classes_metadata(self.classes)}
 
     def after_fit(self) -> dict:
         w = self.m.model.weights
@@ -149,22 +148,15 @@ class AdLite(Supervised):
 
         return baselines(self)
 
-    def trained_classes(self) -> list[str]:
-        """The class names of the weights this stage uses: the dataset's, or for ``imagefolder`` the training run's
-        class folders, kept in its weights file's metadata (``class0`` … for a user's file without them)."""
-        if self.m.dataset.name in CLASSES:
-            return list(CLASSES[self.m.dataset.name])
-        c = self.ctx
-        path = c.checkpoint or (c.parent or c.run).path / "checkpoints" / "model.safetensors"
-        names = (training.weights_metadata(path).get("classes") or "").split(",")
-        n = self.m.model.num_classes
-        return names if len(names) == n else [f"class{i}" for i in range(n)]
+    def trained_classes(self, weights: str = "model.safetensors") -> list[str]:
+        """The dataset's class names; for ``imagefolder`` the training run's class folders (the kit's)."""
+        return super().trained_classes(weights) if self.own else list(CLASSES[self.m.dataset.name])
 
     def predict_items(self):
         if self.m.predict.input:
             self.classes = self.trained_classes()
-            suffixes = imagefolder.READABLE if self.m.dataset.name == "imagefolder" else IMAGE_SUFFIXES
-            return [alzheimer.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input, suffixes)]
+            return [alzheimer.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input,
+                                                                              self.predict_suffixes())]
         return super().predict_items()
 
     def predict_rows(self, net, samples):

@@ -13,7 +13,7 @@ SPEC = PipelineSpec(
     title="CycleAdvGAN",
     paper="Medical Image Classification Attack Based on Texture Manipulation (ICPR 2024)",
     card="cycleadvgan",
-    datasets=("isic2020", "chestxray"),
+    datasets=("isic2020", "chestxray", "imagefolder"),
     stages=("train", "eval", "predict", "attack", "transfer", "sweep-lambda"),
     manifest="medrun.pipelines.cycleadvgan.config:CycleAdvGanManifest",
     impl="medrun.pipelines.cycleadvgan.pipeline:CycleAdvGan",
@@ -27,7 +27,10 @@ SPEC = PipelineSpec(
                         "complete); one table and a plot.",
     },
     examples={
-        "attack": "medrun attack cycleadvgan --dataset isic2020 --fixture",
+        "attack": "medrun attack cycleadvgan --dataset isic2020 --fixture\n\n"
+        "  medrun attack cycleadvgan --dataset imagefolder --data-dir data/skin  # two class folders, e.g. "
+        "benign/ malignant/",
+        "predict": "medrun predict cycleadvgan --run <train id> -o predict.input=new_images/",
         "transfer": "medrun transfer cycleadvgan --dataset isic2020 --fixture",
         "sweep-lambda": "medrun sweep-lambda cycleadvgan --dataset isic2020 --fixture",
     },

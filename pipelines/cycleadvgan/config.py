@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from medrun.datasets import imagefolder
 from medrun.manifests.schema import (
     BatchSize,
     DatasetSection,
@@ -23,11 +24,12 @@ Arch = Literal["resnet50", "densenet121", "inception_v3", "medvit_s", "vit_s", "
 Method = Literal["cycleadvgan", "fgsm", "pgd", "smia", "hfc", "noise"]
 
 
-class Data(DatasetSection):
-    name: Literal["isic2020", "chestxray"]
+class Data(imagefolder.Fields, DatasetSection):
+    name: Literal["isic2020", "chestxray", "imagefolder"]
     img_size: int = Field(224, ge=16, description="square Resize for everything (the card: 224); divisible by 4")
     test_fraction_folds: int = Field(5, ge=2, description="isic2020: the test part is 1/k of the patients "
-                                                          "(StratifiedGroupKFold by patient_id, stratified by target)")
+                                                          "(StratifiedGroupKFold by patient_id, stratified by target); "
+                                                          "imagefolder: 1/k of the images, stratified")
     split_seed: Seed = 0
     val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified part of train that picks the best epoch (AUC)")
 
@@ -138,14 +140,7 @@ def size_problem(arch: str, size: int) -> str | None:
 
 def data_paths(m: CycleAdvGanManifest) -> dict[str, Path]:
     """The dataset folder, after a cheap layout check (a wrong folder fails before it is hashed)."""
-    root = Path(m.dataset.root)
-    if root.exists():
-        if m.dataset.name == "isic2020":
-            from medrun.datasets import isic2020
+    from medrun.datasets import chestxray, isic2020
 
-            isic2020.layout(root)
-        else:
-            from medrun.datasets import chestxray
-
-            chestxray.check_layout(root)
-    return {m.dataset.name: root}
+    imagefolder.check_root(m, isic2020.layout if m.dataset.name == "isic2020" else chestxray.check_layout)
+    return {m.dataset.name: Path(m.dataset.root)}

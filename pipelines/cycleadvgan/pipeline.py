@@ -50,6 +50,10 @@ Choices where the card is silent or offers options:
   high-frequency texture, which noise adds) and no malignant one, so the gain is at most the malignant share of
   the attacked images (about 0.46; measured 0.46 with the GAN after 3 of 10 epochs: ASR 1.0 against noise 0.54);
   0.3 fails a GAN that fools fewer than about 84 %. SMIA and HFC, like FGSM and PGD, must reach ASR 0.5.
+- Own images (``--dataset imagefolder``, the kit's ``OwnImages``): two class folders (``dataset.classes`` picks
+  two of more, in label order), the first B (0) and the second M (1), the attacked domain; a stratified 1/k test
+  part (``test_fraction_folds``), every readable format with ``dataset.intensity``. ``attack`` needs nothing
+  dataset-specific and runs on them (no paper numbers to compare).
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ class _Scaled(torch.nn.Module):
         return self.net(x / 255.0)
 
 
-class CycleAdvGan(Supervised):
+class CycleAdvGan(clf.OwnImages, Supervised):
     report_split = "test"
     val_split = "val"
 
@@ -159,12 +163,21 @@ class CycleAdvGan(Supervised):
     def root(self) -> Path:
         return self.ctx.data_roots[self.m.dataset.name]
 
+    num_classes_expected = 2  # the card's two-FC head ends in Linear(→2): B and M
+
+    def class_count_fix(self, found: int) -> str:
+        return "keep two class folders, or name two in the manifest's dataset.classes (the second is the attacked M)"
+
     def classes(self) -> list[str]:
+        if self.own:
+            return self.trained_classes()
         return isic2020.CLASSES if self.m.dataset.name == "isic2020" else chestxray.CLASSES
 
     def splits(self) -> dict[str, list]:
         d = self.m.dataset
-        if d.name == "isic2020":
+        if self.own:
+            train, test = clf.stratified_split(self.read_own()[0], 1 / d.test_fraction_folds, d.split_seed)
+        elif d.name == "isic2020":
             train, test = isic2020.split(isic2020.read(self.root), d.split_seed, d.test_fraction_folds)
         else:
             train, test = chestxray.read(self.root, "train"), chestxray.read(self.root, "test")
@@ -175,12 +188,12 @@ class CycleAdvGan(Supervised):
 
     def images(self, samples) -> torch.Tensor:
         """[0, 1] float tensor (N, 3, S, S); an unreadable file is a DataError naming it."""
-        ds = clf.ImageSamples(samples, self.m.dataset.img_size)
+        ds = clf.ImageSamples(samples, self.m.dataset.img_size, self.m.dataset.intensity)
         return torch.stack([ds[i][0] for i in range(len(ds))]) / 255.0 if len(ds) else torch.zeros(0, 3, 1, 1)
 
     # -- train: the template's hooks ------------------------------------------------------------------------------
     def dataset(self, samples, train: bool):
-        return clf.ImageSamples(samples, self.m.dataset.img_size)
+        return clf.ImageSamples(samples, self.m.dataset.img_size, self.m.dataset.intensity)
 
     def train_loader(self, splits: dict):
         """Shuffled by (seed, epoch) and resumable; the last partial batch is dropped (BatchNorm cannot train on a
@@ -229,7 +242,7 @@ class CycleAdvGan(Supervised):
         return net
 
     def weights_metadata(self) -> dict:
-        return {"pipeline": "cycleadvgan", "arch": self.m.model.arch, "classes": ",".join(self.classes())}
+        return {"pipeline": "cycleadvgan", "arch": self.m.model.arch, **self.classes_metadata(self.classes())}
 
     def train(self) -> dict:
         metrics = super().train()
@@ -239,7 +252,7 @@ class CycleAdvGan(Supervised):
     # -- evaluation and prediction ---------------------------------------------------------------------------------
     def evaluate(self, net, samples):
         metrics, rows = clf.evaluate(_Scaled(net), samples, self.m.dataset.img_size, self.classes(),
-                                     self.m.train.batch_size, self.predictor)
+                                     self.m.train.batch_size, self.predictor, self.m.dataset.intensity)
         metrics.update(auroc=metrics["auroc_macro"], arch=self.m.model.arch)
         return metrics, rows
 
@@ -260,12 +273,14 @@ class CycleAdvGan(Supervised):
 
     def predict_items(self):
         if self.m.predict.input:
-            return [isic2020.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input)]
+            return [isic2020.Sample(p, -1) for p in self.ctx.predict_inputs(self.m.predict.input,
+                                                                             self.predict_suffixes())]
         return super().predict_items()
 
     def predict_rows(self, net, samples):
         classes = self.classes()
-        probs = clf.predict_probs(_Scaled(net), clf.ImageSamples(samples, self.m.dataset.img_size),
+        probs = clf.predict_probs(_Scaled(net), clf.ImageSamples(samples, self.m.dataset.img_size,
+                                                                 self.m.dataset.intensity),
                                   self.m.train.batch_size, self.predictor)
         return [{"file": str(s.path), "pred": classes[int(p.argmax())],
                  **{f"prob_{c}": float(p[j]) for j, c in enumerate(classes)}} for s, p in zip(samples, probs,

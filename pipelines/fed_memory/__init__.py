@@ -8,11 +8,11 @@ SPEC = PipelineSpec(
     title="Federated dynamics via conversational memory elements",
     paper="Visualizing Dynamics of Federated Medical Models via Conversational Memory Elements",
     card="fed-memory",
-    datasets=("brain-tumor-mri",),
-    stages=("train", "eval", "visualize", "analyze"),
+    datasets=("brain-tumor-mri", "imagefolder"),
+    stages=("train", "eval", "predict", "visualize", "analyze"),
     manifest="medrun.pipelines.fed_memory.config:FedMemoryManifest",
     impl="medrun.pipelines.fed_memory.pipeline:FedMemory",
-    parents={"eval": "train", "visualize": "train", "analyze": "train"},
+    parents={"eval": "train", "predict": "train", "visualize": "train", "analyze": "train"},
     stage_help={
         "visualize": "CME covariance heat-maps per t-round and client, ACF curves per client, federated accuracy "
                      "curves, from a finished train run.",
@@ -25,6 +25,8 @@ SPEC = PipelineSpec(
         "  medrun train fed-memory --dataset brain-tumor-mri --data-dir ~/kaggle/brain-tumor -o dataset.img_size=64 "
         "-o dataset.subset=600 -o train.rounds=3 -o train.epochs=2",
         "eval": "medrun eval fed-memory --dataset brain-tumor-mri --fixture",
+        "predict": "medrun predict fed-memory --run <train id> -o predict.input=new_scans/\n\n"
+        "  medrun train fed-memory --dataset imagefolder --data-dir data/images -o model.num_classes=3",
         "visualize": "medrun visualize fed-memory --dataset brain-tumor-mri --fixture",
         "analyze": "medrun analyze fed-memory --dataset brain-tumor-mri --fixture",
     },

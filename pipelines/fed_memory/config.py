@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from medrun.datasets import imagefolder
 from medrun.manifests.schema import (
     BatchSize,
     Count,
@@ -33,8 +34,8 @@ ARCHS = ("resnet50", "densenet121", "alexnet_skip", "cnn4", "densenet_tiny", "al
 Arch = Literal["resnet50", "densenet121", "alexnet_skip", "cnn4", "densenet_tiny", "alexnet_skip_tiny"]
 
 
-class Data(DatasetSection):
-    name: Literal["brain-tumor-mri"] = "brain-tumor-mri"
+class Data(imagefolder.Fields, DatasetSection):
+    name: Literal["brain-tumor-mri", "imagefolder"] = "brain-tumor-mri"
     img_size: int = Field(224, ge=32, le=1024, description="square resize of every image (the paper gives none)")
     subset: Count | None = Field(None, description="use a stratified subset of this many images of the merged pool "
                                                    "(a CPU-sized run; None: all 3264)")
@@ -76,6 +77,10 @@ class Train(TrainSection):
     lr: LearningRate = 1e-4
 
 
+class Predict(Section):
+    input: str | None = Field(None, description="predict: a file, folder or glob of unlabelled images (required)")
+
+
 class Analyze(Section):
     saturation_threshold: PositiveFloat = Field(0.05, description="saturation: first round whose covariance "
                                                                   "stabilisation score is below this (our proxy)")
@@ -88,6 +93,7 @@ class FedMemoryManifest(Manifest):
     fed: Fed = Field(default_factory=Fed)
     train: Train = Field(default_factory=Train)
     eval: EvalSection = Field(default_factory=lambda: EvalSection(split="test"))
+    predict: Predict = Field(default_factory=Predict)
     analyze: Analyze = Field(default_factory=Analyze)
 
     def client_archs(self) -> list[str]:
@@ -106,6 +112,10 @@ class FedMemoryManifest(Manifest):
             raise ValueError(f"scenario {self.fed.scenario} has fed.clients {self.fed.clients} for {len(archs)} "
                              f"architectures ({', '.join(archs)}): set fed.clients to at least {len(archs)} or list "
                              "fewer model.archs")
+        small = sorted({a for a in archs if a.startswith("alexnet")}) if self.dataset.img_size < 63 else []
+        if small:  # AlexNet's stride-4 stem and three 3x3/2 pools leave nothing of a smaller image
+            raise ValueError(f"dataset.img_size {self.dataset.img_size} is too small for {', '.join(small)} "
+                             "(at least 63)")
         if homogeneous and len(set(archs)) > 1:
             raise ValueError(f"scenario {self.fed.scenario} averages whole models but model.archs differ "
                              f"({', '.join(archs)}): use one architecture, or scenario 1 or 3")
@@ -115,7 +125,5 @@ class FedMemoryManifest(Manifest):
 def data_paths(m: FedMemoryManifest) -> dict[str, Path]:
     from medrun.datasets import brain_tumor_mri
 
-    root = Path(m.dataset.root or "data")
-    if root.exists():
-        brain_tumor_mri.check_layout(root)
-    return {"brain-tumor-mri": root}
+    imagefolder.check_root(m, brain_tumor_mri.check_layout)
+    return {m.dataset.name: Path(m.dataset.root or "data")}

@@ -22,6 +22,10 @@ Choices where the paper is silent or wrong (the card's resolutions, and ours):
 - CMEs (``cme.py``): Eq. 2 with an ε-guard, lag-1 ACF per weight tensor and round, covariance of the 128×128 CME with
   rows as variables. A round's first epoch is measured against the weights just received; the aggregation jump is
   logged separately (``cme/jumps.csv``).
+- Own images (``--dataset imagefolder``, the kit's ``OwnImages``): the pool is the class folders (every readable
+  format, ``dataset.intensity``), split among the clients as above; the class names go into each client's weights.
+- ``predict`` (ours; the paper has none): every client's network scores each unlabelled file of ``predict.input``;
+  a row holds each client's class and ``pred``, the class of the clients' mean softmax scores.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ import torch
 from medrun.errors import UsageError
 
 from ..base import Pipeline
+from ..tasks import classification as clf
 from . import nets
 
 
-class FedMemory(Pipeline):
+class FedMemory(clf.OwnImages, Pipeline):
     # -- configuration ------------------------------------------------------------------------------------------
     @property
     def homogeneous(self) -> bool:
@@ -68,19 +73,26 @@ class FedMemory(Pipeline):
         return list(nets.HEAD_SHARED)
 
     # -- data ---------------------------------------------------------------------------------------------------
+    def trained_classes(self, weights: str = "client1.safetensors") -> list[str]:
+        from medrun.datasets.brain_tumor_mri import CLASSES
+
+        return super().trained_classes(weights) if self.own else list(CLASSES)
+
     def pool(self):
-        """The merged pool (samples, uint8 images (N, 3, S, S), labels)."""
+        """The merged pool (samples, uint8 images (N, 3, S, S), labels); sets ``self.classes``."""
         from medrun.datasets import brain_tumor_mri
         from medrun.datasets.images import read_rgb
 
-        from ..tasks.classification import stratified_split
-
-        samples = brain_tumor_mri.read(self.ctx.data_roots["brain-tumor-mri"])
+        if self.own:
+            samples, self.classes = self.read_own()
+        else:
+            samples = brain_tumor_mri.read(self.ctx.data_roots["brain-tumor-mri"])
+            self.classes = list(brain_tumor_mri.CLASSES)
         sub = self.m.dataset.subset
         if sub is not None and sub < len(samples):
-            _, samples = stratified_split(samples, sub / len(samples), self.m.dataset.split_seed)
-        size = self.m.dataset.img_size
-        x = np.stack([read_rgb(s.path, size) for s in self.ctx.track(samples, "reading images")])
+            _, samples = clf.stratified_split(samples, sub / len(samples), self.m.dataset.split_seed)
+        d = self.m.dataset
+        x = np.stack([read_rgb(s.path, d.img_size, d.intensity) for s in self.ctx.track(samples, "reading images")])
         return samples, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor([s.label for s in samples])
 
     def shares(self, samples) -> list[tuple[list[int], list[int]]]:
@@ -167,7 +179,8 @@ class FedMemory(Pipeline):
             archive = np.stack(c.recorder.archive).astype(np.float32)  # (rounds, epochs, 16384)
             ctx.write_npy(f"cme/client{k}.npy", archive)
             training.save_weights(c.net, ctx.path / "checkpoints" / f"client{k}.safetensors",
-                                  {"arch": c.net.arch, "client": k, "scenario": m.fed.scenario})
+                                  {"arch": c.net.arch, "client": k, "scenario": m.fed.scenario,
+                                   **self.classes_metadata(self.classes)})
         accs = [metrics[f"client{c.cid + 1}_accuracy"] for c in clients]
         metrics["mean_accuracy"] = float(np.mean(accs))
         metrics["mean_broadcast_accuracy"] = float(np.nanmean(
@@ -215,7 +228,7 @@ class FedMemory(Pipeline):
         from ..report import paper_data, paper_md, paper_note, paper_table
 
         spec = self.ctx.spec
-        want = paper_data(spec).get("expect", {}).get(self.m.fed.scenario, [])
+        want = [] if self.own else paper_data(spec).get("expect", {}).get(self.m.fed.scenario, [])
         expect = {f"client{k + 1}_accuracy": v for k, v in enumerate(want)}
         keys = [*expect, *[f"client{k + 1}_broadcast_accuracy" for k in range(len(archs))], "mean_accuracy"]
         return paper_md(spec, self.m, metrics, self.ctx, expect=expect, table="Table 2", present_only=True,
@@ -230,8 +243,6 @@ class FedMemory(Pipeline):
         ctx = self.ctx
         if ctx.parent is None:
             raise UsageError("fed-memory eval needs the train run (one weights file per client)", fix="pass --run ID")
-        from medrun.datasets.brain_tumor_mri import CLASSES
-
         clients, samples, shares = self.clients(ctx.predictor())
         metrics, per_case = {"scenario": self.m.fed.scenario}, []
         for c, (_, te) in zip(clients, shares, strict=True):
@@ -239,7 +250,7 @@ class FedMemory(Pipeline):
             load_weights(c.net, ctx.parent_file(f"checkpoints/client{k}.safetensors"))
             probs = c.probabilities()
             y = c.test_ds.tensors[1].numpy()
-            met, rows = scores(probs, y, [str(samples[i].path) for i in te], CLASSES)
+            met, rows = scores(probs, y, [str(samples[i].path) for i in te], self.classes)
             metrics.update({f"client{k}_{n}": met[n] for n in ("accuracy", "f1_macro", "auroc_macro")})
             metrics[f"client{k}_confusion_matrix"] = met["confusion_matrix"]
             per_case += [{"client": k, "arch": c.net.arch, **r} for r in rows]
@@ -247,9 +258,34 @@ class FedMemory(Pipeline):
         ctx.write_csv("per_case.csv", per_case)
         from .visualize import confusion_figure
 
-        confusion_figure(ctx, metrics, len(clients), CLASSES)
+        confusion_figure(ctx, metrics, len(clients), self.classes)
         ctx.write_text("paper.md", self.paper_page(metrics, [c.net.arch for c in clients]))
         return metrics
+
+    def predict(self) -> dict:
+        """Every client's network on ``predict.input``; one row per file (see the module's notes)."""
+        from medrun.datasets.imagefolder import Sample
+
+        from ..training import load_weights
+
+        ctx, m = self.ctx, self.m
+        if ctx.parent is None or not m.predict.input:
+            raise UsageError("fed-memory predict needs the train run and the files to classify",
+                             fix="pass --run ID and -o predict.input=FOLDER")
+        files = ctx.predict_inputs(m.predict.input, self.predict_suffixes())
+        classes, pred = self.trained_classes(), ctx.predictor()
+        ds = clf.ImageSamples([Sample(p, -1) for p in files], m.dataset.img_size, m.dataset.intensity)
+        probs = [clf.predict_probs(load_weights(nets.ClientNet(arch, m.model.num_classes),
+                                                ctx.parent_file(f"checkpoints/client{k}.safetensors")),
+                                   ds, m.train.batch_size, pred) for k, arch in enumerate(self.archs(), 1)]
+        mean = np.mean(probs, axis=0)
+        rows = [{"file": str(f), "pred": classes[int(mean[i].argmax())],
+                 **{f"prob_{c}": float(mean[i, j]) for j, c in enumerate(classes)},
+                 **{f"client{k}_pred": classes[int(p[i].argmax())] for k, p in enumerate(probs, 1)}}
+                for i, f in enumerate(files)]
+        ctx.write_csv("per_case.csv", rows)
+        ctx.log(f"predicted {len(rows)} inputs")
+        return {"n": len(rows), "predicted": {c: sum(r["pred"] == c for r in rows) for c in classes}}
 
     def visualize(self) -> dict:
         from .visualize import run

@@ -34,6 +34,76 @@ class ImageSamples(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float(), self.samples[i].label
 
 
+class OwnImages:
+    """Mixin for a classification pipeline: the ``imagefolder`` dataset (a user's class folders), written once.
+
+    A pipeline adds ``imagefolder`` to its dataset ``Literal`` and ``datasets=``, mixes ``imagefolder.Fields``
+    (``intensity``, ``classes``) into its dataset section, checks the root with ``imagefolder.check_root``, and calls
+    ``read_own()`` where it reads its public dataset. Training stores the class names in the weights' metadata
+    (``classes_metadata()``), so a later ``predict`` on unlabelled files names them (``trained_classes()``) and
+    accepts every format ``imageio`` reads (``predict_suffixes()``). ``num_classes_expected`` is the class count the
+    network has (``model.num_classes`` by default)."""
+
+    OWN = "imagefolder"
+    _own_classes: list[str] | None = None
+
+    @property
+    def own(self) -> bool:
+        return self.m.dataset.name == self.OWN
+
+    @property
+    def num_classes_expected(self) -> int:
+        return self.m.model.num_classes
+
+    def class_count_fix(self, found: int) -> str:
+        return f"-o model.num_classes={found}"
+
+    def read_own(self) -> tuple[list, list[str]]:
+        """(samples, class names) of the class folders, after checking that the network has one output per class."""
+        from medrun.datasets import imagefolder
+        from medrun.errors import UsageError
+
+        d = self.m.dataset
+        samples, classes = imagefolder.read(self.ctx.data_roots[self.OWN], self.ctx.log, d.classes)
+        if self.num_classes_expected != len(classes):
+            raise UsageError(f"the network has {self.num_classes_expected} classes but "
+                             f"{self.ctx.data_roots[self.OWN]} has {len(classes)} class folders "
+                             f"({', '.join(classes)})", fix=self.class_count_fix(len(classes)))
+        self._own_classes = classes
+        return samples, classes
+
+    def classes_metadata(self, classes: list[str]) -> dict:
+        """Class names for the weights file (JSON: a folder name may hold a comma)."""
+        import json
+
+        return {"classes": json.dumps(list(classes))}
+
+    def trained_classes(self, weights: str = "model.safetensors") -> list[str]:
+        """The class names of the weights this stage uses: those read this run if any, else those the training run
+        stored in ``checkpoints/<weights>`` (or ``--checkpoint``); ``class0`` … for a file without them."""
+        import json
+
+        from .. import training
+
+        if self._own_classes:
+            return self._own_classes
+        c, n = self.ctx, self.num_classes_expected
+        path = c.checkpoint or (c.parent or c.run).path / "checkpoints" / weights
+        text = training.weights_metadata(path).get("classes") or ""
+        try:
+            names = json.loads(text) if text.startswith("[") else text.split(",")  # runs before JSON: a,b,c
+        except ValueError:
+            names = []
+        return [str(x) for x in names] if len(names) == n else [f"class{i}" for i in range(n)]
+
+    def predict_suffixes(self) -> tuple[str, ...]:
+        from medrun.datasets.imageio import READABLE
+
+        from ..base import IMAGE_SUFFIXES
+
+        return READABLE if self.own else IMAGE_SUFFIXES
+
+
 def stratified_split(samples, fraction: float, seed: int):
     """sklearn StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed): (rest, held_out)."""
     from sklearn.model_selection import StratifiedShuffleSplit

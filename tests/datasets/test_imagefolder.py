@@ -46,3 +46,20 @@ def test_layout_errors_and_empty_classes(tmp_path):
     with pytest.warns(DataWarning, match="other holds no images"):
         samples, classes = imagefolder.read(tmp_path)
     assert classes == ["only", "other"] and len(samples) == 1
+
+
+def test_classes_pick_folders_in_label_order_and_unknown_names_are_named(tmp_path):
+    """``dataset.classes``: the folders to use, in label order (a binary classifier on two of three folders)."""
+    from medrun.pipelines.cycleadvgan.config import Data
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name / "x.png")
+    samples, classes = imagefolder.read(tmp_path, only=["c", "a"])
+    assert classes == ["c", "a"] and [(s.path.parent.name, s.label) for s in samples] == [("c", 0), ("a", 1)]
+    for bad in (["a", "tumour"], ["a", ".."]):
+        with pytest.raises(DataError, match="no class folder") as e:
+            imagefolder.check_layout(tmp_path, bad)
+        assert "its class folders: a, b, c" in e.value.line()
+    with pytest.raises(ValueError, match="names a folder twice"):
+        Data(name="imagefolder", classes=["a", "a"])

@@ -461,3 +461,24 @@ def test_own_images_in_class_folders_learn_and_unlabelled_files_predict(cli, run
     assert f"skipped {new / 'notes.txt'}: not one of" in p.err
     rows = (Path(p.json()["run_dir"]) / "per_case.csv").read_text().splitlines()
     assert rows[0] == "file,pred,prob_centre,prob_left,prob_right" and len(rows) == 4
+
+
+def test_class_names_travel_in_the_weights_as_json(tmp_path):
+    """The classification kit stores class names as JSON (a folder name may hold a comma) and still reads the
+    comma-joined names of weights written before; a file without them gives class0 …"""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medrun.pipelines import training
+    from medrun.pipelines.tasks.classification import OwnImages
+
+    kit = OwnImages()
+    kit.m = SimpleNamespace(model=SimpleNamespace(num_classes=2), dataset=SimpleNamespace(name="imagefolder"))
+    for meta, want in ((kit.classes_metadata(["grade 1, mild", "grade 2"]), ["grade 1, mild", "grade 2"]),
+                       ({"classes": "left,right"}, ["left", "right"]), ({}, ["class0", "class1"])):
+        path = tmp_path / "checkpoints" / "model.safetensors"
+        path.parent.mkdir(exist_ok=True)
+        training.save_weights(torch.nn.Linear(2, 2), path, meta)
+        kit.ctx = SimpleNamespace(checkpoint=path, parent=None, run=None)
+        assert kit.trained_classes() == want

@@ -436,3 +436,47 @@ def test_hfc_keeps_the_adversarial_features_where_the_other_class_lies(small_f):
     finally:
         taps.close()
     assert not any(m._forward_hooks for m in net.modules())
+
+
+# -- own images (issue 21) ------------------------------------------------------------------------------------------
+def test_own_images_train_f_on_two_class_folders_and_predict_unlabelled_files(cli, runs, tmp_path):
+    """``--dataset imagefolder``: F trains on two of the fixture's class folders (``dataset.classes``; 16-bit PNG,
+    float TIFF, DICOM), the class names travel in its weights, and predict gives one row per readable file of a
+    folder holding a DICOM, a 16-bit PNG and a note."""
+    import os
+    import shutil
+
+    base = ("train", "cycleadvgan", "--dataset", "imagefolder", "--fixture", "--runs-dir", runs, "--json",
+            "-o", "train.epochs=1")
+    r = cli(*base)
+    assert r.code == 0, r.err
+    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
+    new = tmp_path / "new"
+    new.mkdir()
+    for f in ("right/right_002.dcm", "left/left_000.png"):
+        shutil.copy(src / f, new)
+    (new / "notes.txt").write_text("not an image")
+    p = cli("predict", "cycleadvgan", "--run", r.json()["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs,
+            "--json")
+    assert p.code == 0, p.err
+    assert f"skipped {new / 'notes.txt'}: not one of" in p.err
+    rows = (Path(p.json()["run_dir"]) / "per_case.csv").read_text().splitlines()
+    assert rows[0] == "file,pred,prob_left,prob_right" and len(rows) == 3
+
+
+def test_three_class_folders_for_a_binary_f_is_a_usage_error():
+    """The kit checks the class folders against the network's outputs; F has two, and the fix names
+    ``dataset.classes``."""
+    from types import SimpleNamespace
+
+    from medrun.errors import UsageError
+    from medrun.pipelines.cycleadvgan.config import CycleAdvGanManifest
+    from medrun.pipelines.cycleadvgan.pipeline import CycleAdvGan
+    from medrun.pipelines.runner import fixture_root
+
+    root = fixture_root("imagefolder", log=lambda *a, **k: None)
+    m = CycleAdvGanManifest(dataset={"name": "imagefolder", "root": str(root)})
+    p = CycleAdvGan(m, SimpleNamespace(data_roots={"imagefolder": root}, log=lambda *a: None))
+    with pytest.raises(UsageError, match="has 3 class folders") as e:
+        p.read_own()
+    assert "dataset.classes" in e.value.line() and "[" not in e.value.line()

@@ -310,3 +310,45 @@ def test_imagenet_weights_load_through_the_safe_loader(tmp_path):
         nets.load_imagenet(nets.ClientNet("resnet50"), evil)
     with pytest.raises(EnvError, match="densenet121"):
         nets.load_imagenet(nets.ClientNet("densenet121"), tmp_path / "evil")
+
+
+# -- own images (issue 21) ------------------------------------------------------------------------------------------
+def _unlabelled(tmp_path):
+    """A folder of new files as a clinic exports them: a DICOM, a 16-bit PNG and a note that is not an image."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
+    new = tmp_path / "new"
+    new.mkdir()
+    for f in ("right/right_002.dcm", "left/left_000.png"):
+        shutil.copy(src / f, new)
+    (new / "notes.txt").write_text("not an image")
+    return new
+
+
+def test_own_images_train_the_clients_and_predict_unlabelled_files(cli, runs, tmp_path):
+    """``--dataset imagefolder``: the clients' pool is the class folders (16-bit PNG, float TIFF, DICOM); predict
+    gives one row per readable file with every client's class."""
+    from pathlib import Path
+
+    base = ("train", "fed-memory", "--dataset", "imagefolder", "--fixture", "--runs-dir", runs, "--json",
+            "-o", "train.rounds=1", "-o", "train.epochs=1", "-o", "fed.scenario=1")  # a third of the pool each
+    r = cli(*base)
+    assert r.code == 0, r.err
+    out = r.json()
+    assert "skipped 1 file(s) that are not images" in r.err and out["metrics"]["shared_identical"] == 1
+    new = _unlabelled(tmp_path)
+    p = cli("predict", "fed-memory", "--run", out["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs,
+            "--json")
+    assert p.code == 0, p.err
+    assert f"skipped {new / 'notes.txt'}: not one of" in p.err
+    rows = (Path(p.json()["run_dir"]) / "per_case.csv").read_text().splitlines()
+    assert rows[0].startswith("file,pred,prob_centre,prob_left,prob_right,client1_pred") and len(rows) == 3
+
+
+def test_image_too_small_for_alexnet_skip_is_a_manifest_error(cli, runs):
+    """At 32 px AlexNet-skip's stem and pools leave nothing: refused with the size it needs, not a failed round."""
+    r = _train(cli, runs, "-o", "dataset.img_size=32")
+    assert r.code == 2 and "too small for alexnet_skip_tiny (at least 63)" in r.err and "Traceback" not in r.err
