@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from medrun.errors import DataError
 
 from . import DatasetInfo
-from .imageio import READABLE, Intensity, suffix
+from .imageio import READABLE, Intensity, suffix, write_dicom_slice
 from .images import warn_empty
 
 DATASETS = [
@@ -113,10 +113,11 @@ def read(root: Path, log=None, only: list[str] | None = None) -> tuple[list[Samp
 
 
 def fixture(out: Path, seed: int = 0, n: int = 36, size: int = 48) -> Path:
-    """Three classes of 'scans' in the formats clinics export — 16-bit PNG, float32 TIFF and DICOM files — whose
-    class is the position of a bright blob (left, centre, right). Values are 12-bit (0–4095) in every format, as
-    a 12-bit scanner writes them, so only an explicit ``intensity: {window: [0, 4095]}`` gives them one scale
-    (by default a 16-bit PNG is read as 0–65535 and stays dark)."""
+    """Three classes of 'scans' in the formats clinics export — 16-bit PNG, float32 TIFF and DICOM files — whose class
+    is the position of a bright blob (left, centre, right) and its brightness (dim, medium, bright: a network
+    that pools globally, as the CAM networks do, cannot see where a blob lies, only how bright it is). Values
+    are 12-bit (0–4095) in every format, as a 12-bit scanner writes them, so only an explicit ``intensity:
+    {window: [0, 4095]}`` gives them one scale (by default a 16-bit PNG is read as 0–65535 and stays dark)."""
     import numpy as np
     import tifffile
     from PIL import Image
@@ -130,7 +131,7 @@ def fixture(out: Path, seed: int = 0, n: int = 36, size: int = 48) -> Path:
             cx = size * (0.25 + 0.25 * label) + rng.normal(0, 2)
             cy = size * 0.5 + rng.normal(0, 4)
             img = 800 + 150 * rng.standard_normal((size, size))
-            img += 2500 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (size / 10) ** 2))
+            img += (1500, 2500, 3500)[label] * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (size / 10) ** 2))
             img = np.clip(img, 0, 4095)
             stem = root / name / f"{name}_{i:03d}"
             kind = i % 3
@@ -139,26 +140,6 @@ def fixture(out: Path, seed: int = 0, n: int = 36, size: int = 48) -> Path:
             elif kind == 1:
                 tifffile.imwrite(f"{stem}.tif", img.astype(np.float32))
             else:
-                _write_dicom(f"{stem}.dcm", img.astype(np.uint16))
+                write_dicom_slice(f"{stem}.dcm", img.astype(np.uint16))
     (root / "left" / "README.txt").write_text("not an image: skipped with a line saying so\n")
     return root
-
-
-def _write_dicom(path: str, pixels) -> None:
-    """A minimal single-frame MR DICOM file (16-bit unsigned, rescale slope 1)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = ds.StudyInstanceUID = generate_uid()
-    ds.Modality, ds.InstanceNumber = "MR", 1
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelSpacing, ds.RescaleSlope, ds.RescaleIntercept = [1.0, 1.0], 1, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from medrun.datasets import imagefolder
 from medrun.manifests.schema import (
     BatchSize,
     DatasetSection,
@@ -21,11 +22,14 @@ from medrun.manifests.schema import (
 Method = Literal["cam", "gradcam", "gradcampp", "smooth", "ablation", "score", "eigen", "svd"]
 
 
-class Data(DatasetSection):
-    name: Literal["mura"]
+class Data(imagefolder.Fields, DatasetSection):
+    name: Literal["mura", "imagefolder"]
     study_type: Literal["XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER",
                         "XR_WRIST"] = "XR_ELBOW"
     img_size: int = Field(224, ge=32, description="square resize (the card: 224, giving a 7×7 DenseNet map)")
+    valid_fraction: float = Field(0.25, gt=0, lt=1, description="imagefolder: the stratified share held out as "
+                                  "the valid split (MURA has its own)")
+    split_seed: int = Field(0, description="imagefolder: the seed of that split")
 
 
 class Model(Section):
@@ -86,7 +90,8 @@ class Explain(Section):
 
 
 class Predict(Section):
-    input: str | None = Field(None, description="folder of PNG images to classify (default: the eval split)")
+    input: str | None = Field(None, description="folder of PNG images to classify (imagefolder: any format medrun "
+                                                "reads; default: the eval split)")
 
 
 class SvdGradCamManifest(Manifest):
@@ -100,10 +105,9 @@ class SvdGradCamManifest(Manifest):
 
 
 def data_paths(m: SvdGradCamManifest) -> dict[str, Path]:
-    """The MURA-v1.1 folder, after a cheap layout check (a wrong folder fails before it is hashed)."""
+    """The MURA-v1.1 folder (or the class folders), after a cheap layout check (a wrong folder fails before it is
+    hashed)."""
     from medrun.datasets import mura
 
-    root = Path(m.dataset.root)
-    if root.exists():
-        mura.check_layout(root, m.dataset.study_type)
-    return {"mura": root}
+    imagefolder.check_root(m, lambda root: mura.check_layout(root, m.dataset.study_type))
+    return {m.dataset.name: Path(m.dataset.root)}

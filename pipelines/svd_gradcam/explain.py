@@ -139,8 +139,9 @@ def explain(p) -> dict:
     common = {"smooth_n": ex.smooth_samples, "smooth_sigma": ex.smooth_sigma, "batch": ex.mask_batch,
               "generator": gen, "gradient": ex.gradient}
     rows = method_rows(p, net, layer)
-    per_case = [{"file": Path(s.path).relative_to(p.root).as_posix(), "label": mura.CLASSES[s.label],
-                 "pred": mura.CLASSES[int(z >= 0)], "y": float(q)} for s, z, q in zip(samples, logits, y, strict=True)]
+    classes = p.classes()
+    per_case = [{"file": Path(s.path).relative_to(p.root).as_posix(), "label": classes[s.label],
+                 "pred": classes[int(z >= 0)], "y": float(q)} for s, z, q in zip(samples, logits, y, strict=True)]
 
     table, upsampled, secs = {}, {}, {}
     for name, (method, kw) in rows.items():
@@ -220,7 +221,7 @@ def overlays(p, samples, x, maps: dict, explained: list[str]) -> None:
     if not n or not maps:
         return
     names = list(maps)
-    base = p.root / p.m.explain.split / p.m.dataset.study_type
+    base = p.root if p.own else p.root / p.m.explain.split / p.m.dataset.study_type
     for i in sorted(range(len(samples)), key=lambda i: -samples[i].label)[:n]:
         rel = Path(samples[i].path).relative_to(base)
         name = "overlay_" + "_".join(rel.with_suffix("").parts)
@@ -228,7 +229,7 @@ def overlays(p, samples, x, maps: dict, explained: list[str]) -> None:
                           dpi=90) as (_, axes):
             img = x[i, 0].numpy() / 255.0
             axes[0, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
-            axes[0, 0].set_title(f"{mura.CLASSES[samples[i].label]} (maps: {explained[i]})", fontsize=8)
+            axes[0, 0].set_title(f"{p.classes()[samples[i].label]} (maps: {explained[i]})", fontsize=8)
             for ax, m in zip(axes[0, 1:], names, strict=True):
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
                 ax.imshow(maps[m][i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)

@@ -48,6 +48,9 @@ Choices where the card is silent or offers options:
 - The fixture's tiny CNN (card: a 4-conv CNN for the learning test) has no BatchNorm and trains with batch 4,
   lr 0.003 for 3 epochs; with focal loss (α 0.25) it ranks well (AUROC) but its 0-logit threshold calls most
   images normal, so accuracy sits near 0.5 and the fixture's CAM metrics explain the "normal" class.
+- Own images (``--dataset imagefolder``, the kit's ``OwnImages``): two class folders (``dataset.classes`` picks two
+  of more, in label order), the second the positive class the one logit scores and the maps explain; a stratified
+  ``dataset.valid_fraction`` is the valid split; every readable format with ``dataset.intensity``; no paper numbers.
 - The explain stage's ``maps/<method>.npy`` hold the low-resolution maps (N, P, Q) before upsampling (the
   upsampled ones are a deterministic function of them and 32× larger at 224²).
 """
@@ -132,9 +135,17 @@ class LitBinary(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas)
 
 
-class SvdGradCam(Supervised):
+class SvdGradCam(clf.OwnImages, Supervised):
     report_split = "valid"  # the paper evaluates on MURA's valid split (its test split is hidden)
     val_split = "valid"
+    num_classes_expected = 2  # one logit: the second class folder is the positive ("abnormal") one the CAMs explain
+
+    def class_count_fix(self, found: int) -> str:
+        return ("keep two class folders, or name two in the manifest's dataset.classes (the second is the one the "
+                "maps explain)")
+
+    def classes(self) -> list[str]:
+        return self.trained_classes() if self.own else list(mura.CLASSES)
 
     def build_model(self) -> CamNet:
         mm = self.m.model
@@ -163,9 +174,13 @@ class SvdGradCam(Supervised):
     # -- data -----------------------------------------------------------------------------------------------
     @property
     def root(self) -> Path:
-        return self.ctx.data_roots["mura"]
+        return self.ctx.data_roots[self.m.dataset.name]
 
-    def samples(self, split: str) -> list[mura.Sample]:
+    def samples(self, split: str) -> list:
+        if self.own:  # a stratified valid share of the class folders (MURA has its own valid split)
+            d = self.m.dataset
+            train, valid = clf.stratified_split(self.read_own()[0], d.valid_fraction, d.split_seed)
+            return {"train": train, "valid": valid}[split]
         s = mura.read(self.root, split, self.m.dataset.study_type)
         counts = Counter(x.label for x in s)
         self.ctx.log(f"{split} {self.m.dataset.study_type}: {len(s)} images — normal {counts[0]}, "
@@ -179,12 +194,12 @@ class SvdGradCam(Supervised):
 
     def images(self, samples) -> torch.Tensor:
         """Raw 0–255 float images (N, 3, S, S); an unreadable file is a DataError naming it."""
-        ds = clf.ImageSamples(samples, self.m.dataset.img_size)
+        ds = clf.ImageSamples(samples, self.m.dataset.img_size, self.m.dataset.intensity)
         return torch.stack([ds[i][0] for i in range(len(ds))]) if len(ds) else torch.zeros(0, 3, 1, 1)
 
     # -- training: the template's hooks -------------------------------------------------------------------------
     def dataset(self, samples, train: bool):
-        return clf.ImageSamples(samples, self.m.dataset.img_size)
+        return clf.ImageSamples(samples, self.m.dataset.img_size, self.m.dataset.intensity)
 
     def lit_module(self, net):
         t = self.m.train
@@ -201,7 +216,7 @@ class SvdGradCam(Supervised):
         return super().fit(splits, self._initial_model() if net is None else net, checkpoint=checkpoint)
 
     def weights_metadata(self) -> dict:
-        return {"pipeline": "svd-gradcam", "arch": self.m.model.arch, "classes": ",".join(mura.CLASSES)}
+        return {"pipeline": "svd-gradcam", "arch": self.m.model.arch, **self.classes_metadata(self.classes())}
 
     def train(self) -> dict:
         metrics = super().train()
@@ -213,10 +228,11 @@ class SvdGradCam(Supervised):
     # -- evaluation --------------------------------------------------------------------------------------------
     def evaluate(self, net, samples):
         """Classifier metrics through the predictor; a train run adds the CAM checks (``train.check_rank_full``)."""
-        metrics, rows = clf.evaluate(TwoClass(net), samples, self.m.dataset.img_size, mura.CLASSES,
-                                     self.m.train.batch_size, self.predictor)
-        y = np.array([mura.CLASSES.index(r["true"]) for r in rows])
-        pred = np.array([mura.CLASSES.index(r["pred"]) for r in rows])
+        classes = self.classes()
+        metrics, rows = clf.evaluate(TwoClass(net), samples, self.m.dataset.img_size, classes,
+                                     self.m.train.batch_size, self.predictor, self.m.dataset.intensity)
+        y = np.array([classes.index(r["true"]) for r in rows])
+        pred = np.array([classes.index(r["pred"]) for r in rows])
         metrics.update(auroc=metrics["auroc_macro"], kappa=cm.quadratic_kappa(y, pred))
         if self.ctx.stage == "train" and self.m.train.check_rank_full:
             from .explain import cam_checks
@@ -227,8 +243,8 @@ class SvdGradCam(Supervised):
 
     def figures(self, net, samples, metrics, rows, split):
         with self.ctx.figure("confusion_matrix", figsize=(4.9, 4.2)) as (_, ax):
-            confusion_axes(ax, np.asarray(metrics["confusion_matrix"]), mura.CLASSES,
-                           f"MURA {self.m.dataset.study_type} {split}")
+            confusion_axes(ax, np.asarray(metrics["confusion_matrix"]), self.classes(),
+                           f"own images {split}" if self.own else f"MURA {self.m.dataset.study_type} {split}")
 
     def summary_line(self, split, metrics):
         return (f"{split}: AUROC {metrics['auroc']:.4f}  accuracy {metrics['accuracy']:.4f}  "
@@ -250,20 +266,24 @@ class SvdGradCam(Supervised):
         src = self.m.predict.input
         if not src:
             return self.split_of(self.splits())
+        if self.own:
+            return [mura.Sample(p, -1, "", "") for p in self.ctx.predict_inputs(src, self.predict_suffixes())]
         if Path(src).expanduser().is_dir():  # MURA nests images in patient/study folders
             src = f"{Path(src).expanduser()}/**/*.png"
         return [mura.Sample(p, -1, "", "") for p in self.ctx.predict_inputs(src, (".png",), what="PNG images")]
 
     def predict_rows(self, net, samples):
-        probs = clf.predict_probs(TwoClass(net), clf.ImageSamples(samples, self.m.dataset.img_size),
+        classes = self.classes()
+        probs = clf.predict_probs(TwoClass(net), clf.ImageSamples(samples, self.m.dataset.img_size,
+                                                                  self.m.dataset.intensity),
                                   self.m.train.batch_size, self.predictor)
-        return [{"file": str(s.path), "pred": mura.CLASSES[int(p[1] >= 0.5)], "prob_abnormal": float(p[1])}
+        return [{"file": str(s.path), "pred": classes[int(p[1] >= 0.5)], f"prob_{classes[1]}": float(p[1])}
                 for s, p in zip(samples, probs, strict=True)]
 
     def predict_summary(self, rows):
-        counts = Counter(r["pred"] for r in rows)
-        self.ctx.log(f"predicted: normal {counts['normal']}, abnormal {counts['abnormal']}")
-        return {"predicted": {c: counts[c] for c in mura.CLASSES}}
+        classes, counts = self.classes(), Counter(r["pred"] for r in rows)
+        self.ctx.log("predicted: " + ", ".join(f"{c} {counts[c]}" for c in classes))
+        return {"predicted": {c: counts[c] for c in classes}}
 
     # -- explanations (Table 1, Table 2) --------------------------------------------------------------------
     def explain(self) -> dict:
