@@ -96,6 +96,28 @@ def load(case: Case, channels: int = 1, intensity=None):
     return image, (arr > 0).astype(np.uint8)
 
 
+def to_rgb8(image, size: int | None = None):
+    """A [0, 1] image from :func:`load_image` → uint8 H×W×3 (grey repeated), resized to size×size (bilinear) when
+    given: the form the 2-D segmenters that read 8-bit RGB datasets (ISIC, BUSI) take."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR)) if size else rgb
+
+
+def load_rgb8(case: Case, size: int | None = None, intensity=None):
+    """(image uint8 size×size×3, mask uint8 size×size in {0, 1}; nearest): :func:`load`, then :func:`to_rgb8`."""
+    import numpy as np
+    from PIL import Image
+
+    image, mask = load(case, 3, intensity)
+    if size:
+        mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    return to_rgb8(image, size), mask
+
+
 def fixture(out: Path, seed: int = 0, n: int = 16, size: int = 96) -> Path:
     """``n`` synthetic 'XCT slices': fibre-like stripes and noise with 3–6 dark elliptical pores (the masks), in the
     formats a lab exports: 16-bit PNG (slices 0, 3, …), float TIFF (1, 4, …: attenuation-like values in −1…3) and

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from medrun.datasets.imageio import Intensity
 from medrun.manifests.schema import (
     BatchSize,
     DatasetSection,
@@ -27,9 +28,11 @@ def _multiple_of_32(v: int) -> int:
 
 
 class Data(DatasetSection):
-    name: Literal["isic2018", "montgomery"]
+    name: Literal["isic2018", "montgomery", "pairs"]
     part: Literal["Training", "Validation", "Test"] = Field("Training", description="ISIC official layout: which part")
     img_size: int = Field(512, description="square resize (bilinear image, nearest mask); a multiple of 32")
+    intensity: Intensity | None = Field(None, description="pairs: how stored values become 0–1 (window, percentile "
+                                        "or scale; datasets/imageio.py); default: the stored type's range")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="random hold-out for validation (UNeXt: 0.2)")
     split_seed: Seed = Field(41, description="random_state of the 80/20 split (UNeXt's train.py uses 41)")
     include: list[str] | None = Field(None, description="keep only cases whose id matches one of these globs")
@@ -162,6 +165,10 @@ def data_paths(m: ScUnextManifest) -> dict[str, Path]:
             from medrun.datasets import isic2018
 
             isic2018.layout(root, m.dataset.part)
+        elif m.dataset.name == "pairs":
+            from medrun.datasets import pairs
+
+            pairs.check_layout(root)
         else:
             from medrun.datasets import montgomery
 

@@ -74,7 +74,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medrun.datasets import isic2018, montgomery
+from medrun.datasets import isic2018, montgomery, pairs
+from medrun.datasets.imageio import stem
 from medrun.errors import DataError
 
 from .. import training
@@ -218,7 +219,8 @@ class ScUnext(Supervised):
 
     def read_cases(self) -> Cases:
         d, root = self.m.dataset, self._root()
-        found = isic2018.read(root, d.part) if d.name == "isic2018" else montgomery.read(root)
+        found = {"isic2018": lambda: isic2018.read(root, d.part), "montgomery": lambda: montgomery.read(root),
+                 "pairs": lambda: pairs.read(root)}[d.name]()
         kept = [c for c in found if d.include is None or any(fnmatch.fnmatchcase(c.id, g) for g in d.include)]
         kept = kept[:d.limit] if d.limit else kept
         if not kept:
@@ -228,6 +230,8 @@ class ScUnext(Supervised):
         for c in kept:
             if d.name == "isic2018":
                 img, m = isic2018.load(c, d.img_size)
+            elif d.name == "pairs":
+                img, m = pairs.load_rgb8(c, d.img_size, d.intensity)
             else:
                 gray, m = montgomery.load(c, d.img_size)
                 img = np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
@@ -315,6 +319,12 @@ class ScUnext(Supervised):
         return [run, paper_table(self.ctx.spec, "table1"), paper_note(self.ctx.spec, "comparison")]
 
     # -- predict: masks at each input's own size ----------------------------------------------------------------
+    def predict_items(self):
+        src = self.m.predict.input
+        if src and self.m.dataset.name == "pairs":  # own data: every format imageio reads, DICOM included
+            return self.ctx.predict_inputs(src, pairs.IMAGES)
+        return super().predict_items()
+
     def predict_rows(self, net, items) -> list[dict]:
         size = self.m.dataset.img_size
         if isinstance(items, Cases):
@@ -326,11 +336,16 @@ class ScUnext(Supervised):
 
             mode, arrays, sizes = ("L" if self.m.dataset.name == "montgomery" else "RGB"), [], []
             for f in items:  # as the readers: 8 bits by the image's own depth, grey CXRs through "L"
+                if self.m.dataset.name == "pairs":  # any format imageio reads, scaled by dataset.intensity
+                    full = pairs.load_image(f, 3, self.m.dataset.intensity)
+                    sizes.append((full.shape[1], full.shape[0]))
+                    arrays.append(pairs.to_rgb8(full, size))
+                    continue
                 with open_image(f) as im:
                     im = to_8bit(im, f).convert(mode).convert("RGB")
                 sizes.append(im.size)
                 arrays.append(np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8))
-            images, names, files = np.stack(arrays), [f.stem for f in items], [str(f) for f in items]
+            images, names, files = np.stack(arrays), [stem(f) for f in items], [str(f) for f in items]
         rows = []
         for name, f, p, wh in zip(names, files, self.probs(net, images), sizes, strict=True):
             rel = f"predictions/{name}_segmentation.png"
