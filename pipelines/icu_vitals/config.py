@@ -107,12 +107,12 @@ class Deskew(Section):
 
 class TrainOcr(Section):
     epochs: Epochs = 12
-    samples: Count = Field(4000, description="synthetic crops per epoch (fresh ones every epoch)")
+    samples: Count = Field(4000, description="synthetic training crops (rendered once from seed, reused every epoch)")
     val_samples: Count = Field(500, description="synthetic crops of the validation set (fixed)")
     batch_size: BatchSize = 64
     lr: LearningRate = 2e-3
     height: Count = Field(32, description="crop height (a multiple of 8)")
-    width: Count = Field(128, description="crop width after resize/pad (a multiple of 4)")
+    width: Count = Field(128, description="crop width after resize/pad (a multiple of 8: the CRNN's time stride)")
     hidden: Count = Field(96, description="GRU width")
     seed: Seed = 1234
 

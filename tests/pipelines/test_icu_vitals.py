@@ -111,6 +111,50 @@ def test_ctc_greedy_decode():
     assert decode(lp, alphabet) == ["1220"]
     net = CRNN(len(alphabet), 32)
     assert net(torch.rand(2, 3, 32, 128)).shape == (32, 2, 11)
+    assert CRNN(len(alphabet), 32, in_channels=1, time_stride=8)(torch.rand(2, 1, 32, 128)).shape == (16, 2, 11)
+
+
+def test_crnn_tiny_overfits_eight_synthetic_crops():
+    """The recogniser as train-ocr builds it (one brightness channel, 16 time steps) leaves the CTC blank plateau
+    and reads back 8 rendered monitor words in 200 tiny steps (7 of 8 here); with the former RGB input and 32 time
+    steps it read 1 of 8 after the same 200 steps. One thread: deterministic, and no OpenMP waits on a busy CPU."""
+    from medrun.models.crnn import decode
+    from medrun.pipelines.icu_vitals import ocr
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got, losses = _overfit_crnn(ocr, decode)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.mean(losses[-10:]) < 0.1 * np.mean(losses[:10]), losses[::20]
+    assert sum(a == b for a, b in zip(got, OVERFIT_TEXTS, strict=True)) >= 6, got
+
+
+OVERFIT_TEXTS = ["HR", "87", "SpO2", "96", "120/80", "(93)", "RR", "14"]
+
+
+def _overfit_crnn(ocr, decode, steps: int = 200):
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    texts = OVERFIT_TEXTS
+    x = torch.from_numpy(np.stack([ocr.normalise(ocr.synth_crop(rng, s)) for s in texts]))
+    assert x.shape == (8, 1, 32, 128) and float(x.min()) >= 0 and float(x.max()) == 1.0
+    t = SimpleNamespace(height=32, width=128, hidden=64, lr=3e-3)
+    lit = ocr.lit_crnn(ocr.build_crnn(t), t, steps=1)
+    opt = torch.optim.Adam(lit.net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = lit.loss(x, texts)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    lit.net.eval()
+    with torch.no_grad():
+        return decode(lit.net(x), ocr.ALPHABET), losses
 
 
 def test_ecg_trace_follows_the_drawn_polyline(tmp_path):
