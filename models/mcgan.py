@@ -3,7 +3,7 @@
 - ``AttentionUNet``: encoder blocks [conv3×3-BN-ReLU]×2 at ``channels`` (64 … 1024) with 2×2 max-pooling between;
   decoder stages upsample ×2 + conv3×3-BN-ReLU, an attention gate on the encoder skip of the same size, concat,
   conv block; a final 1×1 conv to ``out_ch`` (no activation). ``forward(x, return_attention=True)`` also returns
-  the gates' α maps (coarsest first), for Fig. 6.
+  the gates' α maps (coarsest first); ``attention_maps`` picks the finest (Fig. 6) and the mean of all.
 - ``AttentionGate`` (Eq. 4–6): q = ReLU(BN(W_x x) + BN(W_g g)), 1×1 convs to F_int = F_l / 2 channels;
   α = σ(BN(ψ(q))), ψ a 1×1 conv to one channel; x̂ = α·x.
 - ``VGG16Features``: ImageNet VGG16's ``features`` up to relu2_2 (layers 0–8), torchvision's key names
@@ -14,6 +14,7 @@ The DA stage's ResNet generator and PatchGAN are CycleGAN's (``models.cyclegan``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,6 +68,14 @@ class AttentionUNet(nn.Module):
             d = dec(torch.cat([s, g], 1))
         y = self.out(d)
         return (y, alphas) if return_attention else y
+
+
+def attention_maps(alphas: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gates' α (coarsest first, each (B, 1, h, w)) → (the finest gate's α, the mean of all gates upsampled
+    nearest to ``size``), each (B, *size). The finest gate is the map the paper shows: the released code's
+    ``AttU_Net`` returns only ``Att2``'s α (on the input grid) as its ``attention_map`` (Fig. 6)."""
+    mean = torch.stack([F.interpolate(a, size=tuple(size), mode="nearest")[:, 0] for a in alphas]).mean(0)
+    return alphas[-1][:, 0], mean
 
 
 class VGG16Features(nn.Module):

@@ -32,6 +32,11 @@ Choices where the paper and card are silent or leave options:
   naming the file); only HCP's DWI, on its own 1.25 mm grid by design, is resampled to the T1 grid (trilinear,
   nibabel) after averaging its b≈1000 volumes.
 - The head mask (for the attention check) is the T1 > 0.02 after max-normalisation; the KL's brain is tissue > 0.
+- The attention statistics (``attn_*``) are the finest gate's α, the map the released code returns and Fig. 6
+  shows; ``attn_gates_*`` average all gates. The card's "α ≈ 0 outside the head" is reported, not checked: the
+  gate's one-channel BatchNorm on ψ standardises the logits over the batch, so a constant background covering a
+  fraction p of the pixels keeps α ≥ σ(β − γ·√((1 − p)/p)) (0.31 on the 64² fixture while γ ≈ 1, β ≈ 0), and
+  smoke-length training barely moves γ and β (the paper's own maps are still broad after 2 and 6 epochs).
 - The KL's real reference is the donor's test split (the card: "the donor dataset's own tissue masks").
 - The card's ``--g3 resnet11-ag`` variant is not built; G3 is the released code's Attention U-Net.
 - Resuming an interrupted GAN run restores networks and optimisers but starts the history pool empty.

@@ -45,6 +45,40 @@ def test_attention_gate_scales_the_skip_by_alpha():
     torch.testing.assert_close(out, x * alpha)
 
 
+def test_attention_maps_report_the_finest_gate_as_fig6():
+    """Fig. 6 shows the released AttU_Net's ``attention_map``, the finest gate's α on the input grid, not a mean
+    over gates (which the attention statistics once reported); the nearest-upsampled mean is kept beside it."""
+    from medrun.models.mcgan import attention_maps
+
+    coarse, fine = torch.full((2, 1, 4, 4), 0.8), torch.rand(2, 1, 8, 8)
+    finest, mean = attention_maps([coarse, fine], (8, 8))
+    torch.testing.assert_close(finest, fine[:, 0])
+    torch.testing.assert_close(mean, (0.8 + fine[:, 0]) / 2)
+
+
+def test_gate_batchnorm_keeps_alpha_off_zero_on_a_constant_background():
+    """Why the smoke cannot check "α ≈ 0 outside the head": the gate's BN on ψ (Eq. 6 as released) standardises
+    the logits over the batch, so a constant background covering a fraction p of the pixels has a logit of at
+    least β − γ·√((1 − p)/p). With γ = 1, β = 0 (the start, and where ~150 Adam steps leave them) that is
+    α ≥ σ(−√((1 − p)/p)): 0.31 for the 64² fixture's background (p ≈ 0.62), whatever the convolutions' weights
+    and biases (ψ's bias b_ψ = −10 would close an un-normalised gate; the BN subtracts it)."""
+    p = 10 / 16
+    bound = float(torch.sigmoid(torch.tensor(-((1 - p) / p) ** 0.5)))
+    bg = torch.zeros(16, 16, dtype=torch.bool)
+    bg[:, :10] = True
+    for seed in range(5):
+        torch.manual_seed(seed)
+        gate = AttentionGate(4, 4, 2).train()
+        for m in gate.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, 0, 3)
+        torch.nn.init.constant_(gate.psi[0].bias, -10.0)
+        g, x = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+        g[..., bg], x[..., bg] = torch.randn(4, 1), torch.randn(4, 1)
+        alpha = gate(g, x)[1][:, 0]
+        assert float(alpha[:, bg].min()) >= bound - 1e-5, seed
+
+
 def test_kl_of_identical_histograms_is_zero_and_matches_scipy():
     from scipy.stats import entropy
 
