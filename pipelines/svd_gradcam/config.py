@@ -16,6 +16,7 @@ from medrun.manifests.schema import (
     LearningRate,
     Manifest,
     Section,
+    Seed,
     TrainSection,
 )
 
@@ -29,7 +30,7 @@ class Data(imagefolder.Fields, DatasetSection):
     img_size: int = Field(224, ge=32, description="square resize (the card: 224, giving a 7×7 DenseNet map)")
     valid_fraction: float = Field(0.25, gt=0, lt=1, description="imagefolder: the stratified share held out as "
                                   "the valid split (MURA has its own)")
-    split_seed: int = Field(0, description="imagefolder: the seed of that split")
+    split_seed: Seed = Field(0, description="imagefolder: the seed of that split")
 
 
 class Model(Section):
