@@ -39,6 +39,24 @@ def fixture_copy(tmp_path):
 
 
 @pytest.fixture
+def unlabelled_images(tmp_path):
+    """A folder of new, unlabelled files as a clinic exports them, from the session's own-images fixture (the one
+    ``--dataset imagefolder --fixture`` trains on): a DICOM of the ``right`` class, a 16-bit PNG of the ``left``
+    class, and a note that is not an image."""
+    import shutil
+
+    from medrun.pipelines.runner import fixture_root
+
+    src = fixture_root("imagefolder", 0, log=lambda *a, **k: None)
+    new = tmp_path / "new"
+    new.mkdir()
+    for f in ("right/right_002.dcm", "left/left_000.png"):
+        shutil.copy(src / f, new)
+    (new / "notes.txt").write_text("not an image")
+    return new
+
+
+@pytest.fixture
 def runs(tmp_path):
     return tmp_path / "runs"
 

@@ -439,23 +439,16 @@ def test_hfc_keeps_the_adversarial_features_where_the_other_class_lies(small_f):
 
 
 # -- own images (issue 21) ------------------------------------------------------------------------------------------
-def test_own_images_train_f_on_two_class_folders_and_predict_unlabelled_files(cli, runs, tmp_path):
+def test_own_images_train_f_on_two_class_folders_and_predict_unlabelled_files(cli, runs, unlabelled_images):
     """``--dataset imagefolder``: F trains on two of the fixture's class folders (``dataset.classes``; 16-bit PNG,
     float TIFF, DICOM), the class names travel in its weights, and predict gives one row per readable file of a
     folder holding a DICOM, a 16-bit PNG and a note."""
-    import os
-    import shutil
 
     base = ("train", "cycleadvgan", "--dataset", "imagefolder", "--fixture", "--runs-dir", runs, "--json",
             "-o", "train.epochs=1")
     r = cli(*base)
     assert r.code == 0, r.err
-    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
-    new = tmp_path / "new"
-    new.mkdir()
-    for f in ("right/right_002.dcm", "left/left_000.png"):
-        shutil.copy(src / f, new)
-    (new / "notes.txt").write_text("not an image")
+    new = unlabelled_images
     p = cli("predict", "cycleadvgan", "--run", r.json()["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs,
             "--json")
     assert p.code == 0, p.err

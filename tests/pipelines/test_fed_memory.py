@@ -313,22 +313,7 @@ def test_imagenet_weights_load_through_the_safe_loader(tmp_path):
 
 
 # -- own images (issue 21) ------------------------------------------------------------------------------------------
-def _unlabelled(tmp_path):
-    """A folder of new files as a clinic exports them: a DICOM, a 16-bit PNG and a note that is not an image."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
-    new = tmp_path / "new"
-    new.mkdir()
-    for f in ("right/right_002.dcm", "left/left_000.png"):
-        shutil.copy(src / f, new)
-    (new / "notes.txt").write_text("not an image")
-    return new
-
-
-def test_own_images_train_the_clients_and_predict_unlabelled_files(cli, runs, tmp_path):
+def test_own_images_train_the_clients_and_predict_unlabelled_files(cli, runs, unlabelled_images):
     """``--dataset imagefolder``: the clients' pool is the class folders (16-bit PNG, float TIFF, DICOM); predict
     gives one row per readable file with every client's class."""
     from pathlib import Path
@@ -339,7 +324,7 @@ def test_own_images_train_the_clients_and_predict_unlabelled_files(cli, runs, tm
     assert r.code == 0, r.err
     out = r.json()
     assert "skipped 1 file(s) that are not images" in r.err and out["metrics"]["shared_identical"] == 1
-    new = _unlabelled(tmp_path)
+    new = unlabelled_images
     p = cli("predict", "fed-memory", "--run", out["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs,
             "--json")
     assert p.code == 0, p.err

@@ -229,12 +229,10 @@ def test_wrong_folder_and_study_type(cli, runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_own_images_learn_explain_and_unlabelled_files_predict(cli, runs, tmp_path):
+def test_own_images_learn_explain_and_unlabelled_files_predict(cli, runs, unlabelled_images):
     """Issue 21: ``--dataset imagefolder`` with two of the fixture's class folders (16-bit PNG, float TIFF, DICOM
     with 12-bit values; the positive class's blob is brighter): the tiny CNN learns, the CAMs run on the valid split,
     and predict names the trained classes for a folder holding a DICOM, a 16-bit PNG and a note."""
-    import os
-    import shutil
     from pathlib import Path
 
     r = cli("train", "svd-gradcam", "--dataset", "imagefolder", "--fixture", "--runs-dir", runs, "--json")
@@ -244,12 +242,7 @@ def test_own_images_learn_explain_and_unlabelled_files_predict(cli, runs, tmp_pa
              "explain.methods=[gradcam,svd]", "-o", "explain.overlays=1", "--json")
     assert ex.code == 0, ex.err
     assert ex.json()["metrics"]["n_images"] == 6 and list((Path(ex.json()["run_dir"]) / "figures").glob("overlay_*"))
-    src = next((Path(os.environ["MEDRUN_CACHE"]) / "fixtures").glob("imagefolder-*")) / "own-images"
-    new = tmp_path / "new"
-    new.mkdir()
-    for f in ("right/right_002.dcm", "left/left_000.png"):
-        shutil.copy(src / f, new)
-    (new / "notes.txt").write_text("not an image")
+    new = unlabelled_images
     p = cli("predict", "svd-gradcam", "--run", r.json()["run_id"], "-o", f"predict.input={new}", "--runs-dir", runs,
             "--json")
     assert p.code == 0, p.err
