@@ -351,7 +351,8 @@ class ScUnext(Supervised):
             rel = f"predictions/{name}_segmentation.png"
             mask = seg.write_mask(self.ctx, rel, p, wh, threshold=self.m.eval.threshold)
             rows.append({"file": str(f), "mask": rel, "width": wh[0], "height": wh[1],
-                         "foreground_fraction": round(float(mask.mean()), 6)})
+                         "foreground_fraction": round(float(mask.mean()), 6),
+                         "nifti": seg.write_like_dicom(self.ctx, f"predictions/{name}_segmentation", mask, f) or ""})
         return rows
 
     def predict_summary(self, rows):

@@ -117,6 +117,18 @@ def write_mask(ctx, rel: str, pred, size: tuple[int, int] | None = None, *, thre
     return mask
 
 
+def write_like_dicom(ctx, rel: str, mask, source) -> str | None:
+    """DICOM in, NIfTI out: for a predicted mask (at the input's own size) of a DICOM file, the same mask as
+    ``<rel>.nii.gz`` with the slice's affine (position, orientation, pixel spacing), which viewers overlay on the
+    scan; None for other inputs (their PNG mask is the output). Returns the path relative to the run."""
+    from medrun.datasets.imageio import DICOM_SUFFIXES, read, suffix
+
+    if suffix(Path(source)) not in DICOM_SUFFIXES:
+        return None
+    out = ctx.write_like(rel, (np.asarray(mask) > 0).astype(np.uint8), read(Path(source)))
+    return out.relative_to(ctx.path).as_posix()
+
+
 # a MONAI-bundle converter's reader of 8 bits by the image's own depth, as medrun's readers (datasets.images)
 TO_8BIT = "__import__('medrun.datasets.images', fromlist=['to_8bit']).to_8bit"
 

@@ -247,7 +247,8 @@ class UnetLrp(Supervised):
             mask = seg.write_mask(self.ctx, f"predictions/{name}.png", prob, (full.shape[1], full.shape[0]),
                                   threshold=0.5)
             rows.append({"case": name, "input": str(path), "height": full.shape[0], "width": full.shape[1],
-                         "foreground_share": float(mask.mean()), "objects": L.n_objects(mask.astype(np.float32))})
+                         "foreground_share": float(mask.mean()), "objects": L.n_objects(mask.astype(np.float32)),
+                         "nifti": seg.write_like_dicom(self.ctx, f"predictions/{name}", mask, path) or ""})
         return rows
 
     def predict_summary(self, rows: list[dict]) -> dict:

@@ -315,3 +315,6 @@ def test_own_pairs_train_and_unlabelled_dicom_and_16_bit_files_predict_at_their_
     out = runs / "sc-unext" / f"predict-{p.json()['run_id'][:12]}" / "predictions"
     assert Image.open(out / "a_segmentation.png").size == (70, 40)
     assert Image.open(out / "b_segmentation.png").size == (20, 30)
+    import nibabel as nib  # DICOM in, NIfTI out, with the slice's affine
+
+    assert nib.load(out / "b_segmentation.nii.gz").shape == (30, 20) and not (out / "a_segmentation.nii.gz").exists()

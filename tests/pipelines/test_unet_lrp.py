@@ -350,3 +350,9 @@ def test_own_pairs_in_clinic_formats_learn_and_unlabelled_files_predict_at_their
         assert mask.shape == (110, 150) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}, name
     rows = (out / "per_case.csv").read_text().splitlines()
     assert rows[0].startswith("case,input,height,width") and len(rows) == 3 and rows[1].startswith("a,")
+    import nibabel as nib  # DICOM in, NIfTI out: the mask with the slice's geometry, beside its PNG
+
+    nii = nib.load(out / "predictions" / "b.nii.gz")
+    assert nii.shape == (110, 150) and not (out / "predictions" / "a.nii.gz").exists()
+    np.testing.assert_allclose(nii.affine, imageio.read(new / "b.dcm").affine)
+    assert np.array_equal(np.asarray(nii.dataobj) > 0, np.asarray(Image.open(out / "predictions" / "b.png")) > 0)
