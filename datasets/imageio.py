@@ -22,6 +22,7 @@ slice position along its normal, not by InstanceNumber (which scanners and anony
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,11 @@ READABLE = (*IMAGE_SUFFIXES, *VOLUME_SUFFIXES, *DICOM_SUFFIXES)
 _UNSIGNED_RANGE = {"uint8": 255.0, "uint16": 65535.0}
 _FIX = "replace or delete the file, or convert it to PNG, TIFF, NIfTI or DICOM"
 # MONAI's readers warn about what does not concern a 2-D DICOM slice or a CPU-only machine
-for _msg in ("nvImageCodec is not available", "PydicomReader: ImageOrientationPatient"):
+for _msg in ("nvImageCodec is not available", "PydicomReader: ImageOrientationPatient",
+             "NvImgCodecPydicomReader", "The given NumPy array is not writable"):
     warnings.filterwarnings("ignore", message=_msg)
+# MONAI logs the missing GPU codec at WARNING once per process: nothing a user reading DICOM on a CPU can act on
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
