@@ -145,7 +145,11 @@ class SvdGradCam(clf.OwnImages, Supervised):
                 "maps explain)")
 
     def classes(self) -> list[str]:
-        return self.trained_classes() if self.own else list(mura.CLASSES)
+        if not self.own:
+            return list(mura.CLASSES)
+        if "_classes" not in self.__dict__:  # read once: predict and explain ask per row and per figure
+            self._classes = self.trained_classes()
+        return self._classes
 
     def build_model(self) -> CamNet:
         mm = self.m.model
@@ -177,10 +181,12 @@ class SvdGradCam(clf.OwnImages, Supervised):
         return self.ctx.data_roots[self.m.dataset.name]
 
     def samples(self, split: str) -> list:
-        if self.own:  # a stratified valid share of the class folders (MURA has its own valid split)
-            d = self.m.dataset
-            train, valid = clf.stratified_split(self.read_own()[0], d.valid_fraction, d.split_seed)
-            return {"train": train, "valid": valid}[split]
+        if self.own:  # a stratified valid share of the class folders (MURA has its own valid split), read once
+            if "_own_split" not in self.__dict__:
+                d = self.m.dataset
+                train, valid = clf.stratified_split(self.read_own()[0], d.valid_fraction, d.split_seed)
+                self._own_split = {"train": train, "valid": valid}
+            return self._own_split[split]
         s = mura.read(self.root, split, self.m.dataset.study_type)
         counts = Counter(x.label for x in s)
         self.ctx.log(f"{split} {self.m.dataset.study_type}: {len(s)} images — normal {counts[0]}, "
